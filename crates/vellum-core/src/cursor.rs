@@ -1,0 +1,182 @@
+//! Event results: a cursor that pages through the log by offset (SPEC §4.7, D11).
+//!
+//! The cursor holds no transaction or connection between calls: each page is a fresh query for
+//! events at or after the next unread offset. So it never skips or repeats an event, dropping it
+//! at any point releases everything, and it sees events committed after the load call.
+
+use std::collections::VecDeque;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use futures_core::Stream;
+
+use crate::envelope::Envelope;
+use crate::error::Result;
+use crate::model::Event;
+
+/// Which events a result holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EventQuery {
+    /// Events whose portable name is in the set (sorted, without duplicates).
+    ByType(Vec<String>),
+    /// Events produced by one handler instance (exact match; `""` is not a wildcard).
+    BySource {
+        /// The producing handler's key.
+        handler_key: String,
+        /// The producing instance's ID.
+        instance_id: String,
+    },
+}
+
+impl EventQuery {
+    /// A by-type query over the given portable names.
+    pub fn by_type<I, S>(portable_names: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        let mut names: Vec<String> = portable_names.into_iter().map(Into::into).collect();
+        names.sort_unstable();
+        names.dedup();
+        Self::ByType(names)
+    }
+
+    /// A by-source query.
+    pub fn by_source(handler_key: impl Into<String>, instance_id: impl Into<String>) -> Self {
+        Self::BySource { handler_key: handler_key.into(), instance_id: instance_id.into() }
+    }
+
+    /// Whether an event with this envelope belongs to the result.
+    #[must_use]
+    pub fn matches(&self, envelope: &Envelope) -> bool {
+        match self {
+            Self::ByType(names) => names.binary_search(&envelope.portable_name).is_ok(),
+            Self::BySource { handler_key, instance_id } => {
+                envelope.source_handler_key() == handler_key && envelope.source_instance_id == *instance_id
+            }
+        }
+    }
+
+    /// Whether no event can match (an empty type filter).
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        matches!(self, Self::ByType(names) if names.is_empty())
+    }
+}
+
+/// A boxed future returned by [`EventPageSource::load_page`].
+pub type PageFuture<'a> = Pin<Box<dyn Future<Output = Result<Vec<Event>>> + Send + 'a>>;
+
+/// What a provider implements so that [`EventCursor`] can page through its log.
+pub trait EventPageSource: Send + Sync {
+    /// Up to `limit` events matching `query` with `offset >= from`, in ascending offset order.
+    /// Must return [`Error::Closed`](crate::Error::Closed) once the store is closed.
+    fn load_page<'a>(&'a self, query: &'a EventQuery, from: u64, limit: usize) -> PageFuture<'a>;
+}
+
+/// The default number of events fetched per page.
+pub const DEFAULT_PAGE_SIZE: usize = 256;
+
+/// The result of an event query: call [`EventCursor::next`] until it returns `None`.
+pub struct EventCursor {
+    source: Arc<dyn EventPageSource>,
+    query: EventQuery,
+    next_offset: u64,
+    buffer: VecDeque<Event>,
+    page_size: usize,
+    /// The last page was short: report the end once before querying again.
+    at_end: bool,
+    closed: bool,
+}
+
+impl EventCursor {
+    /// A cursor over `query` starting at `min_offset`.
+    pub fn new(source: Arc<dyn EventPageSource>, query: EventQuery, min_offset: u64) -> Self {
+        Self {
+            source,
+            query,
+            next_offset: min_offset,
+            buffer: VecDeque::new(),
+            page_size: DEFAULT_PAGE_SIZE,
+            at_end: false,
+            closed: false,
+        }
+    }
+
+    /// Sets how many events each page fetches (at least 1).
+    #[must_use]
+    pub fn with_page_size(mut self, page_size: usize) -> Self {
+        self.page_size = page_size.max(1);
+        self
+    }
+
+    /// The query this cursor answers.
+    #[must_use]
+    pub fn query(&self) -> &EventQuery {
+        &self.query
+    }
+
+    /// The next event, or `None` when every matching event committed so far has been returned.
+    ///
+    /// Calling again after `None` looks for events committed since. Dropping the returned future
+    /// loses nothing: the cursor's position only moves when an event is handed out.
+    pub async fn next(&mut self) -> Result<Option<Event>> {
+        if self.closed || self.query.is_empty() {
+            return Ok(None);
+        }
+        if self.buffer.is_empty() {
+            if self.at_end {
+                self.at_end = false;
+                return Ok(None);
+            }
+            let page = self.source.load_page(&self.query, self.next_offset, self.page_size).await?;
+            self.at_end = page.len() < self.page_size;
+            self.buffer.extend(page);
+        }
+        let Some(event) = self.buffer.pop_front() else {
+            self.at_end = false;
+            return Ok(None);
+        };
+        self.next_offset = event.offset.saturating_add(1);
+        Ok(Some(event))
+    }
+
+    /// Reads every remaining event into a vector.
+    pub async fn collect(mut self) -> Result<Vec<Event>> {
+        let mut events = Vec::new();
+        while let Some(event) = self.next().await? {
+            events.push(event);
+        }
+        Ok(events)
+    }
+
+    /// Releases the cursor's buffer; later calls to `next` return `None`. Closing twice is fine.
+    pub fn close(&mut self) -> Result<()> {
+        self.closed = true;
+        self.buffer.clear();
+        Ok(())
+    }
+
+    /// The cursor as a [`Stream`] of events.
+    pub fn into_stream(self) -> impl Stream<Item = Result<Event>> + Send {
+        futures_util::stream::unfold(Some(self), |cursor| async move {
+            let mut cursor = cursor?;
+            match cursor.next().await {
+                Ok(Some(event)) => Some((Ok(event), Some(cursor))),
+                Ok(None) => None,
+                Err(e) => Some((Err(e), None)),
+            }
+        })
+    }
+}
+
+impl std::fmt::Debug for EventCursor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EventCursor")
+            .field("query", &self.query)
+            .field("next_offset", &self.next_offset)
+            .field("buffered", &self.buffer.len())
+            .finish_non_exhaustive()
+    }
+}

@@ -1,0 +1,116 @@
+//! The one error type every vellum API returns (DESIGN §2).
+
+use crate::operation::Operation;
+
+/// A `Result` whose error is [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything that can go wrong in a vellum store.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The store was closed; every later call, including a second `close`, returns this.
+    #[error("data store is closed")]
+    Closed,
+
+    /// Another store of this application key is open, in this process or another.
+    #[error("data store for application {app_key:?} is locked by another engine instance")]
+    Locked {
+        /// The application key that could not be opened.
+        app_key: String,
+    },
+
+    /// An operation's optimistic-concurrency precondition failed; nothing from the batch was
+    /// applied. When several operations conflict, the first in batch order is reported.
+    #[error("optimistic concurrency conflict in {} operation at index {index} ({})", op.name(), op.entity())]
+    Conflict {
+        /// The position of the operation in its batch.
+        index: usize,
+        /// The operation exactly as submitted.
+        op: Box<Operation>,
+    },
+
+    /// The batch was rejected before any storage was touched.
+    #[error("invalid batch: {0}")]
+    InvalidBatch(#[from] InvalidBatch),
+
+    /// An event with this message ID is already in the application's log; nothing from the
+    /// batch was applied.
+    #[error("an event with message ID {message_id:?} is already in the event log")]
+    DuplicateEvent {
+        /// The duplicated message ID.
+        message_id: String,
+    },
+
+    /// A message referenced by its ID does not exist.
+    #[error("message with ID {message_id:?} does not exist")]
+    UnknownMessage {
+        /// The message ID that was not found.
+        message_id: String,
+    },
+
+    /// Several independent operations failed (e.g. closing every store of a
+    /// [`DataStoreSet`](crate::DataStoreSet)); each error is kept.
+    #[error("{} errors: {}", .0.len(), join(.0))]
+    Multiple(Vec<Error>),
+
+    /// The backing storage failed: I/O, the database server, or data that does not decode.
+    #[error("{context}")]
+    Storage {
+        /// What vellum was doing, naming the application, file or table involved.
+        context: String,
+        /// The underlying error.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+}
+
+impl Error {
+    /// A storage error with a description of what was being done.
+    pub fn storage(
+        context: impl Into<String>,
+        source: impl Into<Box<dyn std::error::Error + Send + Sync>>,
+    ) -> Self {
+        Self::Storage { context: context.into(), source: source.into() }
+    }
+
+    /// A conflict on the operation at `index`.
+    #[must_use]
+    pub fn conflict(index: usize, op: &Operation) -> Self {
+        Self::Conflict { index, op: Box::new(op.clone()) }
+    }
+
+    /// Whether this is an optimistic-concurrency conflict.
+    #[must_use]
+    pub fn is_conflict(&self) -> bool {
+        matches!(self, Self::Conflict { .. })
+    }
+}
+
+/// Why a batch is invalid (SPEC §3, D3).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum InvalidBatch {
+    /// Two operations touch the same entity.
+    #[error("batch contains multiple operations for the same entity ({entity}) at indexes {first} and {second}")]
+    DuplicateEntity {
+        /// The shared entity, formatted as Go does (e.g. `queue <id>`).
+        entity: String,
+        /// Index of the first operation.
+        first: usize,
+        /// Index of the second operation.
+        second: usize,
+    },
+    /// A queue message's `next_attempt_at` cannot be stored as i64 microseconds.
+    #[error("queue message {message_id:?} at index {index} has a next_attempt_at outside the storable range")]
+    TimeOutOfRange {
+        /// Index of the operation.
+        index: usize,
+        /// The message ID.
+        message_id: String,
+    },
+}
+
+fn join(errors: &[Error]) -> String {
+    errors.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ")
+}

@@ -1,0 +1,176 @@
+//! Batch evaluation, written once for every provider (SPEC D1, D2, D4).
+//!
+//! A provider persists a batch in two steps:
+//! 1. [`evaluate`] checks every operation's precondition against the state *before* the batch
+//!    (read through [`PreBatchState`]) and returns the first failure in batch order, or the list
+//!    of [`Effect`]s to write. Nothing is written until every check has passed, so a failing batch
+//!    needs no rollback, and batches sharing one transaction (group commit) fail alone.
+//! 2. The provider writes the effects in order. [`Effect::RemoveQueue`] must be idempotent: the
+//!    timeout cascade of an earlier [`Effect::RemoveProcess`] may already have removed it (W1).
+
+use crate::envelope::Envelope;
+use crate::error::{Error, Result};
+use crate::model::{AggregateMetaData, ProcessInstance, QueueMessage};
+use crate::operation::Operation;
+use crate::time::Micros;
+use crate::{Batch, InvalidBatch};
+
+/// Read access to the persisted state a batch is checked against.
+///
+/// Methods take `&mut self` so implementations may cache or fetch lazily.
+pub trait PreBatchState {
+    /// The stored revision of an aggregate instance, 0 when never saved.
+    fn aggregate_revision(&mut self, handler_key: &str, instance_id: &str) -> Result<u64>;
+    /// The stored revision of a process instance, `None` when absent.
+    fn process_revision(&mut self, handler_key: &str, instance_id: &str) -> Result<Option<u64>>;
+    /// The stored revision of a queue message, `None` when absent.
+    fn queue_revision(&mut self, message_id: &str) -> Result<Option<u64>>;
+    /// The stored consumer offset for a source application, 0 when none.
+    fn offset(&mut self, application_key: &str) -> Result<u64>;
+    /// Whether an event with this message ID is in the log.
+    fn event_exists(&mut self, message_id: &str) -> Result<bool>;
+}
+
+/// One write a provider must perform, in batch order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Effect<'a> {
+    /// Store aggregate meta-data with the given (already incremented) revision.
+    PutAggregate {
+        /// The meta-data as submitted (its `revision` is the old one).
+        meta: &'a AggregateMetaData,
+        /// The revision to store.
+        revision: u64,
+    },
+    /// Store a process instance, replacing its packet, with the given revision.
+    PutProcess {
+        /// The instance as submitted (its `revision` is the old one).
+        instance: &'a ProcessInstance,
+        /// The revision to store.
+        revision: u64,
+    },
+    /// Delete a process instance and every timeout it owns (SPEC §2.3).
+    RemoveProcess {
+        /// The process handler key.
+        handler_key: &'a str,
+        /// The process instance ID.
+        instance_id: &'a str,
+    },
+    /// Append an event at the next offset.
+    AppendEvent {
+        /// The event's envelope.
+        envelope: &'a Envelope,
+    },
+    /// Enqueue a new message with revision 1 and the full envelope.
+    InsertQueue {
+        /// The message as submitted.
+        message: &'a QueueMessage,
+        /// Its `next_attempt_at` in storage form.
+        next_attempt_at: Micros,
+    },
+    /// Update a queued message's retry state; its envelope is immutable.
+    UpdateQueue {
+        /// The message ID.
+        message_id: &'a str,
+        /// The revision to store.
+        revision: u64,
+        /// The new failure count.
+        failure_count: u64,
+        /// The new `next_attempt_at`.
+        next_attempt_at: Micros,
+    },
+    /// Delete a queued message if it is still present.
+    RemoveQueue {
+        /// The message ID.
+        message_id: &'a str,
+    },
+    /// Store a consumer offset.
+    PutOffset {
+        /// The source application key.
+        application_key: &'a str,
+        /// The offset to store.
+        next_offset: u64,
+    },
+}
+
+/// Checks every precondition of a validated batch against the pre-batch state and returns the
+/// effects to write, or the first failure in batch order (a conflict, a duplicate event, or a
+/// storage error from `state`).
+pub fn evaluate<'a, S: PreBatchState + ?Sized>(
+    batch: &'a Batch,
+    state: &mut S,
+) -> Result<Vec<Effect<'a>>> {
+    batch.ops().iter().enumerate().map(|(index, op)| check(index, op, state)).collect()
+}
+
+fn check<'a, S: PreBatchState + ?Sized>(
+    index: usize,
+    op: &'a Operation,
+    state: &mut S,
+) -> Result<Effect<'a>> {
+    let conflict = || Error::conflict(index, op);
+    match op {
+        Operation::SaveAggregateMetaData(meta) => {
+            if state.aggregate_revision(&meta.handler_key, &meta.instance_id)? != meta.revision {
+                return Err(conflict());
+            }
+            Ok(Effect::PutAggregate { meta, revision: next_revision(meta.revision, &conflict)? })
+        }
+        Operation::SaveProcessInstance(instance) => {
+            let stored = state.process_revision(&instance.handler_key, &instance.instance_id)?;
+            if stored.unwrap_or(0) != instance.revision {
+                return Err(conflict());
+            }
+            let revision = next_revision(instance.revision, &conflict)?;
+            Ok(Effect::PutProcess { instance, revision })
+        }
+        Operation::RemoveProcessInstance(instance) => {
+            let stored = state.process_revision(&instance.handler_key, &instance.instance_id)?;
+            if stored != Some(instance.revision) {
+                return Err(conflict());
+            }
+            Ok(Effect::RemoveProcess {
+                handler_key: &instance.handler_key,
+                instance_id: &instance.instance_id,
+            })
+        }
+        Operation::SaveEvent(envelope) => {
+            if state.event_exists(&envelope.message_id)? {
+                return Err(Error::DuplicateEvent { message_id: envelope.message_id.clone() });
+            }
+            Ok(Effect::AppendEvent { envelope })
+        }
+        Operation::SaveQueueMessage(message) => {
+            let next_attempt_at = Micros::from_system_time(message.next_attempt_at).ok_or_else(|| {
+                InvalidBatch::TimeOutOfRange { index, message_id: message.id().to_owned() }
+            })?;
+            match state.queue_revision(message.id())? {
+                None if message.revision == 0 => Ok(Effect::InsertQueue { message, next_attempt_at }),
+                Some(stored) if stored == message.revision && stored != 0 => Ok(Effect::UpdateQueue {
+                    message_id: message.id(),
+                    revision: next_revision(stored, &conflict)?,
+                    failure_count: message.failure_count,
+                    next_attempt_at,
+                }),
+                _ => Err(conflict()),
+            }
+        }
+        Operation::RemoveQueueMessage(message) => match state.queue_revision(message.id())? {
+            Some(stored) if stored == message.revision => {
+                Ok(Effect::RemoveQueue { message_id: message.id() })
+            }
+            _ => Err(conflict()),
+        },
+        Operation::SaveOffset { application_key, current_offset, next_offset } => {
+            if state.offset(application_key)? != *current_offset {
+                return Err(conflict());
+            }
+            Ok(Effect::PutOffset { application_key, next_offset: *next_offset })
+        }
+    }
+}
+
+/// `revision + 1`; a revision at `u64::MAX` cannot advance, which is reported as a conflict
+/// rather than wrapping to 0 ("never persisted").
+fn next_revision(revision: u64, conflict: &impl Fn() -> Error) -> Result<u64> {
+    revision.checked_add(1).ok_or_else(conflict)
+}

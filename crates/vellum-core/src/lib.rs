@@ -1,0 +1,32 @@
+//! The vellum persistence contract.
+//!
+//! vellum stores, per application of a Dogma-style engine, aggregate meta-data, an append-only
+//! event log with dense offsets, process state, a durable message queue and consumer offsets.
+//! Every write is a [`Batch`] committed atomically under optimistic concurrency control.
+//!
+//! This crate holds what every provider shares: the model, [`Batch`] and [`Operation`],
+//! [`Error`], the repository traits and [`Provider`], the [`EventCursor`], batch evaluation
+//! ([`eval`]) and [`DataStoreSet`]. It knows no backend.
+
+mod batch;
+mod cursor;
+mod envelope;
+mod error;
+pub mod eval;
+mod model;
+mod operation;
+mod repository;
+mod set;
+pub mod time;
+
+pub use batch::Batch;
+pub use cursor::{DEFAULT_PAGE_SIZE, EventCursor, EventPageSource, EventQuery, PageFuture};
+pub use envelope::{Envelope, Identity};
+pub use error::{Error, InvalidBatch, Result};
+pub use model::{AggregateMetaData, Event, Packet, PersistResult, ProcessInstance, QueueMessage};
+pub use operation::{EntityKey, Operation};
+pub use repository::{
+    AggregateRepository, DataStore, EventRepository, OffsetRepository, Persister, ProcessRepository,
+    Provider, QueueRepository,
+};
+pub use set::DataStoreSet;

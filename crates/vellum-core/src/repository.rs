@@ -1,0 +1,91 @@
+//! The traits a store implements, split as in Go so each engine component asks for only what
+//! it needs (DESIGN §2). Methods are native async and every future is `Send`.
+
+use std::future::Future;
+
+use crate::batch::Batch;
+use crate::cursor::EventCursor;
+use crate::error::Result;
+use crate::model::{AggregateMetaData, PersistResult, ProcessInstance, QueueMessage};
+
+/// Reads aggregate meta-data.
+pub trait AggregateRepository: Send + Sync {
+    /// The stored meta-data, or `{handler_key, instance_id, 0, ""}` for a never-saved instance.
+    fn load_aggregate_meta_data(
+        &self,
+        handler_key: &str,
+        instance_id: &str,
+    ) -> impl Future<Output = Result<AggregateMetaData>> + Send;
+}
+
+/// Reads the application's event log.
+pub trait EventRepository: Send + Sync {
+    /// The number of events in the log: the offset the next event will get.
+    fn next_event_offset(&self) -> impl Future<Output = Result<u64>> + Send;
+
+    /// Events whose portable name is one of `portable_names`, from `min_offset` on, ascending.
+    /// An empty filter matches nothing.
+    fn load_events_by_type(
+        &self,
+        portable_names: &[&str],
+        min_offset: u64,
+    ) -> impl Future<Output = Result<EventCursor>> + Send;
+
+    /// Events produced by one handler instance (exact match on both keys), from offset 0.
+    fn load_events_by_source(
+        &self,
+        handler_key: &str,
+        instance_id: &str,
+    ) -> impl Future<Output = Result<EventCursor>> + Send;
+}
+
+/// Reads consumer positions in other applications' event streams.
+pub trait OffsetRepository: Send + Sync {
+    /// The next offset to consume from `application_key`'s stream, 0 when none is stored.
+    fn load_offset(&self, application_key: &str) -> impl Future<Output = Result<u64>> + Send;
+}
+
+/// Reads process instances.
+pub trait ProcessRepository: Send + Sync {
+    /// The stored instance, or `{handler_key, instance_id, 0, empty packet}` when absent.
+    fn load_process_instance(
+        &self,
+        handler_key: &str,
+        instance_id: &str,
+    ) -> impl Future<Output = Result<ProcessInstance>> + Send;
+}
+
+/// Reads the message queue.
+pub trait QueueRepository: Send + Sync {
+    /// Up to `n` messages with the earliest `next_attempt_at`, due or not; ties in enqueue order,
+    /// then by message ID. `n == 0` returns nothing.
+    fn load_queue_messages(&self, n: usize) -> impl Future<Output = Result<Vec<QueueMessage>>> + Send;
+}
+
+/// Commits batches.
+pub trait Persister: Send + Sync {
+    /// Validates and commits `batch` atomically. On any error nothing from the batch is applied.
+    fn persist(&self, batch: Batch) -> impl Future<Output = Result<PersistResult>> + Send;
+}
+
+/// Everything an engine needs from one application's store.
+pub trait DataStore:
+    AggregateRepository + EventRepository + OffsetRepository + ProcessRepository + QueueRepository + Persister
+{
+    /// The application key this store was opened for.
+    fn app_key(&self) -> &str;
+
+    /// Closes the store and releases its exclusive lock. The first call succeeds; every later
+    /// call, and every other operation afterwards, returns [`Error::Closed`](crate::Error::Closed).
+    fn close(&self) -> impl Future<Output = Result<()>> + Send;
+}
+
+/// Opens application stores.
+pub trait Provider: Send + Sync {
+    /// The store type this provider opens.
+    type Store: DataStore + 'static;
+
+    /// Opens the store of `app_key` for exclusive use; returns
+    /// [`Error::Locked`](crate::Error::Locked) promptly if it is open elsewhere.
+    fn open(&self, app_key: &str) -> impl Future<Output = Result<Self::Store>> + Send;
+}
