@@ -92,7 +92,9 @@ impl Error {
 #[non_exhaustive]
 pub enum InvalidBatch {
     /// Two operations touch the same entity.
-    #[error("batch contains multiple operations for the same entity ({entity}) at indexes {first} and {second}")]
+    #[error(
+        "batch contains multiple operations for the same entity ({entity}) at indexes {first} and {second}"
+    )]
     DuplicateEntity {
         /// The shared entity, formatted as Go does (e.g. `queue <id>`).
         entity: String,

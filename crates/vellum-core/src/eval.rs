@@ -95,10 +95,7 @@ pub enum Effect<'a> {
 /// Checks every precondition of a validated batch against the pre-batch state and returns the
 /// effects to write, or the first failure in batch order (a conflict, a duplicate event, or a
 /// storage error from `state`).
-pub fn evaluate<'a, S: PreBatchState + ?Sized>(
-    batch: &'a Batch,
-    state: &mut S,
-) -> Result<Vec<Effect<'a>>> {
+pub fn evaluate<'a, S: PreBatchState + ?Sized>(batch: &'a Batch, state: &mut S) -> Result<Vec<Effect<'a>>> {
     batch.ops().iter().enumerate().map(|(index, op)| check(index, op, state)).collect()
 }
 
@@ -140,9 +137,8 @@ fn check<'a, S: PreBatchState + ?Sized>(
             Ok(Effect::AppendEvent { envelope })
         }
         Operation::SaveQueueMessage(message) => {
-            let next_attempt_at = Micros::from_system_time(message.next_attempt_at).ok_or_else(|| {
-                InvalidBatch::TimeOutOfRange { index, message_id: message.id().to_owned() }
-            })?;
+            let next_attempt_at = Micros::from_system_time(message.next_attempt_at)
+                .ok_or_else(|| InvalidBatch::TimeOutOfRange { index, message_id: message.id().to_owned() })?;
             match state.queue_revision(message.id())? {
                 None if message.revision == 0 => Ok(Effect::InsertQueue { message, next_attempt_at }),
                 Some(stored) if stored == message.revision && stored != 0 => Ok(Effect::UpdateQueue {

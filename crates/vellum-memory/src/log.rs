@@ -1,0 +1,72 @@
+//! The event log with by-type and by-source indexes, so neither query scans the whole log.
+
+use std::collections::{HashMap, HashSet};
+
+use vellum_core::{Envelope, Event, EventQuery};
+
+use crate::keyed::Keyed2;
+
+#[derive(Debug, Default)]
+pub(crate) struct EventLog {
+    /// The envelope at offset `i` is `events[i]`.
+    events: Vec<Envelope>,
+    ids: HashSet<String>,
+    by_type: HashMap<String, Vec<u64>>,
+    by_source: Keyed2<Vec<u64>>,
+}
+
+impl EventLog {
+    pub(crate) fn next_offset(&self) -> u64 {
+        self.events.len() as u64
+    }
+
+    pub(crate) fn contains(&self, message_id: &str) -> bool {
+        self.ids.contains(message_id)
+    }
+
+    pub(crate) fn append(&mut self, envelope: &Envelope) -> u64 {
+        let offset = self.next_offset();
+        self.ids.insert(envelope.message_id.clone());
+        match self.by_type.get_mut(&envelope.portable_name) {
+            Some(offsets) => offsets.push(offset),
+            None => {
+                self.by_type.insert(envelope.portable_name.clone(), vec![offset]);
+            }
+        }
+        self.by_source
+            .get_mut_or_default(envelope.source_handler_key(), &envelope.source_instance_id)
+            .push(offset);
+        self.events.push(envelope.clone());
+        offset
+    }
+
+    /// Up to `limit` matching events with `offset >= from`, ascending.
+    pub(crate) fn page(&self, query: &EventQuery, from: u64, limit: usize) -> Vec<Event> {
+        let mut offsets: Vec<u64> = match query {
+            EventQuery::ByType(names) => {
+                let mut merged: Vec<u64> = names
+                    .iter()
+                    .filter_map(|name| self.by_type.get(name))
+                    .flat_map(|list| tail(list, from).iter().take(limit).copied())
+                    .collect();
+                merged.sort_unstable();
+                merged
+            }
+            EventQuery::BySource { handler_key, instance_id } => self
+                .by_source
+                .get(handler_key, instance_id)
+                .map(|list| tail(list, from).iter().take(limit).copied().collect())
+                .unwrap_or_default(),
+        };
+        offsets.truncate(limit);
+        offsets
+            .into_iter()
+            .map(|offset| Event { offset, envelope: self.events[offset as usize].clone() })
+            .collect()
+    }
+}
+
+/// The part of an ascending offset list at or after `from`.
+fn tail(list: &[u64], from: u64) -> &[u64] {
+    &list[list.partition_point(|&o| o < from)..]
+}

@@ -1,0 +1,103 @@
+//! The message queue: messages by ID, an ordered index (time, enqueue sequence, ID) and a timeout
+//! index by owner. Updates move one index entry; nothing is ever re-sorted.
+
+use std::collections::{BTreeSet, HashMap};
+
+use vellum_core::time::Micros;
+use vellum_core::{Envelope, QueueMessage};
+
+use crate::keyed::Keyed2;
+
+#[derive(Debug)]
+struct Entry {
+    revision: u64,
+    failure_count: u64,
+    next_attempt_at: Micros,
+    sequence: u64,
+    envelope: Envelope,
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct Queue {
+    messages: HashMap<String, Entry>,
+    order: BTreeSet<(Micros, u64, String)>,
+    timeouts: Keyed2<BTreeSet<String>>,
+    next_sequence: u64,
+}
+
+impl Queue {
+    pub(crate) fn revision(&self, id: &str) -> Option<u64> {
+        self.messages.get(id).map(|e| e.revision)
+    }
+
+    pub(crate) fn insert(&mut self, message: &QueueMessage, next_attempt_at: Micros) {
+        let sequence = self.next_sequence;
+        self.next_sequence += 1;
+        let id = message.id().to_owned();
+        let env = &message.envelope;
+        if env.is_timeout() {
+            self.timeouts
+                .get_mut_or_default(env.source_handler_key(), &env.source_instance_id)
+                .insert(id.clone());
+        }
+        self.order.insert((next_attempt_at, sequence, id.clone()));
+        let entry = Entry {
+            revision: 1,
+            failure_count: message.failure_count,
+            next_attempt_at,
+            sequence,
+            envelope: env.clone(),
+        };
+        self.messages.insert(id, entry);
+    }
+
+    pub(crate) fn update(&mut self, id: &str, revision: u64, failure_count: u64, next_attempt_at: Micros) {
+        let Some(entry) = self.messages.get_mut(id) else { return };
+        if entry.next_attempt_at != next_attempt_at {
+            let key = (entry.next_attempt_at, entry.sequence, id.to_owned());
+            self.order.remove(&key);
+            self.order.insert((next_attempt_at, key.1, key.2));
+            entry.next_attempt_at = next_attempt_at;
+        }
+        entry.revision = revision;
+        entry.failure_count = failure_count;
+    }
+
+    /// Removes a message if present (idempotent, see `Effect::RemoveQueue`).
+    pub(crate) fn remove(&mut self, id: &str) {
+        let Some(entry) = self.messages.remove(id) else { return };
+        self.order.remove(&(entry.next_attempt_at, entry.sequence, id.to_owned()));
+        let env = &entry.envelope;
+        let (hk, instance) = (env.source_handler_key(), env.source_instance_id.as_str());
+        if env.is_timeout()
+            && let Some(ids) = self.timeouts.get_mut(hk, instance)
+            && ids.remove(id)
+            && ids.is_empty()
+        {
+            self.timeouts.remove(hk, instance);
+        }
+    }
+
+    /// Removes every timeout owned by a process instance.
+    pub(crate) fn remove_timeouts(&mut self, handler_key: &str, instance_id: &str) {
+        for id in self.timeouts.remove(handler_key, instance_id).unwrap_or_default() {
+            if let Some(entry) = self.messages.remove(&id) {
+                self.order.remove(&(entry.next_attempt_at, entry.sequence, id));
+            }
+        }
+    }
+
+    pub(crate) fn head(&self, n: usize) -> Vec<QueueMessage> {
+        self.order
+            .iter()
+            .take(n)
+            .filter_map(|(_, _, id)| self.messages.get(id))
+            .map(|e| QueueMessage {
+                revision: e.revision,
+                failure_count: e.failure_count,
+                next_attempt_at: e.next_attempt_at.to_system_time(),
+                envelope: e.envelope.clone(),
+            })
+            .collect()
+    }
+}

@@ -1,0 +1,140 @@
+//! [`MemoryStore`]: one open application store.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use parking_lot::{RwLockReadGuard, RwLockWriteGuard};
+use vellum_core::eval::evaluate;
+use vellum_core::{
+    AggregateMetaData, AggregateRepository, Batch, DataStore, Error, EventCursor, EventPageSource,
+    EventQuery, EventRepository, OffsetRepository, PageFuture, PersistResult, Persister, ProcessInstance,
+    ProcessRepository, QueueMessage, QueueRepository, Result,
+};
+
+use crate::AppDb;
+use crate::database::Database;
+
+/// An open store of one application in a [`MemoryProvider`](crate::MemoryProvider).
+#[derive(Debug)]
+pub struct MemoryStore {
+    shared: Arc<Shared>,
+}
+
+/// What the store and its event cursors share.
+#[derive(Debug)]
+struct Shared {
+    app_key: String,
+    db: Arc<AppDb>,
+    closed: AtomicBool,
+}
+
+impl Shared {
+    fn read(&self) -> Result<RwLockReadGuard<'_, Database>> {
+        let guard = self.db.data.read();
+        if self.closed.load(Ordering::Acquire) {
+            return Err(Error::Closed);
+        }
+        Ok(guard)
+    }
+
+    fn write(&self) -> Result<RwLockWriteGuard<'_, Database>> {
+        let guard = self.db.data.write();
+        if self.closed.load(Ordering::Acquire) {
+            return Err(Error::Closed);
+        }
+        Ok(guard)
+    }
+}
+
+impl MemoryStore {
+    pub(crate) fn new(app_key: String, db: Arc<AppDb>) -> Self {
+        Self { shared: Arc::new(Shared { app_key, db, closed: AtomicBool::new(false) }) }
+    }
+
+    fn cursor(&self, query: EventQuery, min_offset: u64) -> Result<EventCursor> {
+        drop(self.shared.read()?);
+        Ok(EventCursor::new(Arc::clone(&self.shared) as Arc<dyn EventPageSource>, query, min_offset))
+    }
+}
+
+impl EventPageSource for Shared {
+    fn load_page<'a>(&'a self, query: &'a EventQuery, from: u64, limit: usize) -> PageFuture<'a> {
+        Box::pin(async move { Ok(self.read()?.events.page(query, from, limit)) })
+    }
+}
+
+impl AggregateRepository for MemoryStore {
+    async fn load_aggregate_meta_data(
+        &self,
+        handler_key: &str,
+        instance_id: &str,
+    ) -> Result<AggregateMetaData> {
+        Ok(self.shared.read()?.aggregate(handler_key, instance_id))
+    }
+}
+
+impl ProcessRepository for MemoryStore {
+    async fn load_process_instance(&self, handler_key: &str, instance_id: &str) -> Result<ProcessInstance> {
+        Ok(self.shared.read()?.process(handler_key, instance_id))
+    }
+}
+
+impl OffsetRepository for MemoryStore {
+    async fn load_offset(&self, application_key: &str) -> Result<u64> {
+        Ok(self.shared.read()?.offset(application_key))
+    }
+}
+
+impl QueueRepository for MemoryStore {
+    async fn load_queue_messages(&self, n: usize) -> Result<Vec<QueueMessage>> {
+        Ok(self.shared.read()?.queue.head(n))
+    }
+}
+
+impl EventRepository for MemoryStore {
+    async fn next_event_offset(&self) -> Result<u64> {
+        Ok(self.shared.read()?.events.next_offset())
+    }
+
+    async fn load_events_by_type(&self, portable_names: &[&str], min_offset: u64) -> Result<EventCursor> {
+        self.cursor(EventQuery::by_type(portable_names.iter().copied()), min_offset)
+    }
+
+    async fn load_events_by_source(&self, handler_key: &str, instance_id: &str) -> Result<EventCursor> {
+        self.cursor(EventQuery::by_source(handler_key, instance_id), 0)
+    }
+}
+
+impl Persister for MemoryStore {
+    async fn persist(&self, batch: Batch) -> Result<PersistResult> {
+        batch.validate()?;
+        let mut db = self.shared.write()?;
+        let effects = evaluate(&batch, &mut *db)?;
+        Ok(db.apply(&effects))
+    }
+}
+
+impl DataStore for MemoryStore {
+    fn app_key(&self) -> &str {
+        &self.shared.app_key
+    }
+
+    async fn close(&self) -> Result<()> {
+        // Taking the write lock waits for an admitted persist, so close never splits a batch.
+        let _db = self.shared.db.data.write();
+        if self.shared.closed.swap(true, Ordering::AcqRel) {
+            return Err(Error::Closed);
+        }
+        self.shared.db.open.store(false, Ordering::Release);
+        Ok(())
+    }
+}
+
+impl Drop for MemoryStore {
+    /// A dropped store releases its lock, as a closed one does.
+    fn drop(&mut self) {
+        if !self.shared.closed.swap(true, Ordering::AcqRel) {
+            self.shared.db.open.store(false, Ordering::Release);
+        }
+    }
+}
