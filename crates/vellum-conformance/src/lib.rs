@@ -20,6 +20,7 @@ pub mod model;
 
 pub mod aggregate;
 pub mod batch;
+pub mod differential;
 pub mod event;
 pub mod offset;
 pub mod process;
@@ -42,6 +43,7 @@ macro_rules! conformance_tests {
         $crate::__process_tests!($make);
         $crate::__provider_tests!($make);
         $crate::__queue_tests!($make);
+        $crate::__differential_tests!($make);
     };
 }
 

@@ -116,3 +116,30 @@ pub enum InvalidBatch {
 fn join(errors: &[Error]) -> String {
     errors.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// SPEC §6 item 88: conflict text names the op type; unknown-message text the ID.
+    #[test]
+    fn messages_name_what_failed() {
+        let op = Operation::SaveOffset { application_key: "<app>".into(), current_offset: 1, next_offset: 2 };
+        let conflict = Error::conflict(3, &op).to_string();
+        assert!(conflict.contains("optimistic concurrency conflict in SaveOffset operation"), "{conflict}");
+        assert!(conflict.contains("index 3"), "{conflict}");
+        let unknown = Error::UnknownMessage { message_id: "<id>".into() }.to_string();
+        assert!(unknown.contains("<id>"), "{unknown}");
+        let locked = Error::Locked { app_key: "<app>".into() }.to_string();
+        assert!(locked.contains("<app>"), "{locked}");
+    }
+
+    #[test]
+    fn storage_errors_keep_their_source() {
+        let err = Error::storage("reading /tmp/x.redb", std::io::Error::other("disk on fire"));
+        assert_eq!(err.to_string(), "reading /tmp/x.redb");
+        let source = std::error::Error::source(&err).map(ToString::to_string);
+        assert_eq!(source.as_deref(), Some("disk on fire"));
+        assert!(!err.is_conflict());
+    }
+}

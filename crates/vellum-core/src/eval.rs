@@ -170,3 +170,151 @@ fn check<'a, S: PreBatchState + ?Sized>(
 fn next_revision(revision: u64, conflict: &impl Fn() -> Error) -> Result<u64> {
     revision.checked_add(1).ok_or_else(conflict)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+    use std::time::UNIX_EPOCH;
+
+    use super::*;
+    use crate::{Identity, Packet};
+
+    /// A pre-batch state from maps, recording which lookups were made.
+    #[derive(Default)]
+    struct State {
+        processes: HashMap<(String, String), u64>,
+        queue: HashMap<String, u64>,
+        events: Vec<String>,
+        asked: Vec<String>,
+    }
+
+    impl PreBatchState for State {
+        fn aggregate_revision(&mut self, hk: &str, id: &str) -> Result<u64> {
+            self.asked.push(format!("aggregate {hk} {id}"));
+            Ok(0)
+        }
+        fn process_revision(&mut self, hk: &str, id: &str) -> Result<Option<u64>> {
+            self.asked.push(format!("process {hk} {id}"));
+            Ok(self.processes.get(&(hk.to_owned(), id.to_owned())).copied())
+        }
+        fn queue_revision(&mut self, id: &str) -> Result<Option<u64>> {
+            self.asked.push(format!("queue {id}"));
+            Ok(self.queue.get(id).copied())
+        }
+        fn offset(&mut self, ak: &str) -> Result<u64> {
+            self.asked.push(format!("offset {ak}"));
+            Ok(0)
+        }
+        fn event_exists(&mut self, id: &str) -> Result<bool> {
+            self.asked.push(format!("event {id}"));
+            Ok(self.events.iter().any(|e| e == id))
+        }
+    }
+
+    fn timeout(id: &str, hk: &str, instance: &str) -> QueueMessage {
+        QueueMessage {
+            revision: 1,
+            failure_count: 0,
+            next_attempt_at: UNIX_EPOCH,
+            envelope: Envelope {
+                message_id: id.into(),
+                source_handler: Some(Identity::new("", hk)),
+                source_instance_id: instance.into(),
+                scheduled_for: "2026-01-01T00:00:00Z".into(),
+                ..Envelope::default()
+            },
+        }
+    }
+
+    fn instance(revision: u64) -> ProcessInstance {
+        ProcessInstance { revision, packet: Packet::default(), ..ProcessInstance::new("<p>", "<i>") }
+    }
+
+    /// D1 / W1: removing a process and its own timeout in one batch, in either order, succeeds.
+    #[test]
+    fn process_end_and_own_timeout_removal_compose() {
+        let mut state = State::default();
+        state.processes.insert(("<p>".into(), "<i>".into()), 1);
+        state.queue.insert("<t>".into(), 1);
+        for ops in [
+            vec![
+                Operation::RemoveProcessInstance(instance(1)),
+                Operation::RemoveQueueMessage(timeout("<t>", "<p>", "<i>")),
+            ],
+            vec![
+                Operation::RemoveQueueMessage(timeout("<t>", "<p>", "<i>")),
+                Operation::RemoveProcessInstance(instance(1)),
+            ],
+        ] {
+            let batch = Batch::from(ops);
+            let effects = evaluate(&batch, &mut state).unwrap();
+            assert_eq!(effects.len(), 2);
+        }
+    }
+
+    /// D2 and item 87: every op is checked in order and the first failure stops evaluation.
+    #[test]
+    fn first_failure_in_batch_order_is_reported() {
+        let mut state = State::default();
+        state.events.push("<dup>".into());
+        let batch = Batch::from(vec![
+            Operation::SaveOffset { application_key: "<a>".into(), current_offset: 0, next_offset: 1 },
+            Operation::RemoveProcessInstance(instance(0)),
+            Operation::SaveEvent(Envelope { message_id: "<dup>".into(), ..Envelope::default() }),
+        ]);
+        let err = evaluate(&batch, &mut state).unwrap_err();
+        assert!(matches!(&err, Error::Conflict { index: 1, op } if **op == batch.ops()[1]), "{err}");
+        assert_eq!(state.asked, ["offset <a>", "process <p> <i>"]);
+    }
+
+    #[test]
+    fn duplicate_event_is_not_a_conflict() {
+        let mut state = State::default();
+        state.events.push("<dup>".into());
+        let batch = Batch::from(vec![Operation::SaveEvent(Envelope {
+            message_id: "<dup>".into(),
+            ..Envelope::default()
+        })]);
+        assert!(
+            matches!(evaluate(&batch, &mut state), Err(Error::DuplicateEvent { message_id }) if message_id == "<dup>")
+        );
+    }
+
+    /// SPEC §2.5: insert needs revision 0 and absence; update needs the stored, non-zero revision.
+    #[test]
+    fn queue_save_rules() {
+        let mut state = State::default();
+        state.queue.insert("<present>".into(), 2);
+        let save = |id: &str, revision: u64| {
+            let mut m = timeout(id, "", "");
+            m.revision = revision;
+            Batch::from(vec![Operation::SaveQueueMessage(m)])
+        };
+        assert!(matches!(evaluate(&save("<absent>", 0), &mut state).unwrap()[0], Effect::InsertQueue { .. }));
+        assert!(evaluate(&save("<absent>", 1), &mut state).unwrap_err().is_conflict());
+        assert!(matches!(
+            evaluate(&save("<present>", 2), &mut state).unwrap()[0],
+            Effect::UpdateQueue { revision: 3, .. }
+        ));
+        for stale in [0, 1, 3] {
+            assert!(evaluate(&save("<present>", stale), &mut state).unwrap_err().is_conflict());
+        }
+    }
+
+    #[test]
+    fn removing_an_absent_process_conflicts_for_any_revision() {
+        let mut state = State::default();
+        for revision in [0, 1, 100] {
+            let batch = Batch::from(vec![Operation::RemoveProcessInstance(instance(revision))]);
+            assert!(evaluate(&batch, &mut state).unwrap_err().is_conflict());
+        }
+    }
+
+    #[test]
+    fn revision_at_max_cannot_advance() {
+        let mut state = State::default();
+        state.processes.insert(("<p>".into(), "<i>".into()), u64::MAX);
+        let batch = Batch::from(vec![Operation::SaveProcessInstance(instance(u64::MAX))]);
+        assert!(evaluate(&batch, &mut state).unwrap_err().is_conflict());
+    }
+}

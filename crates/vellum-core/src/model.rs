@@ -115,3 +115,26 @@ pub struct PersistResult {
     /// The offset given to each event of the batch, keyed by message ID.
     pub event_offsets: HashMap<String, u64>,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// SPEC §6 item 89: IDs come from the envelope.
+    #[test]
+    fn ids_come_from_the_envelope() {
+        let envelope = Envelope { message_id: "<id>".into(), ..Envelope::default() };
+        let event = Event { offset: 4, envelope: envelope.clone() };
+        assert_eq!(event.id(), "<id>");
+        let message =
+            QueueMessage { revision: 1, failure_count: 0, next_attempt_at: SystemTime::UNIX_EPOCH, envelope };
+        assert_eq!(message.id(), "<id>");
+    }
+
+    #[test]
+    fn empty_packet_is_empty() {
+        assert!(Packet::default().is_empty());
+        assert!(!Packet::new("", vec![0]).is_empty());
+        assert!(!Packet::new("a/b", Vec::new()).is_empty());
+    }
+}

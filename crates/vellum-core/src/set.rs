@@ -56,3 +56,100 @@ impl<P: Provider> DataStoreSet<P> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use super::*;
+    use crate::{
+        AggregateMetaData, AggregateRepository, Batch, EventCursor, EventRepository, OffsetRepository,
+        PersistResult, Persister, ProcessInstance, ProcessRepository, QueueMessage, QueueRepository,
+    };
+
+    /// A provider that counts opens and refuses the key "<locked>".
+    #[derive(Default)]
+    struct Counting {
+        opens: AtomicUsize,
+        closes: Arc<AtomicUsize>,
+    }
+
+    struct Store(String, Arc<AtomicUsize>);
+
+    impl AggregateRepository for Store {
+        async fn load_aggregate_meta_data(&self, hk: &str, id: &str) -> Result<AggregateMetaData> {
+            Ok(AggregateMetaData::new(hk, id))
+        }
+    }
+    impl ProcessRepository for Store {
+        async fn load_process_instance(&self, hk: &str, id: &str) -> Result<ProcessInstance> {
+            Ok(ProcessInstance::new(hk, id))
+        }
+    }
+    impl OffsetRepository for Store {
+        async fn load_offset(&self, _: &str) -> Result<u64> {
+            Ok(0)
+        }
+    }
+    impl QueueRepository for Store {
+        async fn load_queue_messages(&self, _: usize) -> Result<Vec<QueueMessage>> {
+            Ok(Vec::new())
+        }
+    }
+    impl EventRepository for Store {
+        async fn next_event_offset(&self) -> Result<u64> {
+            Ok(0)
+        }
+        async fn load_events_by_type(&self, _: &[&str], _: u64) -> Result<EventCursor> {
+            Err(Error::Closed)
+        }
+        async fn load_events_by_source(&self, _: &str, _: &str) -> Result<EventCursor> {
+            Err(Error::Closed)
+        }
+    }
+    impl Persister for Store {
+        async fn persist(&self, _: Batch) -> Result<PersistResult> {
+            Ok(PersistResult::default())
+        }
+    }
+    impl DataStore for Store {
+        fn app_key(&self) -> &str {
+            &self.0
+        }
+        async fn close(&self) -> Result<()> {
+            self.1.fetch_add(1, Ordering::SeqCst);
+            Ok(())
+        }
+    }
+
+    impl Provider for Counting {
+        type Store = Store;
+        async fn open(&self, app_key: &str) -> Result<Store> {
+            self.opens.fetch_add(1, Ordering::SeqCst);
+            if app_key == "<locked>" {
+                return Err(Error::Locked { app_key: app_key.into() });
+            }
+            Ok(Store(app_key.into(), Arc::clone(&self.closes)))
+        }
+    }
+
+    /// SPEC §6 item 90.
+    #[tokio::test]
+    async fn opens_once_caches_and_does_not_cache_errors() {
+        let set = DataStoreSet::new(Counting::default());
+        let a = set.get("<a>").await.unwrap();
+        let again = set.get("<a>").await.unwrap();
+        assert!(Arc::ptr_eq(&a, &again));
+        assert_eq!(set.provider().opens.load(Ordering::SeqCst), 1);
+
+        assert!(matches!(set.get("<locked>").await, Err(Error::Locked { .. })));
+        assert!(matches!(set.get("<locked>").await, Err(Error::Locked { .. })));
+        assert_eq!(set.provider().opens.load(Ordering::SeqCst), 3, "errors are not cached");
+
+        set.get("<b>").await.unwrap();
+        set.close().await.unwrap();
+        assert_eq!(set.provider().closes.load(Ordering::SeqCst), 2);
+        let reopened = set.get("<a>").await.unwrap();
+        assert!(!Arc::ptr_eq(&a, &reopened), "the set is usable again after close");
+    }
+}
