@@ -143,8 +143,8 @@ pub async fn aggregate_load_returns_saved_meta_data<B: Backend>(b: &B) {
     h.close().await;
 }
 
-/// 17. A load abandoned before it completes (Rust's cancellation is dropping the future) leaves
-/// the store working and the data intact.
+/// 17. A load abandoned before it completes leaves the store working and the data intact
+///     (Rust's cancellation is dropping the future).
 pub async fn aggregate_load_cancelled<B: Backend>(b: &B) {
     let h = Harness::open(b).await;
     let md = AggregateMetaData {

@@ -157,7 +157,7 @@ fn build(spec: &OpSpec, model: &Model) -> Operation {
         OpSpec::SaveAggregate { h, i, rev, last } => {
             let current = model.load_aggregate_meta_data(HANDLERS[h], INSTANCES[i]).revision;
             let mut md = aggregate(HANDLERS[h], INSTANCES[i], resolve(rev, current));
-            md.last_event_id = ["", "e1", "e2"][last].to_owned();
+            ["", "e1", "e2"][last].clone_into(&mut md.last_event_id);
             Operation::SaveAggregateMetaData(md)
         }
         OpSpec::SaveProcess { h, i, rev, packet } => {

@@ -51,7 +51,7 @@ pub fn command(message_id: &str, t: &str) -> Envelope {
 pub fn timeout(message_id: &str, handler_key: &str, instance_id: &str, at: SystemTime) -> Envelope {
     let mut env = envelope(message_id, "TimeoutStub[TypeT]");
     env.source_handler = Some(Identity::new("<process-name>", handler_key));
-    env.source_instance_id = instance_id.to_owned();
+    instance_id.clone_into(&mut env.source_instance_id);
     env.scheduled_for = rfc3339(at);
     env
 }
@@ -80,8 +80,9 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
     let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
     let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
     let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    // Both are small and positive by construction (day 1-31, month 1-12).
+    let d = u32::try_from(doy - (153 * mp + 2) / 5 + 1).unwrap_or(1);
+    let m = u32::try_from(if mp < 10 { mp + 3 } else { mp - 9 }).unwrap_or(1);
     (yoe + era * 400 + i64::from(m <= 2), m, d)
 }
 

@@ -75,7 +75,9 @@ where
         match tokio::time::timeout(TEST_TIMEOUT, task).await {
             Ok(Ok(())) => {}
             Ok(Err(join)) => std::panic::resume_unwind(join.into_panic()),
-            Err(_) => panic!("{name} did not finish within {TEST_TIMEOUT:?}"),
+            Err(tokio::time::error::Elapsed { .. }) => {
+                panic!("{name} did not finish within {TEST_TIMEOUT:?}")
+            }
         }
         if let Ok(backend) = Arc::try_unwrap(backend) {
             backend.teardown().await;

@@ -140,7 +140,7 @@ impl Model {
                     q.message.failure_count = m.failure_count;
                     q.message.next_attempt_at = Micros(micros).to_system_time();
                     q.micros = micros;
-                } else {
+                } else if m.revision == 0 {
                     let message = QueueMessage {
                         revision: 1,
                         next_attempt_at: Micros(micros).to_system_time(),
@@ -149,6 +149,8 @@ impl Model {
                     self.queue.push(Queued { message, micros, sequence: self.next_sequence });
                     self.next_sequence += 1;
                 }
+                // Otherwise the message was present before the batch and an earlier op of this
+                // batch (a process removal's timeout cascade) removed it: the update is moot.
             }
             Operation::RemoveQueueMessage(m) => self.queue.retain(|q| q.message.id() != m.id()),
             Operation::SaveOffset { application_key, next_offset, .. } => {

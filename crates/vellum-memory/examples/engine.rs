@@ -5,8 +5,8 @@
 use std::time::{Duration, Instant, SystemTime};
 
 use vellum_core::{
-    AggregateMetaData, AggregateRepository, Batch, DataStore, Envelope, EventRepository, Identity, Operation,
-    Packet, Persister, ProcessInstance, Provider, QueueMessage, QueueRepository, Result,
+    AggregateMetaData, Batch, DataStore, Envelope, EventRepository, Identity, Operation, Packet, Persister,
+    ProcessInstance, Provider, QueueMessage, QueueRepository, Result,
 };
 use vellum_memory::MemoryProvider;
 

@@ -65,7 +65,7 @@ impl Database {
                     result.event_offsets.insert(envelope.message_id.clone(), offset);
                 }
                 Effect::InsertQueue { message, next_attempt_at } => {
-                    self.queue.insert(message, next_attempt_at)
+                    self.queue.insert(message, next_attempt_at);
                 }
                 Effect::UpdateQueue { message_id, revision, failure_count, next_attempt_at } => {
                     self.queue.update(message_id, revision, failure_count, next_attempt_at);
