@@ -877,28 +877,32 @@ pub async fn event_cursor_stream_matches_next<B: Backend>(b: &B) {
     h.close().await;
 }
 
-/// D10: a persist of events abandoned after one poll is all-or-nothing, and the next committed
-/// event gets the next dense offset.
+/// D10: a persist of events abandoned after one poll is all-or-nothing. The abandoned batch may
+///     still commit later (a provider may have queued it), but never partly, and offsets stay
+///     dense whichever way it goes.
 pub async fn event_persist_cancelled_is_all_or_nothing<B: Backend>(b: &B) {
     let h = Harness::open(b).await;
     let [e0, e1, e2, e3] =
         ["<message-0>", "<message-1>", "<message-2>", "<message-3>"].map(|id| event(id, "A"));
     persist(&*h.store, save(std::slice::from_ref(&e0))).await;
     let answer = poll_once(h.store.persist(Batch::from(save(&[e1.clone(), e2.clone()])))).await;
-    let count = h.store.next_event_offset().await.unwrap();
     if let Some(result) = answer {
         assert_eq!(result.unwrap().event_offsets, offset_map(&[("<message-1>", 1), ("<message-2>", 2)]));
-        assert_eq!(count, 3);
     }
-    let mut expected = vec![at(0, &e0)];
-    match count {
-        1 => {}
-        3 => expected.extend([at(1, &e1), at(2, &e2)]),
-        n => panic!("a dropped persist left {n} events: only 1 or 3 are possible"),
-    }
-    assert_eq!(by_type(&*h.store, &[TYPE_A], 0).await, expected);
-    let result = persist(&*h.store, save(std::slice::from_ref(&e3))).await;
-    assert_eq!(result.event_offsets, offset_map(&[("<message-3>", count)]));
+    let o3 = persist(&*h.store, save(std::slice::from_ref(&e3))).await.event_offsets["<message-3>"];
+    assert!(o3 == 1 || o3 == 3, "e3 got offset {o3}: the abandoned batch was split");
+    // One read of the whole log: dense from 0, and e1 and e2 both absent or both present, adjacent.
+    let log = by_type(&*h.store, &[TYPE_A], 0).await;
+    let offsets: Vec<u64> = log.iter().map(|e| e.offset).collect();
+    assert_eq!(offsets, (0..log.len() as u64).collect::<Vec<_>>(), "offsets must be dense");
+    let ids: Vec<&str> = log.iter().map(vellum_core::Event::id).collect();
+    let allowed: [&[&str]; 3] = [
+        &["<message-0>", "<message-3>"],
+        &["<message-0>", "<message-1>", "<message-2>", "<message-3>"],
+        &["<message-0>", "<message-3>", "<message-1>", "<message-2>"],
+    ];
+    assert!(allowed.contains(&ids.as_slice()), "log after an abandoned persist: {ids:?}");
+    assert_eq!(log.iter().find(|e| e.id() == "<message-3>").map(|e| e.offset), Some(o3));
     h.close().await;
 }
 

@@ -1,0 +1,217 @@
+//! Opening one application's file: the in-process registry of open files, redb's cross-process
+//! file lock, the layout-version and app-key checks, and the mapping of redb failures (errors and
+//! panics alike) to [`Error::Storage`] naming the file.
+
+use std::collections::BTreeSet;
+use std::fmt;
+use std::panic::AssertUnwindSafe;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicU64;
+use std::sync::{Mutex, PoisonError};
+
+use redb::{Builder, Database, DatabaseError, ReadableDatabase, TableError, TableHandle};
+use vellum_core::{Error, Result};
+
+use crate::layout::{
+    AGGREGATES, COUNTERS, EVENT_IDS, EVENTS, EVENTS_BY_SOURCE, EVENTS_BY_TYPE, LAYOUT_VERSION, META,
+    META_APP_KEY, META_LAYOUT_VERSION, NEXT_OFFSET, NEXT_SEQUENCE, OFFSETS, PROCESSES, QUEUE, QUEUE_ORDER,
+    QUEUE_TIMEOUTS, file_name,
+};
+
+/// Canonical paths of the files open in this process (D8 within a process: redb's own lock is
+/// not guaranteed to exclude a second handle of the same process).
+static OPEN_FILES: Mutex<BTreeSet<PathBuf>> = Mutex::new(BTreeSet::new());
+
+/// A path's entry in [`OPEN_FILES`], removed on drop.
+#[derive(Debug)]
+pub(crate) struct Registration(PathBuf);
+
+impl Registration {
+    /// Registers `path`, or returns `None` if it is already open in this process.
+    fn acquire(path: &Path) -> Option<Self> {
+        let mut open = OPEN_FILES.lock().unwrap_or_else(PoisonError::into_inner);
+        open.insert(path.to_owned()).then(|| Self(path.to_owned()))
+    }
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        OPEN_FILES.lock().unwrap_or_else(PoisonError::into_inner).remove(&self.0);
+    }
+}
+
+/// An open application file. Dropping it closes the database and *then* unregisters the path
+/// (fields drop in declaration order), so the path is never free while the file is still open.
+pub(crate) struct OpenFile {
+    pub(crate) db: Database,
+    pub(crate) path: PathBuf,
+    /// Write transactions committed since open.
+    pub(crate) commits: AtomicU64,
+    _registration: Registration,
+}
+
+impl OpenFile {
+    /// Closes the database, reporting what dropping it would ignore.
+    pub(crate) fn close(self) -> Result<()> {
+        let Self { db, path, .. } = self;
+        db.close().or_storage(&path)
+    }
+}
+
+impl fmt::Debug for OpenFile {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("OpenFile").field("path", &self.path).finish_non_exhaustive()
+    }
+}
+
+/// How to open files.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Options {
+    pub(crate) cache_size: usize,
+    pub(crate) check_integrity: bool,
+}
+
+/// Opens (creating if needed) the file of `app_key` in `dir`, exclusively.
+pub(crate) fn open(dir: &Path, app_key: &str, options: Options) -> Result<OpenFile> {
+    std::fs::create_dir_all(dir)
+        .map_err(|e| Error::storage(format!("cannot create directory {}", dir.display()), e))?;
+    let dir = std::fs::canonicalize(dir)
+        .map_err(|e| Error::storage(format!("cannot resolve directory {}", dir.display()), e))?;
+    let path = dir.join(file_name(app_key));
+    let locked = || Error::Locked { app_key: app_key.to_owned() };
+    let registration = Registration::acquire(&path).ok_or_else(locked)?;
+    let db = guarded(&path, || {
+        Builder::new()
+            .set_cache_size(options.cache_size)
+            .set_check_integrity_on_open(options.check_integrity)
+            .create(&path)
+            .map_err(|e| match e {
+                DatabaseError::DatabaseAlreadyOpen => locked(),
+                e => Error::storage(
+                    format!("cannot open redb file {} of application {app_key:?}", path.display()),
+                    e,
+                ),
+            })
+    })?;
+    guarded(&path, || check_or_init(&db, &path, app_key))?;
+    Ok(OpenFile { db, path, commits: AtomicU64::new(0), _registration: registration })
+}
+
+/// Checks the layout version and app key of an existing file, or lays out a new one.
+fn check_or_init(db: &Database, path: &Path, app_key: &str) -> Result<()> {
+    let txn = db.begin_read().or_storage(path)?;
+    match txn.open_table(META) {
+        Ok(meta) => {
+            let version = meta.get(META_LAYOUT_VERSION).or_storage(path)?.map(|v| v.value().to_vec());
+            let version = version
+                .and_then(|bytes| <[u8; 8]>::try_from(bytes.as_slice()).ok())
+                .map(u64::from_be_bytes)
+                .ok_or_else(|| invalid(path, "has no valid layout version: not a vellum-redb file"))?;
+            if version == 0 || version > LAYOUT_VERSION {
+                return Err(invalid(
+                    path,
+                    &format!(
+                        "has layout version {version}, which this vellum-redb (layout version \
+                         {LAYOUT_VERSION}) does not know; open it with the newer vellum that wrote it"
+                    ),
+                ));
+            }
+            let stored = meta.get(META_APP_KEY).or_storage(path)?.map(|v| v.value().to_vec());
+            if stored.as_deref() != Some(app_key.as_bytes()) {
+                let what = match stored {
+                    Some(s) => {
+                        format!("belongs to application {:?}, not {app_key:?}", String::from_utf8_lossy(&s))
+                    }
+                    None => "has no application key: not a vellum-redb file".to_owned(),
+                };
+                return Err(invalid(path, &what));
+            }
+            Ok(())
+        }
+        Err(TableError::TableDoesNotExist(_)) => {
+            let foreign = txn.list_tables().or_storage(path)?.next().map(|t| t.name().to_owned());
+            if let Some(table) = foreign {
+                return Err(invalid(
+                    path,
+                    &format!("is a redb file of something else (it has table {table:?})"),
+                ));
+            }
+            drop(txn);
+            init(db, path, app_key)
+        }
+        Err(e) => Err(e).or_storage(path),
+    }
+}
+
+/// Writes the meta-data and creates every table of a new file.
+fn init(db: &Database, path: &Path, app_key: &str) -> Result<()> {
+    let txn = db.begin_write().or_storage(path)?;
+    {
+        let mut meta = txn.open_table(META).or_storage(path)?;
+        meta.insert(META_LAYOUT_VERSION, LAYOUT_VERSION.to_be_bytes().as_slice()).or_storage(path)?;
+        meta.insert(META_APP_KEY, app_key.as_bytes()).or_storage(path)?;
+        let mut counters = txn.open_table(COUNTERS).or_storage(path)?;
+        counters.insert(NEXT_OFFSET, 0).or_storage(path)?;
+        counters.insert(NEXT_SEQUENCE, 0).or_storage(path)?;
+        txn.open_table(EVENTS).or_storage(path)?;
+        txn.open_table(EVENT_IDS).or_storage(path)?;
+        txn.open_table(EVENTS_BY_TYPE).or_storage(path)?;
+        txn.open_table(EVENTS_BY_SOURCE).or_storage(path)?;
+        txn.open_table(AGGREGATES).or_storage(path)?;
+        txn.open_table(PROCESSES).or_storage(path)?;
+        txn.open_table(QUEUE).or_storage(path)?;
+        txn.open_table(QUEUE_ORDER).or_storage(path)?;
+        txn.open_table(QUEUE_TIMEOUTS).or_storage(path)?;
+        txn.open_table(OFFSETS).or_storage(path)?;
+    }
+    txn.commit().or_storage(path)
+}
+
+/// A file whose content is not what vellum-redb expects.
+fn invalid(path: &Path, what: &str) -> Error {
+    Error::storage(format!("redb file {} {what}", path.display()), Invalid(what.to_owned()))
+}
+
+#[derive(Debug)]
+struct Invalid(String);
+
+impl fmt::Display for Invalid {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Invalid {}
+
+/// Maps redb errors to [`Error::Storage`] naming the file.
+pub(crate) trait OrStorage<T> {
+    /// The value, or a storage error naming `file`.
+    fn or_storage(self, file: &Path) -> Result<T>;
+}
+
+impl<T, E: Into<redb::Error>> OrStorage<T> for std::result::Result<T, E> {
+    fn or_storage(self, file: &Path) -> Result<T> {
+        self.map_err(|e| Error::storage(format!("redb storage error in file {}", file.display()), e.into()))
+    }
+}
+
+/// Decodes a record read from `file`; bad bytes are a storage error, never a panic.
+pub(crate) fn decode<M: prost::Message + Default>(bytes: &[u8], file: &Path, what: &str) -> Result<M> {
+    M::decode(bytes).map_err(|e| Error::storage(format!("corrupt {what} in redb file {}", file.display()), e))
+}
+
+/// Runs `f`, turning a panic inside redb (which a corrupted file can cause) into a storage error
+/// naming the file.
+pub(crate) fn guarded<T>(file: &Path, f: impl FnOnce() -> Result<T>) -> Result<T> {
+    std::panic::catch_unwind(AssertUnwindSafe(f)).unwrap_or_else(|payload| {
+        let message = payload
+            .downcast_ref::<&str>()
+            .map(|s| (*s).to_owned())
+            .or_else(|| payload.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "unknown panic".to_owned());
+        Err(Error::storage(
+            format!("redb failed on file {} (is it corrupted?)", file.display()),
+            Invalid(format!("redb panicked: {message}")),
+        ))
+    })
+}

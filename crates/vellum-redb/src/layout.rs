@@ -1,0 +1,167 @@
+//! The on-disk layout: file names, tables, records and the layout version.
+//!
+//! One redb file holds one application's data, so no key carries the application key (D12 holds
+//! by construction). ARCHITECTURE.md describes the same layout for readers of the repository;
+//! change both together, and bump [`LAYOUT_VERSION`] on any incompatible change.
+
+use redb::TableDefinition;
+
+/// The version of the layout this crate writes. A file with a higher version is refused.
+pub(crate) const LAYOUT_VERSION: u64 = 1;
+
+/// `meta`: key -> bytes. Holds [`META_LAYOUT_VERSION`] (u64 big-endian) and [`META_APP_KEY`].
+pub(crate) const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
+/// The `meta` key of the layout version.
+pub(crate) const META_LAYOUT_VERSION: &str = "layout_version";
+/// The `meta` key of the application key the file belongs to.
+pub(crate) const META_APP_KEY: &str = "app_key";
+
+/// `counters`: name -> u64. [`NEXT_OFFSET`] and [`NEXT_SEQUENCE`].
+pub(crate) const COUNTERS: TableDefinition<&str, u64> = TableDefinition::new("counters");
+/// The offset the next event gets (= number of events).
+pub(crate) const NEXT_OFFSET: &str = "next_offset";
+/// The enqueue sequence the next new queue message gets.
+pub(crate) const NEXT_SEQUENCE: &str = "next_sequence";
+
+/// `events`: offset -> encoded envelope.
+pub(crate) const EVENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("events");
+/// `event_ids`: message ID -> offset (duplicate detection, D4).
+pub(crate) const EVENT_IDS: TableDefinition<&str, u64> = TableDefinition::new("event_ids");
+/// `events_by_type`: (portable name, offset) -> ().
+pub(crate) const EVENTS_BY_TYPE: TableDefinition<(&str, u64), ()> = TableDefinition::new("events_by_type");
+/// `events_by_source`: (handler key, instance ID, offset) -> ().
+pub(crate) const EVENTS_BY_SOURCE: TableDefinition<(&str, &str, u64), ()> =
+    TableDefinition::new("events_by_source");
+/// `aggregates`: (handler key, instance ID) -> [`AggregateRecord`].
+pub(crate) const AGGREGATES: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("aggregates");
+/// `processes`: (handler key, instance ID) -> [`ProcessRecord`].
+pub(crate) const PROCESSES: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("processes");
+/// `queue`: message ID -> [`QueueRecord`].
+pub(crate) const QUEUE: TableDefinition<&str, &[u8]> = TableDefinition::new("queue");
+/// `queue_order`: (`next_attempt_at` µs, enqueue sequence, message ID) -> (), the queue's order (D6).
+pub(crate) const QUEUE_ORDER: TableDefinition<(i64, u64, &str), ()> = TableDefinition::new("queue_order");
+/// `queue_timeouts`: (owner handler key, owner instance ID, message ID) -> (), for the cascade of
+/// `RemoveProcessInstance` (SPEC §2.3).
+pub(crate) const QUEUE_TIMEOUTS: TableDefinition<(&str, &str, &str), ()> =
+    TableDefinition::new("queue_timeouts");
+/// `offsets`: source application key -> next offset to consume.
+pub(crate) const OFFSETS: TableDefinition<&str, u64> = TableDefinition::new("offsets");
+
+/// An aggregate's stored meta-data.
+#[derive(Clone, PartialEq, prost::Message)]
+pub(crate) struct AggregateRecord {
+    /// The revision, at least 1.
+    #[prost(uint64, tag = "1")]
+    pub revision: u64,
+    /// ID of the newest event recorded for the instance.
+    #[prost(string, tag = "2")]
+    pub last_event_id: String,
+}
+
+/// A process instance's stored state.
+#[derive(Clone, PartialEq, prost::Message)]
+pub(crate) struct ProcessRecord {
+    /// The revision, at least 1.
+    #[prost(uint64, tag = "1")]
+    pub revision: u64,
+    /// The packet's media type.
+    #[prost(string, tag = "2")]
+    pub media_type: String,
+    /// The packet's data.
+    #[prost(bytes = "vec", tag = "3")]
+    pub data: Vec<u8>,
+}
+
+/// A queued message.
+#[derive(Clone, PartialEq, prost::Message)]
+pub(crate) struct QueueRecord {
+    /// The revision, at least 1.
+    #[prost(uint64, tag = "1")]
+    pub revision: u64,
+    /// Failed attempts so far.
+    #[prost(uint64, tag = "2")]
+    pub failure_count: u64,
+    /// `next_attempt_at` in µs since the Unix epoch.
+    #[prost(sint64, tag = "3")]
+    pub next_attempt_at: i64,
+    /// The enqueue sequence, given at first enqueue and kept on update (FIFO ties, D6).
+    #[prost(uint64, tag = "4")]
+    pub sequence: u64,
+    /// The encoded envelope, immutable once enqueued.
+    #[prost(bytes = "vec", tag = "5")]
+    pub envelope: Vec<u8>,
+}
+
+/// The file name of an application's database inside the provider's directory.
+///
+/// A key made only of `[a-z0-9_-]` (1 to 64 characters, e.g. a lower-case UUID) is used as is:
+/// `app.<key>.redb`. Any other key (empty, upper case, unicode, `/`, quotes, long) becomes
+/// `app.<sanitised prefix, or _>.<128-bit FNV-1a hash>.redb`. The two forms differ in their number of
+/// dots, so they never collide with each other, and names are equal only for equal keys or equal
+/// hashes; the key stored inside the file is checked on open, so even a hash collision is an
+/// error, never shared data. Lower case only, so case-insensitive file systems behave the same.
+pub(crate) fn file_name(app_key: &str) -> String {
+    let plain = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-';
+    if !app_key.is_empty() && app_key.len() <= 64 && app_key.chars().all(plain) {
+        return format!("app.{app_key}.redb");
+    }
+    let prefix: String = app_key
+        .chars()
+        .take(32)
+        .map(|c| {
+            let c = c.to_ascii_lowercase();
+            if plain(c) { c } else { '_' }
+        })
+        .collect();
+    let prefix = if prefix.is_empty() { "_".to_owned() } else { prefix };
+    format!("app.{prefix}.{:032x}.redb", fnv1a_128(app_key.as_bytes()))
+}
+
+/// 128-bit FNV-1a: tiny, stable forever (unlike `std`'s hasher), good enough for file names whose
+/// key is verified on open.
+fn fnv1a_128(bytes: &[u8]) -> u128 {
+    const OFFSET: u128 = 0x6c62_272e_07bb_0142_62b8_2175_6295_c58d;
+    const PRIME: u128 = 0x0000_0000_0100_0000_0000_0000_0000_013b;
+    bytes.iter().fold(OFFSET, |hash, &b| (hash ^ u128::from(b)).wrapping_mul(PRIME))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashSet;
+
+    use super::*;
+
+    #[test]
+    fn plain_keys_are_used_as_is() {
+        assert_eq!(
+            file_name("a96fefa1-2630-467a-b756-db2e428a56fd"),
+            "app.a96fefa1-2630-467a-b756-db2e428a56fd.redb"
+        );
+        assert_eq!(file_name("billing_2"), "app.billing_2.redb");
+    }
+
+    #[test]
+    fn other_keys_are_sanitised_and_hashed() {
+        let keys =
+            ["", "A", "a", "<app-key>", "../etc/passwd", "é'\";%", "a/b", "a.b", "日本", &"x".repeat(300)];
+        let names: Vec<String> = keys.iter().map(|k| file_name(k)).collect();
+        for name in &names {
+            let extension = std::path::Path::new(name).extension();
+            assert!(name.starts_with("app.") && extension == Some("redb".as_ref()), "{name}");
+            let stem = &name[4..name.len() - 5];
+            assert!(stem.chars().all(|c| c.is_ascii_alphanumeric() || "_-.".contains(c)), "{name}");
+            assert!(name.len() < 120, "{name}");
+            assert!(!name.contains('/') && !name.contains(".."), "{name}");
+        }
+        let unique: HashSet<&String> = names.iter().collect();
+        assert_eq!(unique.len(), names.len(), "{names:?}");
+        assert_eq!(file_name(""), "app._.6c62272e07bb014262b821756295c58d.redb");
+    }
+
+    #[test]
+    fn names_are_stable() {
+        // Changing the hash would orphan every existing file: this pins it.
+        assert_eq!(format!("{:032x}", fnv1a_128(b"")), "6c62272e07bb014262b821756295c58d");
+        assert_eq!(format!("{:032x}", fnv1a_128(b"a")), "d228cb696f1a8caf78912b704e4a8964");
+    }
+}

@@ -1,0 +1,160 @@
+//! The embedded vellum provider, on [redb](https://www.redb.org): the default for engines that do
+//! not run a database server.
+//!
+//! A [`RedbProvider`] works over a directory holding one redb file per application key, so
+//! processes can host different applications from one directory. Opening a key is exclusive
+//! (SPEC D8): a second open in this process, or in another process (through redb's file lock),
+//! returns [`Error::Locked`] at once; the lock goes with `close`,
+//! with the store, or with the process.
+//!
+//! Writes are durable when `persist` returns. Concurrent `persist` calls share one write
+//! transaction and one fsync (group commit), each batch still succeeding or failing on its own.
+//! Reads use indexes: by-type and by-source event queries and the queue head never scan
+//! everything. ARCHITECTURE.md at the repository root documents the on-disk layout.
+//!
+//! ```
+//! use vellum_core::{Batch, DataStore, EventRepository, Operation, Persister, Provider};
+//! use vellum_redb::RedbProvider;
+//!
+//! # let dir = tempfile::tempdir().unwrap();
+//! # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+//! let provider = RedbProvider::new(dir.path());
+//! let store = provider.open("billing").await?;
+//! let batch = Batch::from(vec![Operation::SaveOffset {
+//!     application_key: "orders".into(),
+//!     current_offset: 0,
+//!     next_offset: 7,
+//! }]);
+//! store.persist(batch).await?;
+//! assert_eq!(store.next_event_offset().await?, 0);
+//! store.close().await?;
+//! # Ok::<(), vellum_core::Error>(())
+//! # }).unwrap();
+//! ```
+
+mod file;
+mod layout;
+mod store;
+mod tables;
+mod writer;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use tokio::sync::oneshot;
+use vellum_core::{Error, Provider, Result};
+
+pub use store::RedbStore;
+
+/// The layout version of the files this crate writes; files of a higher version are refused.
+pub const LAYOUT_VERSION: u64 = layout::LAYOUT_VERSION;
+
+/// The default size of each open file's page cache.
+pub const DEFAULT_CACHE_SIZE: usize = 256 * 1024 * 1024;
+
+/// A provider whose stores are redb files in one directory, one per application key.
+///
+/// Provider values are cheap to clone and hold nothing open: every open store holds its own file.
+#[derive(Debug, Clone)]
+pub struct RedbProvider {
+    dir: PathBuf,
+    options: file::Options,
+}
+
+impl RedbProvider {
+    /// A provider over `dir`, which is created when the first store is opened.
+    pub fn new(dir: impl Into<PathBuf>) -> Self {
+        Self {
+            dir: dir.into(),
+            options: file::Options { cache_size: DEFAULT_CACHE_SIZE, check_integrity: false },
+        }
+    }
+
+    /// Sets the page-cache size of each open file, in bytes (default [`DEFAULT_CACHE_SIZE`]).
+    #[must_use]
+    pub fn with_cache_size(mut self, bytes: usize) -> Self {
+        self.options.cache_size = bytes;
+        self
+    }
+
+    /// Verifies the checksum of every page when a file is opened (default off). Opening then
+    /// reads the whole file, but a file damaged outside redb is refused at open instead of
+    /// failing on the read that meets the damage. (A file left by a crash is always checked.)
+    #[must_use]
+    pub fn with_integrity_check(mut self, enabled: bool) -> Self {
+        self.options.check_integrity = enabled;
+        self
+    }
+
+    /// The directory holding the files.
+    #[must_use]
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The path of the file that holds (or will hold) `app_key`'s data.
+    #[must_use]
+    pub fn file_path(&self, app_key: &str) -> PathBuf {
+        self.dir.join(layout::file_name(app_key))
+    }
+}
+
+impl Provider for RedbProvider {
+    type Store = RedbStore;
+
+    async fn open(&self, app_key: &str) -> Result<RedbStore> {
+        let (dir, key, options) = (self.dir.clone(), app_key.to_owned(), self.options);
+        let (opened, outcome) = oneshot::channel();
+        // The store's writer thread opens the file (which may take a while after a crash) and
+        // then serves the store. If this future is dropped meanwhile, the thread finds nobody
+        // to hand the store to and closes the file again.
+        std::thread::Builder::new()
+            .name(format!("vellum-redb {app_key:?}"))
+            .spawn(move || match file::open(&dir, &key, options) {
+                Ok(file) => {
+                    let file = Arc::new(file);
+                    let (handle, requests) = std::sync::mpsc::channel();
+                    if opened.send(Ok((Arc::clone(&file), handle))).is_ok() {
+                        writer::run(file, requests);
+                    }
+                }
+                Err(e) => {
+                    let _ = opened.send(Err(e));
+                }
+            })
+            .map_err(|e| Error::storage("cannot start the redb writer thread", e))?;
+        let (file, handle) = outcome
+            .await
+            .map_err(|e| Error::storage("the redb writer thread stopped while opening", e))??;
+        Ok(RedbStore::new(app_key.to_owned(), file, handle))
+    }
+}
+
+#[cfg(test)]
+mod tests;
+
+#[cfg(test)]
+mod conformance {
+    use tempfile::TempDir;
+    use vellum_conformance::{Backend, Skip};
+
+    use super::RedbProvider;
+
+    /// A temporary directory; every provider value is a new `RedbProvider` over it.
+    struct Redb(TempDir);
+
+    impl Backend for Redb {
+        type Provider = RedbProvider;
+
+        async fn provider(&self) -> RedbProvider {
+            RedbProvider::new(self.0.path())
+        }
+    }
+
+    #[allow(clippy::unused_async)]
+    async fn backend() -> Result<Redb, Skip> {
+        tempfile::tempdir().map(Redb).map_err(|e| Skip(format!("no temporary directory: {e}")))
+    }
+
+    vellum_conformance::conformance_tests!(backend);
+}

@@ -1,0 +1,373 @@
+//! The tables of one write transaction: the pre-batch state that [`evaluate`] reads, and the
+//! writing of a checked batch's effects. Also the reads, over a read transaction.
+//!
+//! [`evaluate`]: vellum_core::eval::evaluate
+
+use std::path::Path;
+
+use prost::Message;
+use redb::{ReadTransaction, ReadableTable, Table, WriteTransaction};
+use vellum_core::eval::{Effect, PreBatchState};
+use vellum_core::time::Micros;
+use vellum_core::{
+    AggregateMetaData, Envelope, Error, Event, EventQuery, Packet, PersistResult, ProcessInstance,
+    QueueMessage, Result,
+};
+
+use crate::file::{OrStorage, decode};
+use crate::layout::{
+    AGGREGATES, AggregateRecord, COUNTERS, EVENT_IDS, EVENTS, EVENTS_BY_SOURCE, EVENTS_BY_TYPE, NEXT_OFFSET,
+    NEXT_SEQUENCE, OFFSETS, PROCESSES, ProcessRecord, QUEUE, QUEUE_ORDER, QUEUE_TIMEOUTS, QueueRecord,
+};
+
+/// Only the revision (tag 1) of an aggregate, process or queue record; the rest is skipped.
+#[derive(Clone, PartialEq, prost::Message)]
+struct Revision {
+    #[prost(uint64, tag = "1")]
+    revision: u64,
+}
+
+type StrTable<'t, V> = Table<'t, &'static str, V>;
+type PairTable<'t, V> = Table<'t, (&'static str, &'static str), V>;
+
+/// Every table, open in one write transaction, and the counters as they stand in it.
+pub(crate) struct WriteTables<'t> {
+    file: &'t Path,
+    counters: StrTable<'t, u64>,
+    events: Table<'t, u64, &'static [u8]>,
+    event_ids: StrTable<'t, u64>,
+    by_type: Table<'t, (&'static str, u64), ()>,
+    by_source: Table<'t, (&'static str, &'static str, u64), ()>,
+    aggregates: PairTable<'t, &'static [u8]>,
+    processes: PairTable<'t, &'static [u8]>,
+    queue: StrTable<'t, &'static [u8]>,
+    queue_order: Table<'t, (i64, u64, &'static str), ()>,
+    queue_timeouts: Table<'t, (&'static str, &'static str, &'static str), ()>,
+    offsets: StrTable<'t, u64>,
+    next_offset: u64,
+    next_sequence: u64,
+    counters_changed: bool,
+}
+
+impl<'t> WriteTables<'t> {
+    /// Opens every table in `txn`.
+    pub(crate) fn open(txn: &'t WriteTransaction, file: &'t Path) -> Result<Self> {
+        let counters = txn.open_table(COUNTERS).or_storage(file)?;
+        let counter =
+            |name: &str| -> Result<u64> { Ok(counters.get(name).or_storage(file)?.map_or(0, |v| v.value())) };
+        let (next_offset, next_sequence) = (counter(NEXT_OFFSET)?, counter(NEXT_SEQUENCE)?);
+        Ok(Self {
+            file,
+            events: txn.open_table(EVENTS).or_storage(file)?,
+            event_ids: txn.open_table(EVENT_IDS).or_storage(file)?,
+            by_type: txn.open_table(EVENTS_BY_TYPE).or_storage(file)?,
+            by_source: txn.open_table(EVENTS_BY_SOURCE).or_storage(file)?,
+            aggregates: txn.open_table(AGGREGATES).or_storage(file)?,
+            processes: txn.open_table(PROCESSES).or_storage(file)?,
+            queue: txn.open_table(QUEUE).or_storage(file)?,
+            queue_order: txn.open_table(QUEUE_ORDER).or_storage(file)?,
+            queue_timeouts: txn.open_table(QUEUE_TIMEOUTS).or_storage(file)?,
+            offsets: txn.open_table(OFFSETS).or_storage(file)?,
+            counters,
+            next_offset,
+            next_sequence,
+            counters_changed: false,
+        })
+    }
+
+    /// Writes the counters back; call once after the last batch, before committing.
+    pub(crate) fn finish(mut self) -> Result<()> {
+        if self.counters_changed {
+            self.counters.insert(NEXT_OFFSET, self.next_offset).or_storage(self.file)?;
+            self.counters.insert(NEXT_SEQUENCE, self.next_sequence).or_storage(self.file)?;
+        }
+        Ok(())
+    }
+
+    /// Writes the effects of a batch that passed evaluation, in batch order.
+    pub(crate) fn apply(&mut self, effects: &[Effect<'_>]) -> Result<PersistResult> {
+        let file = self.file;
+        let mut result = PersistResult::default();
+        for effect in effects {
+            match *effect {
+                Effect::PutAggregate { meta, revision } => {
+                    let record = AggregateRecord { revision, last_event_id: meta.last_event_id.clone() };
+                    let key = (meta.handler_key.as_str(), meta.instance_id.as_str());
+                    self.aggregates.insert(key, record.encode_to_vec().as_slice()).or_storage(file)?;
+                }
+                Effect::PutProcess { instance, revision } => {
+                    let record = ProcessRecord {
+                        revision,
+                        media_type: instance.packet.media_type.clone(),
+                        data: instance.packet.data.clone(),
+                    };
+                    let key = (instance.handler_key.as_str(), instance.instance_id.as_str());
+                    self.processes.insert(key, record.encode_to_vec().as_slice()).or_storage(file)?;
+                }
+                Effect::RemoveProcess { handler_key, instance_id } => {
+                    self.processes.remove((handler_key, instance_id)).or_storage(file)?;
+                    for id in self.timeouts_of(handler_key, instance_id)? {
+                        self.remove_queue(&id)?;
+                    }
+                }
+                Effect::AppendEvent { envelope } => {
+                    #[cfg(test)]
+                    if envelope.message_id == crate::tests::INJECT_STORAGE_FAILURE {
+                        return Err(Error::storage("injected failure", Overflow("test")));
+                    }
+                    let offset = self.append_event(envelope)?;
+                    result.event_offsets.insert(envelope.message_id.clone(), offset);
+                }
+                Effect::InsertQueue { message, next_attempt_at } => {
+                    self.insert_queue(message, next_attempt_at)?;
+                }
+                Effect::UpdateQueue { message_id, revision, failure_count, next_attempt_at } => {
+                    self.update_queue(message_id, revision, failure_count, next_attempt_at)?;
+                }
+                Effect::RemoveQueue { message_id } => self.remove_queue(message_id)?,
+                Effect::PutOffset { application_key, next_offset } => {
+                    self.offsets.insert(application_key, next_offset).or_storage(file)?;
+                }
+            }
+        }
+        Ok(result)
+    }
+
+    fn append_event(&mut self, envelope: &Envelope) -> Result<u64> {
+        let file = self.file;
+        let offset = self.next_offset;
+        let id = envelope.message_id.as_str();
+        self.events.insert(offset, envelope.to_bytes().as_slice()).or_storage(file)?;
+        self.event_ids.insert(id, offset).or_storage(file)?;
+        self.by_type.insert((envelope.portable_name.as_str(), offset), ()).or_storage(file)?;
+        let source = (envelope.source_handler_key(), envelope.source_instance_id.as_str(), offset);
+        self.by_source.insert(source, ()).or_storage(file)?;
+        self.next_offset = offset
+            .checked_add(1)
+            .ok_or_else(|| Error::storage("the event log is full", Overflow("next_offset")))?;
+        self.counters_changed = true;
+        Ok(offset)
+    }
+
+    fn insert_queue(&mut self, message: &QueueMessage, at: Micros) -> Result<()> {
+        let file = self.file;
+        let sequence = self.next_sequence;
+        self.next_sequence = sequence
+            .checked_add(1)
+            .ok_or_else(|| Error::storage("the enqueue sequence is exhausted", Overflow("next_sequence")))?;
+        self.counters_changed = true;
+        let envelope = &message.envelope;
+        let record = QueueRecord {
+            revision: 1,
+            failure_count: message.failure_count,
+            next_attempt_at: at.0,
+            sequence,
+            envelope: envelope.to_bytes(),
+        };
+        let id = message.id();
+        self.queue.insert(id, record.encode_to_vec().as_slice()).or_storage(file)?;
+        self.queue_order.insert((at.0, sequence, id), ()).or_storage(file)?;
+        if envelope.is_timeout() {
+            let owner = (envelope.source_handler_key(), envelope.source_instance_id.as_str(), id);
+            self.queue_timeouts.insert(owner, ()).or_storage(file)?;
+        }
+        Ok(())
+    }
+
+    fn update_queue(&mut self, id: &str, revision: u64, failure_count: u64, at: Micros) -> Result<()> {
+        let file = self.file;
+        let record = self.queue.get(id).or_storage(file)?.map(|v| v.value().to_vec());
+        // Absent only when a `RemoveProcess` earlier in the batch cascaded it: nothing to update.
+        let Some(bytes) = record else { return Ok(()) };
+        let mut record: QueueRecord = decode(&bytes, file, "queue record")?;
+        if record.next_attempt_at != at.0 {
+            self.queue_order.remove((record.next_attempt_at, record.sequence, id)).or_storage(file)?;
+            self.queue_order.insert((at.0, record.sequence, id), ()).or_storage(file)?;
+        }
+        record.revision = revision;
+        record.failure_count = failure_count;
+        record.next_attempt_at = at.0;
+        self.queue.insert(id, record.encode_to_vec().as_slice()).or_storage(file)?;
+        Ok(())
+    }
+
+    /// Removes a message and its index entries if present (idempotent, see `Effect::RemoveQueue`).
+    fn remove_queue(&mut self, id: &str) -> Result<()> {
+        let file = self.file;
+        let removed = self.queue.remove(id).or_storage(file)?.map(|v| v.value().to_vec());
+        let Some(bytes) = removed else { return Ok(()) };
+        let record: QueueRecord = decode(&bytes, file, "queue record")?;
+        self.queue_order.remove((record.next_attempt_at, record.sequence, id)).or_storage(file)?;
+        let envelope: Envelope = decode(&record.envelope, file, "queued envelope")?;
+        if envelope.is_timeout() {
+            let owner = (envelope.source_handler_key(), envelope.source_instance_id.as_str(), id);
+            self.queue_timeouts.remove(owner).or_storage(file)?;
+        }
+        Ok(())
+    }
+
+    /// The IDs of the timeouts owned by a process instance.
+    fn timeouts_of(&self, handler_key: &str, instance_id: &str) -> Result<Vec<String>> {
+        let mut ids = Vec::new();
+        for entry in self.queue_timeouts.range((handler_key, instance_id, "")..).or_storage(self.file)? {
+            let (key, _) = entry.or_storage(self.file)?;
+            let (hk, iid, id) = key.value();
+            if hk != handler_key || iid != instance_id {
+                break;
+            }
+            ids.push(id.to_owned());
+        }
+        Ok(ids)
+    }
+
+    fn revision_of<K: redb::Key + 'static>(
+        table: &Table<'t, K, &'static [u8]>,
+        key: K::SelfType<'_>,
+        file: &Path,
+        what: &str,
+    ) -> Result<Option<u64>> {
+        let Some(value) = table.get(key).or_storage(file)? else { return Ok(None) };
+        Ok(Some(decode::<Revision>(value.value(), file, what)?.revision))
+    }
+}
+
+impl PreBatchState for WriteTables<'_> {
+    fn aggregate_revision(&mut self, handler_key: &str, instance_id: &str) -> Result<u64> {
+        Ok(Self::revision_of(&self.aggregates, (handler_key, instance_id), self.file, "aggregate record")?
+            .unwrap_or(0))
+    }
+
+    fn process_revision(&mut self, handler_key: &str, instance_id: &str) -> Result<Option<u64>> {
+        Self::revision_of(&self.processes, (handler_key, instance_id), self.file, "process record")
+    }
+
+    fn queue_revision(&mut self, message_id: &str) -> Result<Option<u64>> {
+        Self::revision_of(&self.queue, message_id, self.file, "queue record")
+    }
+
+    fn offset(&mut self, application_key: &str) -> Result<u64> {
+        Ok(self.offsets.get(application_key).or_storage(self.file)?.map_or(0, |v| v.value()))
+    }
+
+    fn event_exists(&mut self, message_id: &str) -> Result<bool> {
+        Ok(self.event_ids.get(message_id).or_storage(self.file)?.is_some())
+    }
+}
+
+/// A counter that cannot advance.
+#[derive(Debug)]
+struct Overflow(&'static str);
+
+impl std::fmt::Display for Overflow {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "counter {} reached u64::MAX", self.0)
+    }
+}
+
+impl std::error::Error for Overflow {}
+
+/// Reads over one read transaction (an MVCC snapshot).
+pub(crate) struct Reader<'a> {
+    pub(crate) txn: &'a ReadTransaction,
+    pub(crate) file: &'a Path,
+}
+
+impl Reader<'_> {
+    pub(crate) fn aggregate(&self, handler_key: &str, instance_id: &str) -> Result<AggregateMetaData> {
+        let table = self.txn.open_table(AGGREGATES).or_storage(self.file)?;
+        let mut meta = AggregateMetaData::new(handler_key, instance_id);
+        if let Some(value) = table.get((handler_key, instance_id)).or_storage(self.file)? {
+            let record: AggregateRecord = decode(value.value(), self.file, "aggregate record")?;
+            meta.revision = record.revision;
+            meta.last_event_id = record.last_event_id;
+        }
+        Ok(meta)
+    }
+
+    pub(crate) fn process(&self, handler_key: &str, instance_id: &str) -> Result<ProcessInstance> {
+        let table = self.txn.open_table(PROCESSES).or_storage(self.file)?;
+        let mut instance = ProcessInstance::new(handler_key, instance_id);
+        if let Some(value) = table.get((handler_key, instance_id)).or_storage(self.file)? {
+            let record: ProcessRecord = decode(value.value(), self.file, "process record")?;
+            instance.revision = record.revision;
+            instance.packet = Packet { media_type: record.media_type, data: record.data };
+        }
+        Ok(instance)
+    }
+
+    pub(crate) fn offset(&self, application_key: &str) -> Result<u64> {
+        let table = self.txn.open_table(OFFSETS).or_storage(self.file)?;
+        Ok(table.get(application_key).or_storage(self.file)?.map_or(0, |v| v.value()))
+    }
+
+    pub(crate) fn next_event_offset(&self) -> Result<u64> {
+        let table = self.txn.open_table(COUNTERS).or_storage(self.file)?;
+        Ok(table.get(NEXT_OFFSET).or_storage(self.file)?.map_or(0, |v| v.value()))
+    }
+
+    pub(crate) fn queue_head(&self, n: usize) -> Result<Vec<QueueMessage>> {
+        let order = self.txn.open_table(QUEUE_ORDER).or_storage(self.file)?;
+        let queue = self.txn.open_table(QUEUE).or_storage(self.file)?;
+        let mut messages = Vec::with_capacity(n.min(1024));
+        for entry in order.iter().or_storage(self.file)?.take(n) {
+            let (key, _) = entry.or_storage(self.file)?;
+            let (_, _, id) = key.value();
+            let value = queue.get(id).or_storage(self.file)?.ok_or_else(|| {
+                Error::storage(
+                    format!("queue order index of redb file {} names a missing message", self.file.display()),
+                    Overflow("queue_order"),
+                )
+            })?;
+            let record: QueueRecord = decode(value.value(), self.file, "queue record")?;
+            messages.push(QueueMessage {
+                revision: record.revision,
+                failure_count: record.failure_count,
+                next_attempt_at: Micros(record.next_attempt_at).to_system_time(),
+                envelope: decode(&record.envelope, self.file, "queued envelope")?,
+            });
+        }
+        Ok(messages)
+    }
+
+    /// Up to `limit` events matching `query` with `offset >= from`, ascending, through the index.
+    pub(crate) fn events(&self, query: &EventQuery, from: u64, limit: usize) -> Result<Vec<Event>> {
+        let file = self.file;
+        let mut offsets = Vec::new();
+        match query {
+            EventQuery::ByType(names) => {
+                let index = self.txn.open_table(EVENTS_BY_TYPE).or_storage(file)?;
+                for name in names {
+                    let range = (name.as_str(), from)..=(name.as_str(), u64::MAX);
+                    for entry in index.range(range).or_storage(file)?.take(limit) {
+                        offsets.push(entry.or_storage(file)?.0.value().1);
+                    }
+                }
+                if names.len() > 1 {
+                    offsets.sort_unstable();
+                    offsets.truncate(limit);
+                }
+            }
+            EventQuery::BySource { handler_key, instance_id } => {
+                let index = self.txn.open_table(EVENTS_BY_SOURCE).or_storage(file)?;
+                let (hk, iid) = (handler_key.as_str(), instance_id.as_str());
+                for entry in index.range((hk, iid, from)..=(hk, iid, u64::MAX)).or_storage(file)?.take(limit)
+                {
+                    offsets.push(entry.or_storage(file)?.0.value().2);
+                }
+            }
+        }
+        let events = self.txn.open_table(EVENTS).or_storage(file)?;
+        offsets
+            .into_iter()
+            .map(|offset| {
+                let value = events.get(offset).or_storage(file)?.ok_or_else(|| {
+                    Error::storage(
+                        format!("event index of redb file {} names missing offset {offset}", file.display()),
+                        Overflow("events"),
+                    )
+                })?;
+                Ok(Event { offset, envelope: decode(value.value(), file, "event envelope")? })
+            })
+            .collect()
+    }
+}

@@ -1,0 +1,356 @@
+//! Tests of what is particular to this provider: file names and keys, bad files, group commit.
+//! The behaviour every provider shares is checked by the conformance suite (see `lib.rs`);
+//! locking across processes and crash safety are in `tests/`.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use vellum_core::{
+    Batch, DataStore, Envelope, Error, EventRepository, OffsetRepository, Operation, Persister, Provider,
+    QueueMessage, QueueRepository, Result,
+};
+
+use crate::layout::{META, META_LAYOUT_VERSION};
+use crate::{RedbProvider, RedbStore};
+
+/// A message ID whose `SaveEvent` fails with a storage error while being written (test builds only).
+pub(crate) const INJECT_STORAGE_FAILURE: &str = "<inject-storage-failure>";
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap()
+}
+
+fn event(id: &str) -> Envelope {
+    Envelope {
+        message_id: id.to_owned(),
+        portable_name: "T".into(),
+        media_type: "application/json; type=\"T\"".into(),
+        data: id.as_bytes().to_vec(),
+        ..Envelope::default()
+    }
+}
+
+fn save_offset(app: &str, current: u64, next: u64) -> Operation {
+    Operation::SaveOffset { application_key: app.into(), current_offset: current, next_offset: next }
+}
+
+/// Fills a store with events, queue messages and offsets, and closes it.
+async fn fill(provider: &RedbProvider, key: &str, batches: usize) {
+    let store = provider.open(key).await.unwrap();
+    for b in 0..batches {
+        let mut ops: Vec<Operation> =
+            (0..10).map(|e| Operation::SaveEvent(event(&format!("e{b}-{e}")))).collect();
+        ops.push(Operation::SaveQueueMessage(QueueMessage {
+            revision: 0,
+            failure_count: 0,
+            next_attempt_at: std::time::UNIX_EPOCH,
+            envelope: event(&format!("q{b}")),
+        }));
+        ops.push(save_offset("src", b as u64, b as u64 + 1));
+        store.persist(Batch::from(ops)).await.unwrap();
+    }
+    store.close().await.unwrap();
+}
+
+/// Every read, and a write; each must be Ok or a storage error naming `path`.
+async fn exercise(store: &RedbStore, path: &Path) {
+    let named = |what: &str, r: Result<()>| match r {
+        Ok(()) => {}
+        Err(e @ Error::Storage { .. }) => {
+            assert!(
+                e.to_string().contains(&path.display().to_string()),
+                "{what}: {e} does not name the file"
+            );
+        }
+        Err(e) => panic!("{what}: expected Ok or Storage, got {e:?}"),
+    };
+    named("next_event_offset", store.next_event_offset().await.map(drop));
+    named("load_offset", store.load_offset("src").await.map(drop));
+    named("load_queue_messages", store.load_queue_messages(1000).await.map(drop));
+    let events = match store.load_events_by_type(&["T"], 0).await {
+        Ok(cursor) => cursor.collect().await.map(drop),
+        Err(e) => Err(e),
+    };
+    named("load_events_by_type", events);
+    named("persist", store.persist(Batch::from(vec![Operation::SaveEvent(event("new"))])).await.map(drop));
+}
+
+/// Opens `key`; the outcome must be a store or a storage error naming the file, never a panic.
+async fn open_damaged(provider: &RedbProvider, key: &str) -> Option<RedbStore> {
+    let path = provider.file_path(key);
+    let canonical = std::fs::canonicalize(&path).unwrap();
+    match provider.open(key).await {
+        Ok(store) => {
+            exercise(&store, &canonical).await;
+            Some(store)
+        }
+        Err(e @ Error::Storage { .. }) => {
+            let text = e.to_string();
+            assert!(text.contains(&canonical.display().to_string()), "{text} does not name the file");
+            None
+        }
+        Err(e) => panic!("expected a store or a storage error, got {e:?}"),
+    }
+}
+
+#[test]
+fn empty_unicode_and_odd_keys_work_and_are_isolated() {
+    runtime().block_on(async {
+        let dir = tempfile::tempdir().unwrap();
+        let provider = RedbProvider::new(dir.path());
+        let keys = ["", "日本語 🎉", "a/b\\c", "'\"; DROP TABLE", "A", "a", ".", "..", &"k".repeat(500)];
+        let mut stores = Vec::new();
+        for (i, key) in keys.iter().enumerate() {
+            let store = provider.open(key).await.unwrap();
+            assert_eq!(store.app_key(), *key);
+            store.persist(Batch::from(vec![save_offset("src", 0, i as u64 + 10)])).await.unwrap();
+            stores.push(store);
+        }
+        let files: std::collections::HashSet<_> = stores.iter().map(|s| s.path().to_owned()).collect();
+        assert_eq!(files.len(), keys.len());
+        assert!(files.iter().all(|f| f.parent() == Some(&std::fs::canonicalize(dir.path()).unwrap())));
+        for store in &stores {
+            store.close().await.unwrap();
+        }
+        let again = RedbProvider::new(dir.path());
+        for (i, key) in keys.iter().enumerate() {
+            let store = again.open(key).await.unwrap();
+            assert_eq!(store.load_offset("src").await.unwrap(), i as u64 + 10, "key {key:?}");
+            store.close().await.unwrap();
+        }
+    });
+}
+
+#[test]
+fn future_layout_version_is_refused_naming_the_file() {
+    runtime().block_on(async {
+        let dir = tempfile::tempdir().unwrap();
+        let provider = RedbProvider::new(dir.path());
+        fill(&provider, "app", 1).await;
+        let path = std::fs::canonicalize(provider.file_path("app")).unwrap();
+        {
+            let db = redb::Database::open(&path).unwrap();
+            let txn = db.begin_write().unwrap();
+            txn.open_table(META)
+                .unwrap()
+                .insert(META_LAYOUT_VERSION, 99u64.to_be_bytes().as_slice())
+                .unwrap();
+            txn.commit().unwrap();
+        }
+        let err = provider.open("app").await.unwrap_err();
+        let text = err.to_string();
+        assert!(matches!(err, Error::Storage { .. }), "{err:?}");
+        assert!(text.contains(&path.display().to_string()) && text.contains("layout version 99"), "{text}");
+        // Refusing released the key: a correct file opens again.
+        {
+            let db = redb::Database::open(&path).unwrap();
+            let txn = db.begin_write().unwrap();
+            let version = crate::LAYOUT_VERSION.to_be_bytes();
+            txn.open_table(META).unwrap().insert(META_LAYOUT_VERSION, version.as_slice()).unwrap();
+            txn.commit().unwrap();
+        }
+        provider.open("app").await.unwrap().close().await.unwrap();
+    });
+}
+
+#[test]
+fn a_file_of_another_key_or_program_is_refused() {
+    runtime().block_on(async {
+        let dir = tempfile::tempdir().unwrap();
+        let provider = RedbProvider::new(dir.path());
+        fill(&provider, "first", 1).await;
+        std::fs::copy(provider.file_path("first"), provider.file_path("second")).unwrap();
+        let text = provider.open("second").await.unwrap_err().to_string();
+        assert!(text.contains("belongs to application \"first\", not \"second\""), "{text}");
+        assert!(text.contains("app.second.redb"), "{text}");
+
+        let other = provider.file_path("other");
+        {
+            let db = redb::Database::create(&other).unwrap();
+            let txn = db.begin_write().unwrap();
+            let def: redb::TableDefinition<u64, u64> = redb::TableDefinition::new("theirs");
+            txn.open_table(def).unwrap().insert(1, 2).unwrap();
+            txn.commit().unwrap();
+        }
+        let text = provider.open("other").await.unwrap_err().to_string();
+        assert!(text.contains("app.other.redb") && text.contains("something else"), "{text}");
+
+        std::fs::write(provider.file_path("text"), b"this is not a database at all, just text\n".repeat(50))
+            .unwrap();
+        assert!(open_damaged(&provider, "text").await.is_none());
+    });
+}
+
+#[test]
+fn truncated_files_give_storage_errors_naming_the_file() {
+    runtime().block_on(async {
+        let dir = tempfile::tempdir().unwrap();
+        let provider = RedbProvider::new(dir.path());
+        fill(&provider, "full", 40).await;
+        let original = std::fs::read(provider.file_path("full")).unwrap();
+        for keep in [original.len() / 2, original.len() * 3 / 4, original.len() - 1, 4096, 600, 100, 1] {
+            std::fs::write(provider.file_path("full"), &original[..keep]).unwrap();
+            if let Some(store) = open_damaged(&provider, "full").await {
+                store.close().await.ok();
+            }
+        }
+    });
+}
+
+#[test]
+fn corrupted_files_give_storage_errors_naming_the_file_never_panics() {
+    runtime().block_on(async {
+        let dir = tempfile::tempdir().unwrap();
+        let plain = RedbProvider::new(dir.path());
+        let checked = RedbProvider::new(dir.path()).with_integrity_check(true);
+        fill(&plain, "app", 40).await;
+        let path = plain.file_path("app");
+        let original = std::fs::read(&path).unwrap();
+        let mut seed = 0x9e37_79b9_7f4a_7c15_u64;
+        let mut random = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        let (mut refused, mut checked_refused) = (0, 0);
+        for _ in 0..24 {
+            let mut bytes = original.clone();
+            let at = (random() % bytes.len() as u64) as usize;
+            let len = 1 + (random() % 512) as usize;
+            for b in bytes.iter_mut().skip(at).take(len) {
+                *b = random() as u8;
+            }
+            for (provider, count) in [(&plain, &mut refused), (&checked, &mut checked_refused)] {
+                std::fs::write(&path, &bytes).unwrap();
+                match open_damaged(provider, "app").await {
+                    Some(store) => store.close().await.ok().unwrap_or(()),
+                    None => *count += 1,
+                }
+            }
+        }
+        eprintln!(
+            "corruption refused at open: {refused}/24 plain, {checked_refused}/24 with integrity check"
+        );
+    });
+}
+
+/// Batches waiting together share one transaction; in it, a batch conflicting with an earlier
+/// batch of the same group fails alone.
+#[test]
+fn group_commit_isolates_conflicts() {
+    runtime().block_on(async {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(RedbProvider::new(dir.path()).open("app").await.unwrap());
+        let n = 200;
+        let tasks: Vec<_> = (0..n)
+            .map(|i| {
+                let store = Arc::clone(&store);
+                tokio::spawn(async move {
+                    // All race for offset 0 -> 1 of one source; each also appends an event.
+                    let ops = vec![save_offset("src", 0, 1), Operation::SaveEvent(event(&format!("e{i}")))];
+                    let contended = store.persist(Batch::from(ops)).await;
+                    let own = store
+                        .persist(Batch::from(vec![Operation::SaveEvent(event(&format!("own{i}")))]))
+                        .await;
+                    (contended, own)
+                })
+            })
+            .collect();
+        let mut won = 0;
+        for task in tasks {
+            let (contended, own) = task.await.unwrap();
+            match contended {
+                Ok(result) => {
+                    won += 1;
+                    assert_eq!(result.event_offsets.len(), 1);
+                }
+                Err(e) => assert!(e.is_conflict(), "{e:?}"),
+            }
+            own.unwrap();
+        }
+        assert_eq!(won, 1, "exactly one batch takes offset 0 -> 1");
+        assert_eq!(store.next_event_offset().await.unwrap(), n + 1);
+        let offsets: Vec<u64> = store
+            .load_events_by_type(&["T"], 0)
+            .await
+            .unwrap()
+            .collect()
+            .await
+            .unwrap()
+            .iter()
+            .map(|e| e.offset)
+            .collect();
+        assert_eq!(offsets, (0..=n).collect::<Vec<_>>());
+        let transactions = store.write_transactions();
+        assert!(
+            transactions < n + 1,
+            "{transactions} transactions for {} committed batches: no grouping",
+            n + 1
+        );
+        eprintln!("{} committed batches in {transactions} transactions", n + 1);
+        store.close().await.unwrap();
+    });
+}
+
+/// A storage failure while writing one batch of a group fails that batch alone: the group is
+/// retried one batch per transaction.
+#[test]
+fn storage_failure_in_a_group_fails_only_the_culprit() {
+    runtime().block_on(async {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(RedbProvider::new(dir.path()).open("app").await.unwrap());
+        for round in 0..5 {
+            let tasks: Vec<_> = (0..32)
+                .map(|i| {
+                    let store = Arc::clone(&store);
+                    let id =
+                        if i == 16 { INJECT_STORAGE_FAILURE.to_owned() } else { format!("r{round}-e{i}") };
+                    tokio::spawn(async move {
+                        store.persist(Batch::from(vec![Operation::SaveEvent(event(&id))])).await
+                    })
+                })
+                .collect();
+            for (i, task) in tasks.into_iter().enumerate() {
+                match task.await.unwrap() {
+                    Ok(_) => assert_ne!(i, 16),
+                    Err(e @ Error::Storage { .. }) => assert_eq!(i, 16, "{e}"),
+                    Err(e) => panic!("{e:?}"),
+                }
+            }
+            assert_eq!(store.next_event_offset().await.unwrap(), 31 * (round + 1));
+        }
+        store.close().await.unwrap();
+    });
+}
+
+/// `close` releases the file: the same process can open it again at once, through redb itself.
+#[test]
+fn close_and_drop_release_the_file() {
+    runtime().block_on(async {
+        let dir = tempfile::tempdir().unwrap();
+        let provider = RedbProvider::new(dir.path());
+        let store = provider.open("app").await.unwrap();
+        let cursor = store.load_events_by_type(&["T"], 0).await.unwrap();
+        store.close().await.unwrap();
+        // The cursor does not hold the file open.
+        drop(redb::Database::open(provider.file_path("app")).unwrap());
+        drop(cursor);
+        let store = provider.open("app").await.unwrap();
+        assert!(matches!(provider.open("app").await, Err(Error::Locked { .. })));
+        drop(store);
+        // Dropping releases too, once the writer has let go (it does so promptly).
+        let mut reopened = None;
+        for _ in 0..100 {
+            match provider.open("app").await {
+                Ok(store) => {
+                    reopened = Some(store);
+                    break;
+                }
+                Err(Error::Locked { .. }) => tokio::time::sleep(std::time::Duration::from_millis(10)).await,
+                Err(e) => panic!("{e:?}"),
+            }
+        }
+        reopened.expect("a dropped store releases its key").close().await.unwrap();
+    });
+}
