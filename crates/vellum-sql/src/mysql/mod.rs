@@ -1,0 +1,352 @@
+//! The MySQL/MariaDB dialect (feature `mysql`), on `mysql_async` built without OpenSSL.
+//!
+//! # Choices
+//!
+//! - **Byte-exact keys.** Key columns are `VARBINARY`, payloads `LONGBLOB`: no collation, so
+//!   keys compare byte for byte (utf8 collations are case- and trailing-space-insensitive and
+//!   would merge distinct keys). InnoDB caps an index key at 3072 bytes, so every key (app key,
+//!   handler key, instance ID, message ID, portable name, source application key) is limited to
+//!   [`MAX_KEY_BYTES`] bytes; a longer key fails its batch (or `open`) with an
+//!   [`Error::Storage`] naming the field, before the database is touched, and is never
+//!   truncated. Values are `LONGBLOB`s, limited only by the server's `max_allowed_packet`: a
+//!   row that would not fit one packet fails its batch with an error saying so before it is
+//!   sent (the server would drop the connection, and with it the store's lock).
+//! - **Integers and times.** u64 values are bit-cast into `BIGINT`; queue times are `BIGINT`
+//!   microseconds (SPEC D6): no `TIMESTAMP` (2038, session time zones; SPEC §8 W3, W6).
+//! - **Group commit** ([`crate::group`]): one writer per store commits every waiting batch in one
+//!   transaction. It reads the counter row and every row the group's preconditions look at in
+//!   *one* `UNION ALL` query, plans the group with the shared rules ([`crate::plan`]), then
+//!   writes with multi-row statements: one `INSERT` for all events, one upsert for all
+//!   aggregates and one for all consumer offsets, and queue/process writes coalesced per kind
+//!   where reordering cannot change the result; then one counter update and one `COMMIT`. A
+//!   one-event batch costs five round trips (read, events, aggregates, counter, commit), as
+//!   many as the naive one-transaction-per-batch loop. Conflicts are decided by the plan, never
+//!   by affected-row counts (which `CLIENT_FOUND_ROWS` would change; SPEC §8 W6).
+//! - **Exclusivity (D8)**: `GET_LOCK(name, 0)` on a dedicated connection held for the store's
+//!   lifetime; see `lock.rs`. The same connection is the group-commit writer's, so a store whose
+//!   lock connection died can no longer write; it then refuses every further write with a
+//!   storage error saying so.
+//! - **Reads** take a connection from a `mysql_async::Pool` per statement and return it at
+//!   once; event cursors page by offset (`event_offset >= ? ORDER BY event_offset LIMIT ?`) and
+//!   hold no connection between pages (D11). Statements are prepared and cached per connection
+//!   by `mysql_async`; `IN` lists are padded to powers of two and multi-row inserts use a few
+//!   fixed row counts, so the number of distinct statements stays small.
+//! - **SQL text** uses only bound parameters (never SQL built from data), no double-quoted
+//!   literals and no `ANSI_QUOTES` assumptions.
+//! - **Schema**: see [`create_schema`]. Opening a store creates or checks it
+//!   ([`MysqlOptions::migrate`]); a database at a newer schema version is refused.
+//!
+//! ```no_run
+//! use vellum_core::{DataStore, Provider};
+//! use vellum_sql::mysql::MysqlProvider;
+//!
+//! # async fn demo() -> vellum_core::Result<()> {
+//! let provider = MysqlProvider::from_url("mysql://root@127.0.0.1:3306/engine")?;
+//! let store = provider.open("billing").await?;
+//! store.close().await?;
+//! # Ok(())
+//! # }
+//! ```
+
+mod lock;
+mod schema;
+mod store;
+mod writer;
+
+#[cfg(test)]
+mod tests;
+
+use std::time::Duration;
+
+use mysql_async::prelude::Queryable;
+use mysql_async::{Conn, Opts, OptsBuilder, Pool, PoolConstraints, PoolOpts, Row, Value};
+use vellum_core::{Error, Provider, Result};
+
+pub use lock::lock_name;
+pub use schema::{create_schema, drop_schema};
+pub use store::MysqlStore;
+
+/// The longest key, in bytes, this provider stores (see the module docs).
+pub const MAX_KEY_BYTES: usize = 512;
+
+/// Options of a [`MysqlProvider`].
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct MysqlOptions {
+    /// Create or check the schema when a store opens (default `true`). When `false`, opening a
+    /// database without the schema fails with an error saying so.
+    pub migrate: bool,
+}
+
+impl Default for MysqlOptions {
+    fn default() -> Self {
+        Self { migrate: true }
+    }
+}
+
+impl MysqlOptions {
+    /// Sets [`MysqlOptions::migrate`].
+    #[must_use]
+    pub fn migrate(mut self, migrate: bool) -> Self {
+        self.migrate = migrate;
+        self
+    }
+}
+
+/// Opens application stores in a MySQL or MariaDB database.
+///
+/// Reads use a connection pool (the provider's own, or one the caller owns and vellum never
+/// closes); each open store also holds one dedicated connection for its lock and its writes,
+/// closed by [`DataStore::close`](vellum_core::DataStore::close). The provider's own pool keeps
+/// no idle connections by default and is closed when the last provider clone is dropped or by
+/// [`MysqlProvider::disconnect`].
+#[derive(Debug, Clone)]
+pub struct MysqlProvider {
+    pool: Pool,
+    /// The options the dedicated connections are made with; `None` until learnt from the
+    /// caller's pool.
+    opts: Option<Opts>,
+    owned: bool,
+    options: MysqlOptions,
+}
+
+/// The default read pool: no idle connections kept open when unused, at most ten per CPU, no
+/// connection reset between uses.
+fn default_pool_opts() -> PoolOpts {
+    let cpus = std::thread::available_parallelism().map_or(4, std::num::NonZero::get);
+    let max = (cpus * 10).clamp(10, 100);
+    let constraints = PoolConstraints::new(0, max).unwrap_or_default();
+    PoolOpts::default()
+        .with_constraints(constraints)
+        // Reads change no session state; a reset would also drop the cached prepared statements.
+        .with_reset_connection(false)
+        .with_inactive_connection_ttl(Duration::from_secs(60))
+        .with_ttl_check_interval(Duration::from_secs(30))
+}
+
+impl MysqlProvider {
+    /// A provider with its own pool, from a `mysql://user:password@host:port/database` URL.
+    ///
+    /// `mysql_async` URL parameters are honoured; unless the URL sets `pool_min`/`pool_max`,
+    /// the pool keeps no idle connections and opens at most 10 per CPU (10 to 100).
+    pub fn from_url(url: &str) -> Result<Self> {
+        let opts = Opts::from_url(url).map_err(|e| Error::storage("mysql: parsing the connection URL", e))?;
+        let explicit = url.contains("pool_min=") || url.contains("pool_max=");
+        Ok(if explicit { Self::from_opts_keeping_pool(opts) } else { Self::from_opts(opts) })
+    }
+
+    /// A provider with its own pool, from connection options (pool options replaced by the
+    /// defaults described at [`MysqlProvider::from_url`]).
+    #[must_use]
+    pub fn from_opts(opts: Opts) -> Self {
+        Self::from_opts_keeping_pool(OptsBuilder::from_opts(opts).pool_opts(default_pool_opts()).into())
+    }
+
+    fn from_opts_keeping_pool(opts: Opts) -> Self {
+        Self {
+            pool: Pool::new(opts.clone()),
+            opts: Some(opts),
+            owned: true,
+            options: MysqlOptions::default(),
+        }
+    }
+
+    /// A provider over a pool the caller owns: vellum never disconnects it. Stores open their
+    /// dedicated lock connections with the pool's connection options.
+    #[must_use]
+    pub fn with_pool(pool: Pool) -> Self {
+        Self { pool, opts: None, owned: false, options: MysqlOptions::default() }
+    }
+
+    /// Replaces the options.
+    #[must_use]
+    pub fn with_options(mut self, options: MysqlOptions) -> Self {
+        self.options = options;
+        self
+    }
+
+    /// The read pool.
+    #[must_use]
+    pub fn pool(&self) -> &Pool {
+        &self.pool
+    }
+
+    /// Creates the schema in the provider's database (see [`create_schema`]).
+    pub async fn create_schema(&self) -> Result<()> {
+        let mut conn = self.pool.get_conn().await.map_err(|e| storage("connecting", e))?;
+        create_schema(&mut conn).await
+    }
+
+    /// Drops the schema from the provider's database (see [`drop_schema`]).
+    pub async fn drop_schema(&self) -> Result<()> {
+        let mut conn = self.pool.get_conn().await.map_err(|e| storage("connecting", e))?;
+        drop_schema(&mut conn).await
+    }
+
+    /// Disconnects the provider's own pool (a caller-owned pool is left alone). Stores already
+    /// open keep their dedicated connections but can no longer read.
+    pub async fn disconnect(self) -> Result<()> {
+        if self.owned {
+            self.pool.disconnect().await.map_err(|e| storage("disconnecting the pool", e))?;
+        }
+        Ok(())
+    }
+
+    /// Options for a store's dedicated connection.
+    async fn dedicated_opts(&self) -> Result<Opts> {
+        let opts = if let Some(opts) = &self.opts {
+            opts.clone()
+        } else {
+            let conn = self.pool.get_conn().await.map_err(|e| storage("connecting", e))?;
+            conn.opts().clone()
+        };
+        // The writer's statements: a few shapes per kind of row (see writer.rs).
+        Ok(OptsBuilder::from_opts(opts).stmt_cache_size(256).tcp_nodelay(true).into())
+    }
+}
+
+impl Provider for MysqlProvider {
+    type Store = MysqlStore;
+
+    async fn open(&self, app_key: &str) -> Result<MysqlStore> {
+        if app_key.len() > MAX_KEY_BYTES {
+            return Err(key_too_long(app_key, "the application key", app_key.len()));
+        }
+        let mut conn = Conn::new(self.dedicated_opts().await?)
+            .await
+            .map_err(|e| storage_for(app_key, "opening the store's lock connection", e))?;
+        match open_on(&mut conn, app_key, &self.options).await {
+            Ok((database, max_packet)) => {
+                Ok(MysqlStore::new(app_key.to_owned(), &database, self.pool.clone(), conn, max_packet))
+            }
+            Err(e) => {
+                // Best effort: the server frees the lock with the session anyway.
+                let _ = conn.disconnect().await;
+                Err(e)
+            }
+        }
+    }
+}
+
+/// Prepares a store's dedicated connection: schema, lock, session settings.
+async fn open_on(conn: &mut Conn, app_key: &str, options: &MysqlOptions) -> Result<(String, usize)> {
+    let database = schema::current_database(conn).await?;
+    match schema::stored_version(conn).await? {
+        schema::Stored::Version(v) if v > crate::schema::SCHEMA_VERSION => return Err(schema::newer(v)),
+        schema::Stored::Version(v) if v == crate::schema::SCHEMA_VERSION => {}
+        _ if options.migrate => create_schema(conn).await?,
+        schema::Stored::Missing => {
+            return Err(Error::storage(
+                format!("mysql: opening the store of application {app_key:?}"),
+                format!(
+                    "database {database:?} has no vellum schema and migration is turned off \
+                     (MysqlOptions::migrate); call create_schema first"
+                ),
+            ));
+        }
+        schema::Stored::Version(v) => {
+            return Err(Error::storage(
+                format!("mysql: opening the store of application {app_key:?}"),
+                format!(
+                    "database {database:?} has vellum schema version {v}, older than version {} \
+                     of this build, and migration is turned off (MysqlOptions::migrate)",
+                    crate::schema::SCHEMA_VERSION
+                ),
+            ));
+        }
+    }
+    let name = lock_name(&database, "app", app_key);
+    let mut row: Row = conn
+        .exec_first("SELECT GET_LOCK(?, 0), @@max_allowed_packet", (name.as_str(),))
+        .await
+        .map_err(|e| storage_for(app_key, "taking the application lock", e))?
+        .ok_or_else(|| Error::storage("mysql: taking the application lock", "no row returned"))?;
+    match opt_i64(&mut row, 0)? {
+        Some(1) => {}
+        Some(_) => return Err(Error::Locked { app_key: app_key.to_owned() }),
+        None => return Err(Error::storage("mysql: taking the application lock", "GET_LOCK returned NULL")),
+    }
+    let max_packet = usize::try_from(opt_i64(&mut row, 1)?.unwrap_or(4 << 20)).unwrap_or(4 << 20);
+    // The writer's session: strict (errors, never truncation), READ COMMITTED (no gap locks;
+    // this connection is the app's only writer), explicit COMMITs, and no idle timeout, which
+    // would drop the lock of a quiet store.
+    for statement in [
+        "SET SESSION sql_mode = 'STRICT_ALL_TABLES,NO_ENGINE_SUBSTITUTION'",
+        "SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED",
+        "SET SESSION wait_timeout = 31536000",
+        "SET autocommit = 0",
+    ] {
+        conn.query_drop(statement)
+            .await
+            .map_err(|e| storage_for(app_key, "setting up the writer session", e))?;
+    }
+    Ok((database, max_packet))
+}
+
+/// A storage error with context.
+pub(crate) fn storage(what: &str, source: mysql_async::Error) -> Error {
+    Error::storage(format!("mysql: {what}"), source)
+}
+
+/// A storage error naming the application.
+pub(crate) fn storage_for(app_key: &str, what: &str, source: mysql_async::Error) -> Error {
+    Error::storage(format!("mysql: {what} for application {app_key:?}"), source)
+}
+
+/// The error for a key over [`MAX_KEY_BYTES`].
+pub(crate) fn key_too_long(app_key: &str, field: &str, len: usize) -> Error {
+    Error::storage(
+        format!("mysql: cannot store data of application {app_key:?}"),
+        format!("{field} is {len} bytes long; this provider stores keys of at most {MAX_KEY_BYTES} bytes"),
+    )
+}
+
+fn decode_error(what: &str) -> Error {
+    Error::storage("mysql: decoding a row", format!("column {what} has an unexpected type or is missing"))
+}
+
+/// Column `i` as an optional integer.
+pub(crate) fn opt_i64(row: &mut Row, i: usize) -> Result<Option<i64>> {
+    match row.take_opt::<Value, usize>(i) {
+        Some(Ok(Value::NULL)) => Ok(None),
+        Some(Ok(Value::Int(v))) => Ok(Some(v)),
+        Some(Ok(Value::UInt(v))) => i64::try_from(v).map(Some).map_err(|_| decode_error("integer")),
+        Some(Ok(Value::Bytes(b))) => std::str::from_utf8(&b)
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .map(Some)
+            .ok_or_else(|| decode_error("integer")),
+        _ => Err(decode_error("integer")),
+    }
+}
+
+/// Column `i` as a non-null integer.
+pub(crate) fn get_i64(row: &mut Row, i: usize) -> Result<i64> {
+    opt_i64(row, i)?.ok_or_else(|| decode_error("integer (NULL)"))
+}
+
+/// Column `i` as optional bytes.
+pub(crate) fn opt_bytes(row: &mut Row, i: usize) -> Result<Option<Vec<u8>>> {
+    match row.take_opt::<Value, usize>(i) {
+        Some(Ok(Value::NULL)) => Ok(None),
+        Some(Ok(Value::Bytes(b))) => Ok(Some(b)),
+        _ => Err(decode_error("bytes")),
+    }
+}
+
+/// Column `i` as non-null bytes.
+pub(crate) fn get_bytes(row: &mut Row, i: usize) -> Result<Vec<u8>> {
+    opt_bytes(row, i)?.ok_or_else(|| decode_error("bytes (NULL)"))
+}
+
+/// Column `i` as a UTF-8 string.
+pub(crate) fn get_string(row: &mut Row, i: usize) -> Result<String> {
+    String::from_utf8(get_bytes(row, i)?).map_err(|e| Error::storage("mysql: decoding a key column", e))
+}
+
+/// Optional bytes as an optional UTF-8 string.
+pub(crate) fn opt_string(row: &mut Row, i: usize) -> Result<Option<String>> {
+    opt_bytes(row, i)?
+        .map(|b| String::from_utf8(b).map_err(|e| Error::storage("mysql: decoding a key column", e)))
+        .transpose()
+}

@@ -1,0 +1,550 @@
+//! MySQL/MariaDB tests: the conformance suite, locks, fencing, hostile input and schema.
+//!
+//! They need a server: `VELLUM_MYSQL_URL=mysql://root@127.0.0.1:3306/test`; without it every
+//! test passes as skipped. Each test works in its own database `vellum_test_<random>`, dropped
+//! at the end, so parallel and repeated runs do not interfere.
+
+use std::hash::{BuildHasher, RandomState};
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime};
+
+use mysql_async::prelude::Queryable;
+use mysql_async::{Conn, Opts, OptsBuilder};
+use vellum_conformance::{Backend, Skip};
+use vellum_core::{
+    AggregateMetaData, AggregateRepository, Batch, DataStore, Envelope, Error, EventRepository, Identity,
+    OffsetRepository, Operation, Packet, Persister, ProcessInstance, ProcessRepository, Provider,
+    QueueMessage, QueueRepository,
+};
+
+use super::{MAX_KEY_BYTES, MysqlOptions, MysqlProvider};
+use crate::schema::SCHEMA_VERSION;
+
+const URL_VAR: &str = "VELLUM_MYSQL_URL";
+
+/// A database of its own for one test.
+pub(super) struct TestDb {
+    base: Opts,
+    opts: Opts,
+    name: String,
+}
+
+fn unique() -> String {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let seed = RandomState::new().hash_one((std::process::id(), n, SystemTime::now()));
+    format!("{seed:016x}")
+}
+
+impl TestDb {
+    pub(super) async fn create() -> Result<Self, Skip> {
+        let Ok(url) = std::env::var(URL_VAR) else {
+            return Err(Skip(format!("{URL_VAR} is not set")));
+        };
+        let base = Opts::from_url(&url).expect("VELLUM_MYSQL_URL parses");
+        Ok(Self::create_named(base, format!("vellum_test_{}", unique())).await)
+    }
+
+    async fn create_named(base: Opts, name: String) -> Self {
+        let mut conn = Conn::new(base.clone()).await.expect("connect to VELLUM_MYSQL_URL");
+        conn.query_drop(format!("CREATE DATABASE IF NOT EXISTS `{name}`"))
+            .await
+            .expect("create the test database");
+        let _ = conn.disconnect().await;
+        let opts = OptsBuilder::from_opts(base.clone()).db_name(Some(&name)).into();
+        Self { base, opts, name }
+    }
+
+    async fn conn(&self) -> Conn {
+        Conn::new(self.opts.clone()).await.expect("connect to the test database")
+    }
+
+    async fn drop_db(&self) {
+        let mut conn = Conn::new(self.base.clone()).await.expect("connect to VELLUM_MYSQL_URL");
+        conn.query_drop("SET SESSION lock_wait_timeout = 20").await.expect("set lock_wait_timeout");
+        conn.query_drop(format!("DROP DATABASE IF EXISTS `{}`", self.name))
+            .await
+            .expect("drop the test database");
+        let _ = conn.disconnect().await;
+    }
+}
+
+impl Backend for TestDb {
+    type Provider = MysqlProvider;
+
+    async fn provider(&self) -> MysqlProvider {
+        MysqlProvider::from_opts(self.opts.clone())
+    }
+
+    async fn teardown(self) {
+        self.drop_db().await;
+    }
+}
+
+mod conformance {
+    use vellum_conformance::Skip;
+
+    use super::TestDb;
+
+    async fn backend() -> Result<TestDb, Skip> {
+        TestDb::create().await
+    }
+
+    vellum_conformance::conformance_tests!(backend);
+}
+
+/// Runs `test` against a fresh database on a fresh runtime, then drops the database.
+fn run<F, Fut>(name: &str, test: F)
+where
+    F: FnOnce(TestDb) -> Fut,
+    Fut: Future<Output = TestDb>,
+{
+    vellum_conformance::runtime().block_on(async {
+        let db = match TestDb::create().await {
+            Ok(db) => db,
+            Err(Skip(reason)) => {
+                eprintln!("skipped {name}: {reason}");
+                return;
+            }
+        };
+        let db = tokio::time::timeout(Duration::from_secs(120), test(db)).await.expect("test timed out");
+        db.drop_db().await;
+    });
+}
+
+fn event(id: &str, name: &str) -> Envelope {
+    Envelope {
+        message_id: id.into(),
+        portable_name: name.into(),
+        source_handler: Some(Identity::new("<handler>", "<handler-key>")),
+        source_instance_id: "<instance>".into(),
+        media_type: "application/json".into(),
+        data: b"{}".to_vec(),
+        ..Envelope::default()
+    }
+}
+
+async fn persist(store: &impl Persister, ops: Vec<Operation>) -> vellum_core::PersistResult {
+    store.persist(Batch::from(ops)).await.expect("persist")
+}
+
+// ---------------------------------------------------------------------------------------------
+// Locks (D8)
+
+const CHILD_DB: &str = "VELLUM_MYSQL_LOCK_CHILD_DB";
+const CHILD_KEY: &str = "<child-key>";
+
+/// Child mode of [`second_process_gets_locked_until_the_holder_is_killed`]: opens the key in the
+/// database named by the env var, prints a line, and sleeps until killed.
+#[test]
+fn lock_child() {
+    let Ok(name) = std::env::var(CHILD_DB) else {
+        return;
+    };
+    let url = std::env::var(URL_VAR).expect("the child needs VELLUM_MYSQL_URL");
+    vellum_conformance::runtime().block_on(async {
+        let base = Opts::from_url(&url).expect("URL parses");
+        let opts: Opts = OptsBuilder::from_opts(base).db_name(Some(name)).into();
+        let provider = MysqlProvider::from_opts(opts);
+        let _store = provider.open(CHILD_KEY).await.expect("the child opens the key");
+        println!("child holds the lock");
+        tokio::time::sleep(Duration::from_secs(120)).await;
+    });
+}
+
+#[test]
+fn second_process_gets_locked_until_the_holder_is_killed() {
+    run("second_process_gets_locked_until_the_holder_is_killed", |db| async move {
+        let mut child = Command::new(std::env::current_exe().expect("current exe"))
+            .args(["--exact", "mysql::tests::lock_child", "--nocapture", "--test-threads=1"])
+            .env(CHILD_DB, &db.name)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn the child");
+        let stdout = child.stdout.take().expect("child stdout");
+        let line = tokio::task::spawn_blocking(move || {
+            let mut reader = BufReader::new(stdout);
+            let mut line = String::new();
+            while reader.read_line(&mut line).expect("read the child's output") > 0 {
+                if line.contains("child holds the lock") {
+                    return true;
+                }
+                line.clear();
+            }
+            false
+        })
+        .await
+        .expect("reader task");
+        assert!(line, "the child did not take the lock");
+
+        let provider = db.provider().await;
+        let started = Instant::now();
+        let err = provider.open(CHILD_KEY).await.expect_err("the child holds the key");
+        assert!(matches!(&err, Error::Locked { app_key } if app_key == CHILD_KEY), "{err:?}");
+        assert!(started.elapsed() < Duration::from_secs(2), "Locked must come promptly");
+        // Another key is free.
+        provider.open("<other>").await.expect("another key opens").close().await.expect("close");
+
+        child.kill().expect("kill the child");
+        let _ = child.wait();
+        // The server frees the lock when it notices the dead session (at once, on loopback).
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let store = loop {
+            match provider.open(CHILD_KEY).await {
+                Ok(store) => break store,
+                Err(Error::Locked { .. }) if Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                Err(e) => panic!("open after the holder died: {e:?}"),
+            }
+        };
+        persist(&store, vec![Operation::SaveEvent(event("<after-kill>", "A"))]).await;
+        store.close().await.expect("close");
+        db
+    });
+}
+
+#[test]
+fn same_process_second_open_is_locked_and_close_frees_it() {
+    run("same_process_second_open_is_locked_and_close_frees_it", |db| async move {
+        let first = db.provider().await;
+        let second = db.provider().await;
+        let store = first.open("<app>").await.expect("open");
+        for provider in [&first, &second] {
+            let started = Instant::now();
+            let err = provider.open("<app>").await.expect_err("locked");
+            assert!(matches!(err, Error::Locked { .. }), "{err:?}");
+            assert!(started.elapsed() < Duration::from_secs(2));
+        }
+        store.close().await.expect("close");
+        second.open("<app>").await.expect("reopen after close").close().await.expect("close");
+        db
+    });
+}
+
+/// D8: killing the store's lock connection server-side frees the key for another store, and
+/// the first store refuses every further write.
+#[test]
+fn killed_lock_connection_fences_the_store() {
+    run("killed_lock_connection_fences_the_store", |db| async move {
+        let provider = db.provider().await;
+        let store = provider.open("<app>").await.expect("open");
+        persist(&store, vec![Operation::SaveEvent(event("<e0>", "A"))]).await;
+
+        let mut admin = db.conn().await;
+        let holder: Option<u64> =
+            admin.exec_first("SELECT IS_USED_LOCK(?)", (store.lock_name(),)).await.expect("IS_USED_LOCK");
+        let holder = holder.expect("the store holds its lock");
+        admin.query_drop(format!("KILL CONNECTION {holder}")).await.expect("kill the lock connection");
+
+        for i in 1..=2 {
+            let err = store
+                .persist(Batch::from(vec![Operation::SaveEvent(event(&format!("<e{i}>"), "A"))]))
+                .await
+                .expect_err("a fenced store refuses writes");
+            assert!(matches!(err, Error::Storage { .. }), "{err:?}");
+        }
+        let err =
+            store.persist(Batch::from(vec![Operation::SaveEvent(event("<e3>", "A"))])).await.unwrap_err();
+        assert!(err.to_string().contains("lost its lock"), "{err}");
+        // Reads still work, and another store takes the key over.
+        assert_eq!(store.next_event_offset().await.expect("read"), 1);
+        let other = provider.open("<app>").await.expect("the key is free again");
+        let result = persist(&other, vec![Operation::SaveEvent(event("<e1>", "A"))]).await;
+        assert_eq!(result.event_offsets["<e1>"], 1);
+        store.close().await.expect("close the fenced store");
+        other.close().await.expect("close");
+        let _ = admin.disconnect().await;
+        db
+    });
+}
+
+// ---------------------------------------------------------------------------------------------
+// Hostile input (issue item 5)
+
+#[test]
+fn hostile_keys_and_data_round_trip_verbatim() {
+    run("hostile_keys_and_data_round_trip_verbatim", |db| async move {
+        let provider = db.provider().await;
+        let nasty = [
+            "",
+            "'",
+            "\"",
+            "'; DROP TABLE vellum_event; --",
+            "%",
+            "_",
+            "\\",
+            "\\'",
+            "a ",
+            "A",
+            "a",
+            "应用-🚀",
+            "\u{0}nul",
+            "`backtick`",
+        ];
+        let big: Vec<u8> = (0..(1 << 20)).map(|i: u32| (i % 251) as u8).collect();
+        let store = provider.open(nasty[3]).await.expect("open a hostile app key");
+        let at = SystemTime::UNIX_EPOCH + Duration::from_micros(1_700_000_000_123_456);
+        for (i, &key) in nasty.iter().enumerate() {
+            let mut envelope = event(&format!("{key}#{i}"), key);
+            envelope.source_handler = Some(Identity::new(key, key));
+            envelope.source_instance_id = key.into();
+            envelope.description = key.into();
+            envelope.data.clone_from(&big);
+            let ops = vec![
+                Operation::SaveEvent(envelope.clone()),
+                Operation::SaveAggregateMetaData(AggregateMetaData {
+                    handler_key: key.into(),
+                    instance_id: key.into(),
+                    revision: 0,
+                    last_event_id: key.into(),
+                }),
+                Operation::SaveProcessInstance(ProcessInstance {
+                    handler_key: format!("p{key}"),
+                    instance_id: key.into(),
+                    revision: 0,
+                    packet: Packet::new(key, big.clone()),
+                }),
+                Operation::SaveOffset {
+                    application_key: key.into(),
+                    current_offset: 0,
+                    next_offset: i as u64 + 1,
+                },
+                Operation::SaveQueueMessage(QueueMessage {
+                    revision: 0,
+                    failure_count: i as u64,
+                    next_attempt_at: at,
+                    envelope: Envelope { message_id: format!("{key}@q{i}"), ..envelope.clone() },
+                }),
+            ];
+            let result = persist(&store, ops).await;
+            assert_eq!(result.event_offsets[&envelope.message_id], i as u64);
+        }
+        for (i, &key) in nasty.iter().enumerate() {
+            let md = store.load_aggregate_meta_data(key, key).await.expect("aggregate");
+            assert_eq!((md.revision, md.last_event_id.as_str()), (1, key), "aggregate {key:?}");
+            let p = store.load_process_instance(&format!("p{key}"), key).await.expect("process");
+            assert_eq!((p.revision, p.packet.media_type.as_str()), (1, key), "process {key:?}");
+            assert!(p.packet.data == big, "process data of {key:?}");
+            assert_eq!(store.load_offset(key).await.expect("offset"), i as u64 + 1, "offset {key:?}");
+            let by_type = store
+                .load_events_by_type(&[key], 0)
+                .await
+                .expect("by type")
+                .collect()
+                .await
+                .expect("by type");
+            assert_eq!(by_type.len(), 1, "events of type {key:?}");
+            assert_eq!(by_type[0].offset, i as u64);
+            assert_eq!(by_type[0].envelope.source_instance_id, key);
+            assert!(by_type[0].envelope.data == big);
+            let by_source = store
+                .load_events_by_source(key, key)
+                .await
+                .expect("by source")
+                .collect()
+                .await
+                .expect("by source");
+            assert_eq!(by_source.len(), 1, "events of source {key:?}");
+        }
+        let queue = store.load_queue_messages(100).await.expect("queue");
+        assert_eq!(queue.len(), nasty.len());
+        for (i, m) in queue.iter().enumerate() {
+            assert_eq!(m.id(), format!("{}@q{i}", nasty[i]), "FIFO order among equal times");
+            assert_eq!(m.next_attempt_at, at);
+            assert!(m.envelope.data == big);
+        }
+        // Wildcards are not wildcards, and case and trailing spaces matter.
+        assert_eq!(store.load_offset("x").await.expect("offset"), 0);
+        assert_eq!(store.load_aggregate_meta_data("a  ", "a  ").await.expect("aggregate").revision, 0);
+        store.close().await.expect("close");
+        db
+    });
+}
+
+#[test]
+fn too_long_keys_fail_their_batch_with_a_clear_error() {
+    run("too_long_keys_fail_their_batch_with_a_clear_error", |db| async move {
+        let provider = db.provider().await;
+        let long = "k".repeat(MAX_KEY_BYTES + 1);
+        let err = provider.open(&long).await.expect_err("a too long app key");
+        assert!(err.to_string().contains("cannot store"), "{err}");
+        let store = provider.open("<app>").await.expect("open");
+        let ok = "k".repeat(MAX_KEY_BYTES);
+        persist(
+            &store,
+            vec![Operation::SaveAggregateMetaData(AggregateMetaData::new(ok.clone(), ok.clone()))],
+        )
+        .await;
+        let err = store
+            .persist(Batch::from(vec![
+                Operation::SaveEvent(event("<fine>", "A")),
+                Operation::SaveAggregateMetaData(AggregateMetaData::new("h", long.clone())),
+            ]))
+            .await
+            .expect_err("too long");
+        let text = std::error::Error::source(&err).map(ToString::to_string).unwrap_or_default();
+        assert!(text.contains("instance ID of operation 1"), "{err}: {text}");
+        assert!(text.contains(&MAX_KEY_BYTES.to_string()), "{text}");
+        assert_eq!(store.next_event_offset().await.expect("read"), 0, "nothing of the batch was written");
+        store.close().await.expect("close");
+        db
+    });
+}
+
+// ---------------------------------------------------------------------------------------------
+// Schema
+
+#[test]
+fn schema_create_and_drop_are_idempotent() {
+    run("schema_create_and_drop_are_idempotent", |db| async move {
+        let mut conn = db.conn().await;
+        super::create_schema(&mut conn).await.expect("create");
+        super::create_schema(&mut conn).await.expect("create again");
+        let provider = db.provider().await;
+        let store = provider.open("<app>").await.expect("open");
+        persist(&store, vec![Operation::SaveEvent(event("<e>", "A"))]).await;
+        store.close().await.expect("close");
+        super::drop_schema(&mut conn).await.expect("drop");
+        super::drop_schema(&mut conn).await.expect("drop again");
+        let tables: Vec<String> = conn.query("SHOW TABLES").await.expect("show tables");
+        assert!(tables.is_empty(), "{tables:?}");
+        let _ = conn.disconnect().await;
+        db
+    });
+}
+
+#[test]
+fn schema_is_created_on_open_unless_turned_off() {
+    run("schema_is_created_on_open_unless_turned_off", |db| async move {
+        let off = db.provider().await.with_options(MysqlOptions::default().migrate(false));
+        let err = off.open("<app>").await.expect_err("no schema, no migration");
+        let text = std::error::Error::source(&err).map(ToString::to_string).unwrap_or_default();
+        assert!(text.contains("no vellum schema") && text.contains("create_schema"), "{err}: {text}");
+
+        let on = db.provider().await;
+        let store = on.open("<app>").await.expect("open migrates");
+        store.close().await.expect("close");
+        let store = off.open("<app>").await.expect("schema exists now");
+        store.close().await.expect("close");
+        db
+    });
+}
+
+#[test]
+fn newer_schema_is_refused() {
+    run("newer_schema_is_refused", |db| async move {
+        let provider = db.provider().await;
+        provider.create_schema().await.expect("create");
+        let mut conn = db.conn().await;
+        conn.exec_drop("UPDATE vellum_schema SET version = ?", (SCHEMA_VERSION + 1,)).await.expect("bump");
+        let err = provider.open("<app>").await.expect_err("newer schema");
+        let text = format!(
+            "{err}: {}",
+            std::error::Error::source(&err).map(ToString::to_string).unwrap_or_default()
+        );
+        assert!(text.contains(&format!("version {}", SCHEMA_VERSION + 1)), "{text}");
+        assert!(text.contains(&format!("version {SCHEMA_VERSION}")), "{text}");
+        let err = provider.create_schema().await.expect_err("create_schema refuses too");
+        assert!(matches!(err, Error::Storage { .. }));
+        let _ = conn.disconnect().await;
+        db
+    });
+}
+
+// ---------------------------------------------------------------------------------------------
+// Group commit
+
+/// Many concurrent writers: every batch succeeds, offsets are dense, and groups really form
+/// (fewer transactions than batches is not observable here, but the result must be serial).
+#[test]
+fn concurrent_writers_get_dense_offsets() {
+    run("concurrent_writers_get_dense_offsets", |db| async move {
+        let provider = db.provider().await;
+        let store = std::sync::Arc::new(provider.open("<app>").await.expect("open"));
+        let tasks: Vec<_> = (0..64)
+            .map(|i| {
+                let store = std::sync::Arc::clone(&store);
+                tokio::spawn(async move {
+                    let ops = vec![
+                        Operation::SaveEvent(event(&format!("<e{i}>"), "A")),
+                        Operation::SaveAggregateMetaData(AggregateMetaData::new("<h>", format!("<i{i}>"))),
+                    ];
+                    store.persist(Batch::from(ops)).await.expect("persist")
+                })
+            })
+            .collect();
+        let mut offsets = Vec::new();
+        for task in tasks {
+            offsets.extend(task.await.expect("task").event_offsets.into_values());
+        }
+        offsets.sort_unstable();
+        assert_eq!(offsets, (0..64).collect::<Vec<u64>>());
+        assert_eq!(store.next_event_offset().await.expect("read"), 64);
+        store.close().await.expect("close");
+        db
+    });
+}
+
+/// A provider over a caller-owned pool works and leaves the pool usable after close.
+#[test]
+fn caller_owned_pool_is_not_closed() {
+    run("caller_owned_pool_is_not_closed", |db| async move {
+        let pool = mysql_async::Pool::new(db.opts.clone());
+        let provider = MysqlProvider::with_pool(pool.clone());
+        let store = provider.open("<app>").await.expect("open");
+        persist(&store, vec![Operation::SaveEvent(event("<e>", "A"))]).await;
+        store.close().await.expect("close");
+        provider.disconnect().await.expect("a borrowed pool is left alone");
+        let mut conn = pool.get_conn().await.expect("the caller's pool still works");
+        let n: Option<i64> = conn.query_first("SELECT COUNT(*) FROM vellum_event").await.expect("count");
+        assert_eq!(n, Some(1));
+        drop(conn);
+        pool.disconnect().await.expect("disconnect");
+        db
+    });
+}
+
+/// The URL constructor opens a working provider; a bad URL is an error, not a panic.
+#[test]
+fn provider_from_url() {
+    run("provider_from_url", |db| async move {
+        let url = std::env::var(URL_VAR).expect("URL");
+        let (head, _) = url.split_once('?').unwrap_or((&url, ""));
+        let (server, _) = head.rsplit_once('/').expect("a URL with a path");
+        let provider = MysqlProvider::from_url(&format!("{server}/{}", db.name)).expect("URL parses");
+        let store = provider.open("<app>").await.expect("open");
+        persist(&store, vec![Operation::SaveEvent(event("<e>", "A"))]).await;
+        store.close().await.expect("close");
+        provider.disconnect().await.expect("disconnect");
+        assert!(MysqlProvider::from_url("postgres://nope").is_err());
+        db
+    });
+}
+
+/// A row bigger than the server's `max_allowed_packet` fails its own batch with a clear error
+/// (instead of making the server drop the lock connection); the store keeps working.
+#[test]
+fn oversized_rows_fail_their_batch_and_the_store_keeps_working() {
+    run("oversized_rows_fail_their_batch_and_the_store_keeps_working", |db| async move {
+        let provider = db.provider().await;
+        let store = provider.open("<app>").await.expect("open");
+        let mut conn = db.conn().await;
+        let max: Option<u64> =
+            conn.query_first("SELECT @@max_allowed_packet").await.expect("max_allowed_packet");
+        let max = usize::try_from(max.expect("a value")).expect("fits usize");
+        let mut huge = event("<huge>", "A");
+        huge.data = vec![7; max + 1];
+        let err = store.persist(Batch::from(vec![Operation::SaveEvent(huge)])).await.expect_err("too big");
+        let text = std::error::Error::source(&err).map(ToString::to_string).unwrap_or_default();
+        assert!(text.contains("max_allowed_packet"), "{err}: {text}");
+        let result = persist(&store, vec![Operation::SaveEvent(event("<fine>", "A"))]).await;
+        assert_eq!(result.event_offsets["<fine>"], 0);
+        store.close().await.expect("close");
+        let _ = conn.disconnect().await;
+        db
+    });
+}

@@ -1,0 +1,381 @@
+//! The PostgreSQL dialect: [`PostgresProvider`] over `tokio-postgres` and `deadpool-postgres`.
+//!
+//! Choices, and why:
+//! - **Schema.** Every table lives in one PostgreSQL schema (option [`PostgresOptions::schema`],
+//!   default `vellum`), so several deployments or test runs share a database without meeting.
+//!   Keys are `TEXT COLLATE "C"` (byte-wise order and equality; no locale folding), envelopes
+//!   are `BYTEA` holding the encoded envelope (SPEC D7), queue times `BIGINT` microseconds plus
+//!   an enqueue sequence (D6). Opening a store creates the schema when missing unless
+//!   [`PostgresOptions::migrate`] is off; a database at a newer version is refused.
+//! - **Reads** run on a `deadpool` pool with prepared, cached statements; event cursors page by
+//!   offset with a fresh pooled query per page, holding nothing between pages (D11).
+//! - **Exclusivity (D8).** Each open store owns one dedicated connection (not from the pool),
+//!   which takes `pg_try_advisory_lock(key)` at open (`key` = 64-bit FNV-1a of schema and app
+//!   key): `false` means another engine holds it, so the open fails with `Locked` at once. The
+//!   server drops the lock when that session ends, so a killed holder frees the key.
+//! - **Fencing.** The same connection is the store's only writer, so a store that lost its lock
+//!   (its session ended, e.g. `pg_terminate_backend`) cannot write through another session; its
+//!   connection task is watched and every later persist fails with a clear error.
+//! - **Group commit.** [`Committer`](crate::group::Committer) queues concurrent persists and the
+//!   store's writer commits each group in one transaction, usually in ONE round trip:
+//!   1. It plans the group ([`plan_group`](crate::plan::plan_group)) against the state the
+//!      batches themselves expect (each key as the first batch touching it expects it: the
+//!      submitted revision, events absent) and the counters it left after its last commit
+//!      (it is the app's only writer while it holds the lock).
+//!   2. It sends one statement that checks exactly that assumed state and writes the group:
+//!      `vellum_expect(<every assumed key probed by index>)` raises SQLSTATE `VLSTL` if any
+//!      assumption is wrong, and data-modifying CTEs insert all events (`UNNEST` of arrays),
+//!      upsert all aggregates and offsets (last write per key) and store the counters. A
+//!      statement is its own transaction, so a failed check writes nothing. Groups with
+//!      process or queue operations send `BEGIN`, the check, set-based writes, the process and
+//!      queue writes in plan order (the timeout cascade interacts with them), the counters and
+//!      `COMMIT`, all pipelined on the one connection.
+//!   3. If the check failed (a stale batch, a duplicate event, the first group after open),
+//!      the writer reads the real state (pipelined `UNNEST` key probes), plans again and
+//!      commits: two round trips. Conflicting batches fail alone either way.
+//!
+//!   The writer's statements are prepared once, planned generically with sequential scans off
+//!   (they are key probes whatever the table size was when planned).
+//! - **Abandoned persists (D10).** A batch whose `persist` future was dropped while queued is
+//!   skipped by the shared committer; one already taken commits whole or not at all.
+
+mod sql;
+mod store;
+mod writer;
+
+#[cfg(test)]
+mod tests;
+
+use std::str::FromStr;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::time::Duration;
+
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+use tokio_postgres::{Client, NoTls};
+use vellum_core::{Error, Provider, Result};
+
+use crate::schema::SCHEMA_VERSION;
+use sql::Sql;
+pub use store::PostgresStore;
+use writer::{Conn, LockConn, PgWriter};
+
+/// The default schema name.
+pub const DEFAULT_SCHEMA: &str = "vellum";
+
+/// A storage error naming the application and what was being done.
+fn storage(app_key: &str, doing: &str, e: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Error {
+    Error::storage(format!("postgres: {doing} for application {app_key:?}"), e)
+}
+
+/// How a [`PostgresProvider`] is set up.
+#[derive(Debug, Clone)]
+pub struct PostgresOptions {
+    schema: String,
+    migrate: bool,
+    max_pool_size: Option<usize>,
+}
+
+impl Default for PostgresOptions {
+    fn default() -> Self {
+        Self { schema: DEFAULT_SCHEMA.to_owned(), migrate: true, max_pool_size: None }
+    }
+}
+
+impl PostgresOptions {
+    /// The defaults: schema [`DEFAULT_SCHEMA`], migrate on open, default pool size.
+    #[must_use]
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The PostgreSQL schema holding vellum's tables: 1 to 63 characters of `[a-z0-9_]`, not
+    /// starting with a digit or `pg_` (checked when the provider is built).
+    #[must_use]
+    pub fn schema(mut self, schema: impl Into<String>) -> Self {
+        self.schema = schema.into();
+        self
+    }
+
+    /// Whether opening a store creates or upgrades the schema (default `true`). When off, a
+    /// missing schema is an error naming [`create_schema`].
+    #[must_use]
+    pub fn migrate(mut self, migrate: bool) -> Self {
+        self.migrate = migrate;
+        self
+    }
+
+    /// The read pool's maximum size for providers built from a URL (default: 2 × CPU cores + 4).
+    #[must_use]
+    pub fn max_pool_size(mut self, size: usize) -> Self {
+        self.max_pool_size = Some(size.max(1));
+        self
+    }
+}
+
+/// How a provider gets each store's dedicated lock connection.
+enum Connect {
+    /// Connect with this configuration (a provider built from a URL).
+    Config(Box<tokio_postgres::Config>),
+    /// Detach a connection from the caller's pool.
+    Pool,
+}
+
+struct Inner {
+    pool: Pool,
+    connect: Connect,
+    sql: Arc<Sql>,
+    migrate: bool,
+}
+
+/// Opens PostgreSQL stores. Clones share the pool.
+///
+/// Built from a URL ([`PostgresProvider::from_url`]), it owns its pool (dropped with the last
+/// clone and store). Built from a caller's pool ([`PostgresProvider::from_pool`]), it never
+/// closes that pool; each open store then detaches one connection from it for its lock.
+#[derive(Clone)]
+pub struct PostgresProvider {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for PostgresProvider {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PostgresProvider").field("schema", &self.inner.sql.schema).finish_non_exhaustive()
+    }
+}
+
+fn default_pool_size() -> usize {
+    std::thread::available_parallelism().map_or(4, std::num::NonZero::get) * 2 + 4
+}
+
+impl PostgresProvider {
+    /// A provider for `postgres://user@host:port/database` (no TLS) with default options.
+    pub fn from_url(url: &str) -> Result<Self> {
+        Self::from_url_with(url, PostgresOptions::default())
+    }
+
+    /// A provider for a `postgres://` URL (no TLS; bring a TLS-enabled pool to
+    /// [`PostgresProvider::from_pool`] for TLS). The pool connects lazily, so this does not
+    /// touch the server. Must be called within a tokio runtime's context when used.
+    pub fn from_url_with(url: &str, options: PostgresOptions) -> Result<Self> {
+        sql::validate_schema(&options.schema)?;
+        let mut config = tokio_postgres::Config::from_str(url)
+            .map_err(|e| Error::storage("postgres: parsing the connection URL", e))?;
+        if config.get_connect_timeout().is_none() {
+            config.connect_timeout(Duration::from_secs(10));
+        }
+        let manager = Manager::from_config(
+            config.clone(),
+            NoTls,
+            ManagerConfig { recycling_method: RecyclingMethod::Fast },
+        );
+        let pool = Pool::builder(manager)
+            .max_size(options.max_pool_size.unwrap_or_else(default_pool_size))
+            .runtime(Runtime::Tokio1)
+            .wait_timeout(Some(Duration::from_secs(30)))
+            .create_timeout(Some(Duration::from_secs(10)))
+            .recycle_timeout(Some(Duration::from_secs(10)))
+            .build()
+            .map_err(|e| Error::storage("postgres: building the connection pool", e))?;
+        Ok(Self::build(pool, Connect::Config(Box::new(config)), options))
+    }
+
+    /// A provider over a caller-owned pool, which vellum never closes. Each open store detaches
+    /// one connection from it (the pool may then create another) for its lock and writes.
+    pub fn from_pool(pool: Pool, options: PostgresOptions) -> Result<Self> {
+        sql::validate_schema(&options.schema)?;
+        Ok(Self::build(pool, Connect::Pool, options))
+    }
+
+    fn build(pool: Pool, connect: Connect, options: PostgresOptions) -> Self {
+        let sql = Arc::new(Sql::new(options.schema));
+        Self { inner: Arc::new(Inner { pool, connect, sql, migrate: options.migrate }) }
+    }
+
+    /// The read pool.
+    #[must_use]
+    pub fn pool(&self) -> &Pool {
+        &self.inner.pool
+    }
+
+    /// The schema holding this provider's tables.
+    #[must_use]
+    pub fn schema(&self) -> &str {
+        &self.inner.sql.schema
+    }
+
+    async fn pooled(&self, doing: &str) -> Result<deadpool_postgres::Object> {
+        self.inner
+            .pool
+            .get()
+            .await
+            .map_err(|e| Error::storage(format!("postgres: getting a pooled connection for {doing}"), e))
+    }
+
+    /// Creates this provider's schema and tables if missing ([`create_schema`]).
+    pub async fn create_schema(&self) -> Result<()> {
+        let client = self.pooled("create_schema").await?;
+        create_schema(&client, self.schema()).await
+    }
+
+    /// Drops this provider's schema with all its data, if present ([`drop_schema`]).
+    pub async fn drop_schema(&self) -> Result<()> {
+        let client = self.pooled("drop_schema").await?;
+        drop_schema(&client, self.schema()).await
+    }
+
+    /// A new dedicated connection, and a flag set when it ends.
+    async fn connect(&self, app_key: &str) -> Result<(Conn, Arc<AtomicBool>)> {
+        let fenced = Arc::new(AtomicBool::new(false));
+        match &self.inner.connect {
+            Connect::Config(config) => {
+                let (client, connection) = config
+                    .connect(NoTls)
+                    .await
+                    .map_err(|e| storage(app_key, "opening the lock connection", e))?;
+                let flag = Arc::clone(&fenced);
+                tokio::spawn(async move {
+                    // Whatever ended the connection, its session (and lock) is gone.
+                    let _ = connection.await;
+                    flag.store(true, std::sync::atomic::Ordering::Release);
+                });
+                Ok((Conn::Own(client), fenced))
+            }
+            Connect::Pool => {
+                let object = self.pooled("a store's lock connection").await?;
+                Ok((Conn::Pooled(deadpool_postgres::Object::take(object)), fenced))
+            }
+        }
+    }
+
+    /// Checks the schema version, creating the schema first when allowed.
+    async fn ensure_schema(&self, client: &Client, app_key: &str) -> Result<()> {
+        let schema = self.schema();
+        match schema_version(client, schema).await {
+            Ok(Some(version)) if version == SCHEMA_VERSION => return Ok(()),
+            Ok(Some(version)) if version > SCHEMA_VERSION => return Err(newer_version(schema, version)),
+            Ok(_) | Err(None) if self.inner.migrate => {}
+            Ok(_) | Err(None) => {
+                return Err(Error::storage(
+                    format!("postgres: opening application {app_key:?}"),
+                    format!(
+                        "schema {schema:?} has no vellum tables at version {SCHEMA_VERSION} and migration \
+                         on open is off: call create_schema first, or enable PostgresOptions::migrate"
+                    ),
+                ));
+            }
+            Err(Some(e)) => return Err(storage(app_key, "reading the schema version", e)),
+        }
+        create_schema(client, schema).await
+    }
+}
+
+/// The stored schema version; `Err(None)` if the schema or its version table is missing.
+/// Never fails on a missing table, so it can run inside a transaction.
+async fn schema_version(
+    client: &Client,
+    schema: &str,
+) -> std::result::Result<Option<i64>, Option<tokio_postgres::Error>> {
+    let table = format!("{schema}.vellum_schema");
+    let row = client.query_one("SELECT to_regclass($1) IS NOT NULL", &[&table]).await.map_err(Some)?;
+    if !row.try_get::<_, bool>(0).map_err(Some)? {
+        return Err(None);
+    }
+    let row = client.query_one(&format!("SELECT max(version) FROM {table}"), &[]).await.map_err(Some)?;
+    row.try_get(0).map_err(Some)
+}
+
+fn newer_version(schema: &str, version: i64) -> Error {
+    Error::storage(
+        format!("postgres: schema {schema:?} is at version {version}"),
+        format!(
+            "schema version {version} is newer than version {SCHEMA_VERSION}, the newest this build of \
+             vellum knows; upgrade vellum"
+        ),
+    )
+}
+
+/// Creates `schema` and vellum's tables in it, if missing, in one transaction serialised by an
+/// advisory lock (so concurrent calls, from any process, do not race). Idempotent. Refuses a
+/// schema at a newer version than this build's [`SCHEMA_VERSION`].
+pub async fn create_schema(client: &Client, schema: &str) -> Result<()> {
+    sql::validate_schema(schema)?;
+    let fail = |e: tokio_postgres::Error| Error::storage(format!("postgres: creating schema {schema:?}"), e);
+    // A session lock taken before the transaction starts, so the transaction sees what an
+    // earlier holder committed (catalog included).
+    let key = sql::lock_key(schema, "\u{1}create_schema");
+    client.execute("SELECT pg_advisory_lock($1)", &[&key]).await.map_err(fail)?;
+    let result = async {
+        match schema_version(client, schema).await {
+            Ok(Some(version)) if version > SCHEMA_VERSION => return Err(newer_version(schema, version)),
+            Ok(Some(version)) if version == SCHEMA_VERSION => return Ok(()),
+            Ok(_) | Err(None) => {}
+            Err(Some(e)) => return Err(fail(e)),
+        }
+        client.batch_execute("BEGIN").await.map_err(fail)?;
+        for statement in sql::create_statements(schema) {
+            client.batch_execute(&statement).await.map_err(fail)?;
+        }
+        client.execute(&format!("DELETE FROM {schema}.vellum_schema"), &[]).await.map_err(fail)?;
+        let insert = format!("INSERT INTO {schema}.vellum_schema (version) VALUES ($1)");
+        client.execute(&insert, &[&SCHEMA_VERSION]).await.map_err(fail)?;
+        client.batch_execute("COMMIT").await.map_err(fail)
+    }
+    .await;
+    if result.is_err() {
+        let _ = client.batch_execute("ROLLBACK").await;
+    }
+    let unlocked = client.execute("SELECT pg_advisory_unlock($1)", &[&key]).await.map_err(fail);
+    result.and(unlocked.map(drop))
+}
+
+/// Drops `schema` with every table and row in it, if present. Idempotent.
+pub async fn drop_schema(client: &Client, schema: &str) -> Result<()> {
+    sql::validate_schema(schema)?;
+    client
+        .batch_execute(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE"))
+        .await
+        .map_err(|e| Error::storage(format!("postgres: dropping schema {schema:?}"), e))
+}
+
+impl Provider for PostgresProvider {
+    type Store = PostgresStore;
+
+    async fn open(&self, app_key: &str) -> Result<PostgresStore> {
+        let (conn, fenced) = self.connect(app_key).await?;
+        let key = sql::lock_key(self.schema(), app_key);
+        let client = match &conn {
+            Conn::Own(client) => client,
+            Conn::Pooled(wrapper) => wrapper,
+        };
+        self.ensure_schema(client, app_key).await?;
+        let row = client
+            .query_one("SELECT pg_try_advisory_lock($1), pg_backend_pid()", &[&key])
+            .await
+            .map_err(|e| storage(app_key, "taking the advisory lock", e))?;
+        let locked: bool = row.try_get(0).map_err(|e| storage(app_key, "taking the advisory lock", e))?;
+        if !locked {
+            return Err(Error::Locked { app_key: app_key.to_owned() });
+        }
+        let backend_pid: i32 = row.try_get(1).map_err(|e| storage(app_key, "taking the advisory lock", e))?;
+        client
+            .execute(&self.inner.sql.ensure_app, &[&app_key])
+            .await
+            .map_err(|e| storage(app_key, "creating the application's counter row", e))?;
+        // The writer's statements are big and run with ever-new arrays: plan them once, and
+        // as key probes (index scans) whatever the tables' size was when they were planned.
+        client
+            .batch_execute("SET plan_cache_mode = force_generic_plan; SET enable_seqscan = off")
+            .await
+            .map_err(|e| storage(app_key, "configuring the lock connection", e))?;
+        let lock = Arc::new(LockConn::new(conn, key, backend_pid, fenced));
+        let writer = PgWriter::new(app_key.to_owned(), Arc::clone(&lock), &self.inner.sql).await?;
+        Ok(PostgresStore::new(
+            app_key.to_owned(),
+            self.inner.pool.clone(),
+            Arc::clone(&self.inner.sql),
+            lock,
+            writer,
+        ))
+    }
+}

@@ -1,0 +1,315 @@
+//! The statements of the PostgreSQL dialect, with table names qualified by the configured
+//! schema. The schema name is configuration, validated to `[a-z_][a-z0-9_]*` before it is ever
+//! put into a statement; everything else is a bound parameter.
+
+use vellum_core::Error;
+
+/// Checks a schema name: 1 to 63 characters, lowercase ASCII letters, digits and `_`, not
+/// starting with a digit and not starting with `pg_` (reserved by PostgreSQL).
+pub(crate) fn validate_schema(name: &str) -> Result<(), Error> {
+    let mut chars = name.chars();
+    let valid_first = chars.next().is_some_and(|c| c.is_ascii_lowercase() || c == '_');
+    let valid_rest = chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+    if valid_first && valid_rest && name.len() <= 63 && !name.starts_with("pg_") {
+        Ok(())
+    } else {
+        Err(Error::storage(
+            format!("invalid PostgreSQL schema name {name:?}"),
+            "expected 1 to 63 characters of [a-z0-9_], not starting with a digit or \"pg_\"",
+        ))
+    }
+}
+
+/// The DDL of schema version 1, run in one transaction by `create_schema`. `{s}` is the schema.
+pub(crate) fn create_statements(s: &str) -> Vec<String> {
+    let key = r#"TEXT COLLATE "C" NOT NULL"#;
+    vec![
+        format!("CREATE SCHEMA IF NOT EXISTS {s}"),
+        format!("CREATE TABLE IF NOT EXISTS {s}.vellum_schema (version BIGINT NOT NULL)"),
+        format!(
+            "CREATE TABLE IF NOT EXISTS {s}.vellum_app (app_key {key} PRIMARY KEY, \
+             next_offset BIGINT NOT NULL, next_sequence BIGINT NOT NULL)"
+        ),
+        format!(
+            "CREATE TABLE IF NOT EXISTS {s}.vellum_event (app_key {key}, event_offset BIGINT NOT NULL, \
+             message_id {key}, portable_name {key}, handler_key {key}, instance_id {key}, \
+             envelope BYTEA NOT NULL, PRIMARY KEY (app_key, event_offset), UNIQUE (app_key, message_id))"
+        ),
+        format!(
+            "CREATE INDEX IF NOT EXISTS vellum_event_by_type ON {s}.vellum_event \
+             (app_key, portable_name, event_offset)"
+        ),
+        format!(
+            "CREATE INDEX IF NOT EXISTS vellum_event_by_source ON {s}.vellum_event \
+             (app_key, handler_key, instance_id, event_offset)"
+        ),
+        format!(
+            "CREATE TABLE IF NOT EXISTS {s}.vellum_aggregate (app_key {key}, handler_key {key}, \
+             instance_id {key}, revision BIGINT NOT NULL, last_event_id {key}, \
+             PRIMARY KEY (app_key, handler_key, instance_id))"
+        ),
+        format!(
+            "CREATE TABLE IF NOT EXISTS {s}.vellum_process (app_key {key}, handler_key {key}, \
+             instance_id {key}, revision BIGINT NOT NULL, media_type {key}, data BYTEA NOT NULL, \
+             PRIMARY KEY (app_key, handler_key, instance_id))"
+        ),
+        format!(
+            "CREATE TABLE IF NOT EXISTS {s}.vellum_queue (app_key {key}, message_id {key}, \
+             revision BIGINT NOT NULL, failure_count BIGINT NOT NULL, next_attempt_at BIGINT NOT NULL, \
+             sequence BIGINT NOT NULL, timeout_handler_key TEXT COLLATE \"C\", \
+             timeout_instance_id TEXT COLLATE \"C\", envelope BYTEA NOT NULL, \
+             PRIMARY KEY (app_key, message_id))"
+        ),
+        format!(
+            "CREATE INDEX IF NOT EXISTS vellum_queue_by_next_attempt ON {s}.vellum_queue \
+             (app_key, next_attempt_at, sequence, message_id)"
+        ),
+        format!(
+            "CREATE INDEX IF NOT EXISTS vellum_queue_by_timeout_owner ON {s}.vellum_queue \
+             (app_key, timeout_handler_key, timeout_instance_id) WHERE timeout_handler_key IS NOT NULL"
+        ),
+        // Raises SQLSTATE VLSTL when a group's assumed pre-group state is not the stored one
+        // (see `Sql::verify`); the pipelined COMMIT after it then rolls back.
+        format!(
+            "CREATE OR REPLACE FUNCTION {s}.vellum_expect(ok BOOLEAN) RETURNS BOOLEAN LANGUAGE plpgsql AS $$ \
+             BEGIN IF ok IS NOT TRUE THEN RAISE EXCEPTION 'vellum: the assumed state of a group is stale' \
+             USING ERRCODE = '{STALE}'; END IF; RETURN TRUE; END $$"
+        ),
+        format!(
+            "CREATE TABLE IF NOT EXISTS {s}.vellum_offset (app_key {key}, source_app_key {key}, \
+             next_offset BIGINT NOT NULL, PRIMARY KEY (app_key, source_app_key))"
+        ),
+    ]
+}
+
+/// The SQLSTATE `vellum_expect` raises.
+pub(crate) const STALE: &str = "VLSTL";
+
+/// Every statement text the dialect runs after the schema exists.
+#[derive(Debug)]
+pub(crate) struct Sql {
+    pub schema: String,
+    // Schema version and app row.
+    pub ensure_app: String,
+    // Reads (pool).
+    pub load_aggregate: String,
+    pub load_process: String,
+    pub load_offset: String,
+    pub next_event_offset: String,
+    pub load_queue: String,
+    pub page_by_type: String,
+    pub page_by_source: String,
+    // Group commit: reads.
+    pub read_counters: String,
+    pub read_aggregates: String,
+    pub read_processes: String,
+    pub read_queue: String,
+    pub read_offsets: String,
+    pub read_events: String,
+    pub verify: String,
+    pub commit_simple: String,
+    // Group commit: writes.
+    pub insert_events: String,
+    pub upsert_aggregates: String,
+    pub upsert_offsets: String,
+    pub upsert_process: String,
+    pub delete_process: String,
+    pub delete_timeouts: String,
+    pub insert_queue: String,
+    pub update_queue: String,
+    pub delete_queue: String,
+    pub store_counters: String,
+}
+
+impl Sql {
+    /// The statements over tables in `schema` (already validated).
+    #[allow(clippy::too_many_lines)] // one statement text per field
+    pub(crate) fn new(schema: String) -> Self {
+        let s = schema.as_str();
+        Self {
+            ensure_app: format!(
+                "INSERT INTO {s}.vellum_app (app_key, next_offset, next_sequence) VALUES ($1, 0, 0) \
+                 ON CONFLICT (app_key) DO NOTHING"
+            ),
+            load_aggregate: format!(
+                "SELECT revision, last_event_id FROM {s}.vellum_aggregate \
+                 WHERE app_key = $1 AND handler_key = $2 AND instance_id = $3"
+            ),
+            load_process: format!(
+                "SELECT revision, media_type, data FROM {s}.vellum_process \
+                 WHERE app_key = $1 AND handler_key = $2 AND instance_id = $3"
+            ),
+            load_offset: format!(
+                "SELECT next_offset FROM {s}.vellum_offset WHERE app_key = $1 AND source_app_key = $2"
+            ),
+            next_event_offset: format!("SELECT next_offset FROM {s}.vellum_app WHERE app_key = $1"),
+            load_queue: format!(
+                "SELECT revision, failure_count, next_attempt_at, envelope FROM {s}.vellum_queue \
+                 WHERE app_key = $1 ORDER BY next_attempt_at, sequence, message_id LIMIT $2"
+            ),
+            page_by_type: format!(
+                "SELECT event_offset, envelope FROM {s}.vellum_event WHERE app_key = $1 \
+                 AND portable_name = ANY($2::text[]) AND event_offset >= $3 ORDER BY event_offset LIMIT $4"
+            ),
+            page_by_source: format!(
+                "SELECT event_offset, envelope FROM {s}.vellum_event WHERE app_key = $1 \
+                 AND handler_key = $2 AND instance_id = $3 AND event_offset >= $4 \
+                 ORDER BY event_offset LIMIT $5"
+            ),
+            read_counters: format!(
+                "SELECT next_offset, next_sequence FROM {s}.vellum_app WHERE app_key = $1"
+            ),
+            read_aggregates: format!(
+                "SELECT k.h, k.i, (SELECT a.revision FROM {s}.vellum_aggregate a WHERE a.app_key = $1 \
+                 AND a.handler_key = k.h AND a.instance_id = k.i) FROM UNNEST($2::text[], $3::text[]) AS k(h, i)"
+            ),
+            read_processes: format!(
+                "SELECT k.h, k.i, (SELECT p.revision FROM {s}.vellum_process p WHERE p.app_key = $1 \
+                 AND p.handler_key = k.h AND p.instance_id = k.i) FROM UNNEST($2::text[], $3::text[]) AS k(h, i)"
+            ),
+            read_queue: format!(
+                "SELECT q.message_id, q.revision, q.timeout_handler_key, q.timeout_instance_id \
+                 FROM UNNEST($2::text[]) AS k(m) CROSS JOIN LATERAL (SELECT * FROM {s}.vellum_queue q \
+                 WHERE q.app_key = $1 AND q.message_id = k.m OFFSET 0) q"
+            ),
+            read_offsets: format!(
+                "SELECT o.source_app_key, o.next_offset FROM UNNEST($2::text[]) AS k(src) \
+                 CROSS JOIN LATERAL (SELECT * FROM {s}.vellum_offset o WHERE o.app_key = $1 \
+                 AND o.source_app_key = k.src OFFSET 0) o"
+            ),
+            read_events: format!(
+                "SELECT k.m FROM UNNEST($2::text[]) AS k(m) WHERE \
+                 (SELECT TRUE FROM {s}.vellum_event e WHERE e.app_key = $1 AND e.message_id = k.m)"
+            ),
+            verify: format!("SELECT {s}.vellum_expect({})", expect_conditions(s, true)),
+            commit_simple: format!(
+                "WITH ok AS MATERIALIZED (SELECT {s}.vellum_expect({}) AS ok), \
+                 ev AS (INSERT INTO {s}.vellum_event \
+                   (app_key, event_offset, message_id, portable_name, handler_key, instance_id, envelope) \
+                   SELECT $1::text, u.* FROM UNNEST($10::bigint[], $11::text[], $12::text[], $13::text[], \
+                   $14::text[], $15::bytea[]) AS u WHERE (SELECT ok FROM ok)), \
+                 ag AS (INSERT INTO {s}.vellum_aggregate (app_key, handler_key, instance_id, revision, last_event_id) \
+                   SELECT $1::text, u.* FROM UNNEST($16::text[], $17::text[], $18::bigint[], $19::text[]) AS u \
+                   WHERE (SELECT ok FROM ok) ON CONFLICT (app_key, handler_key, instance_id) \
+                   DO UPDATE SET revision = EXCLUDED.revision, last_event_id = EXCLUDED.last_event_id), \
+                 os AS (INSERT INTO {s}.vellum_offset (app_key, source_app_key, next_offset) \
+                   SELECT $1::text, u.* FROM UNNEST($20::text[], $21::bigint[]) AS u WHERE (SELECT ok FROM ok) \
+                   ON CONFLICT (app_key, source_app_key) DO UPDATE SET next_offset = EXCLUDED.next_offset), \
+                 ct AS (UPDATE {s}.vellum_app SET next_offset = $22, next_sequence = $23 \
+                   WHERE app_key = $1 AND (SELECT ok FROM ok)) \
+                 SELECT ok FROM ok",
+                expect_conditions(s, false)
+            ),
+            insert_events: format!(
+                "INSERT INTO {s}.vellum_event \
+                 (app_key, event_offset, message_id, portable_name, handler_key, instance_id, envelope) \
+                 SELECT $1, * FROM UNNEST($2::bigint[], $3::text[], $4::text[], $5::text[], $6::text[], $7::bytea[])"
+            ),
+            upsert_aggregates: format!(
+                "INSERT INTO {s}.vellum_aggregate (app_key, handler_key, instance_id, revision, last_event_id) \
+                 SELECT $1, * FROM UNNEST($2::text[], $3::text[], $4::bigint[], $5::text[]) \
+                 ON CONFLICT (app_key, handler_key, instance_id) \
+                 DO UPDATE SET revision = EXCLUDED.revision, last_event_id = EXCLUDED.last_event_id"
+            ),
+            upsert_offsets: format!(
+                "INSERT INTO {s}.vellum_offset (app_key, source_app_key, next_offset) \
+                 SELECT $1, * FROM UNNEST($2::text[], $3::bigint[]) \
+                 ON CONFLICT (app_key, source_app_key) DO UPDATE SET next_offset = EXCLUDED.next_offset"
+            ),
+            upsert_process: format!(
+                "INSERT INTO {s}.vellum_process (app_key, handler_key, instance_id, revision, media_type, data) \
+                 VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (app_key, handler_key, instance_id) \
+                 DO UPDATE SET revision = EXCLUDED.revision, media_type = EXCLUDED.media_type, data = EXCLUDED.data"
+            ),
+            delete_process: format!(
+                "DELETE FROM {s}.vellum_process WHERE app_key = $1 AND handler_key = $2 AND instance_id = $3"
+            ),
+            delete_timeouts: format!(
+                "DELETE FROM {s}.vellum_queue WHERE app_key = $1 AND timeout_handler_key = $2 \
+                 AND timeout_instance_id = $3"
+            ),
+            insert_queue: format!(
+                "INSERT INTO {s}.vellum_queue (app_key, message_id, revision, failure_count, next_attempt_at, \
+                 sequence, timeout_handler_key, timeout_instance_id, envelope) \
+                 SELECT $1, m, 1, f, t, q, th, ti, e FROM UNNEST($2::text[], $3::bigint[], $4::bigint[], \
+                 $5::bigint[], $6::text[], $7::text[], $8::bytea[]) AS u(m, f, t, q, th, ti, e)"
+            ),
+            update_queue: format!(
+                "UPDATE {s}.vellum_queue SET revision = $3, failure_count = $4, next_attempt_at = $5 \
+                 WHERE app_key = $1 AND message_id = $2"
+            ),
+            delete_queue: format!("DELETE FROM {s}.vellum_queue WHERE app_key = $1 AND message_id = $2"),
+            store_counters: format!(
+                "INSERT INTO {s}.vellum_app (app_key, next_offset, next_sequence) VALUES ($1, $2, $3) \
+                 ON CONFLICT (app_key) DO UPDATE SET next_offset = EXCLUDED.next_offset, \
+                 next_sequence = EXCLUDED.next_sequence"
+            ),
+            schema,
+        }
+    }
+}
+
+/// The condition `vellum_expect` checks: the pre-group state a group assumed. Parameters:
+/// `$1` app key, `$2` event IDs expected absent, `$3..$5` aggregate keys and revisions (0:
+/// absent); with `full`, `$6..$8` process keys and revisions, `$9..$12` queue IDs, revisions
+/// and timeout owners, `$13, $14` offset sources and values, `$15, $16` the counters; without,
+/// `$6, $7` offsets and `$8, $9` counters. Every lookup is a correlated index probe per key,
+/// never a join over the app's rows (scalar subqueries are not flattened into joins; the
+/// `LATERAL … OFFSET 0` of the read statements likewise stays a per-key probe).
+fn expect_conditions(s: &str, full: bool) -> String {
+    let revision = |table: &str, first: u32| {
+        format!(
+            "NOT EXISTS (SELECT 1 FROM UNNEST(${first}::text[], ${}::text[], ${}::bigint[]) AS k(h, i, r) \
+             WHERE coalesce((SELECT t.revision FROM {s}.{table} t WHERE t.app_key = $1 AND t.handler_key = k.h \
+             AND t.instance_id = k.i), 0) <> k.r)",
+            first + 1,
+            first + 2,
+        )
+    };
+    let events = format!(
+        "NOT EXISTS (SELECT 1 FROM UNNEST($2::text[]) AS k(m) WHERE \
+         (SELECT TRUE FROM {s}.vellum_event e WHERE e.app_key = $1 AND e.message_id = k.m))"
+    );
+    let aggregates = revision("vellum_aggregate", 3);
+    let offsets = |src: u32| {
+        format!(
+            "NOT EXISTS (SELECT 1 FROM UNNEST(${src}::text[], ${}::bigint[]) AS k(src, r) \
+             WHERE coalesce((SELECT o.next_offset FROM {s}.vellum_offset o WHERE o.app_key = $1 \
+             AND o.source_app_key = k.src), 0) <> k.r)",
+            src + 1
+        )
+    };
+    let counters = |first: u32| {
+        format!(
+            "EXISTS (SELECT 1 FROM {s}.vellum_app WHERE app_key = $1 AND next_offset = ${first} \
+             AND next_sequence = ${})",
+            first + 1
+        )
+    };
+    if !full {
+        return format!("{events} AND {aggregates} AND {} AND {}", offsets(6), counters(8));
+    }
+    let processes = revision("vellum_process", 6);
+    let queue = format!(
+        "NOT EXISTS (SELECT 1 FROM UNNEST($9::text[], $10::bigint[], $11::text[], $12::text[]) \
+         AS k(m, r, th, ti) WHERE CASE WHEN k.r = 0 \
+         THEN EXISTS (SELECT 1 FROM {s}.vellum_queue q WHERE q.app_key = $1 AND q.message_id = k.m) \
+         ELSE NOT EXISTS (SELECT 1 FROM {s}.vellum_queue q WHERE q.app_key = $1 AND q.message_id = k.m \
+         AND q.revision = k.r AND q.timeout_handler_key IS NOT DISTINCT FROM k.th \
+         AND q.timeout_instance_id IS NOT DISTINCT FROM k.ti) END)"
+    );
+    format!("{events} AND {aggregates} AND {processes} AND {queue} AND {} AND {}", offsets(13), counters(15))
+}
+
+/// A stable 64-bit FNV-1a hash of `schema`, a 0 byte and `app_key`: the advisory lock key of a
+/// store. Stable across builds and processes, so every vellum of any version agrees on it.
+pub(crate) fn lock_key(schema: &str, app_key: &str) -> i64 {
+    const OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+    const PRIME: u64 = 0x0000_0100_0000_01b3;
+    let mut hash = OFFSET;
+    for &byte in schema.as_bytes().iter().chain(&[0]).chain(app_key.as_bytes()) {
+        hash ^= u64::from(byte);
+        hash = hash.wrapping_mul(PRIME);
+    }
+    hash.cast_signed()
+}

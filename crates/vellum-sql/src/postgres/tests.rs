@@ -1,0 +1,487 @@
+//! PostgreSQL dialect tests: the conformance suite, locking and fencing, hostile input, schema
+//! management and caller-owned pools. They need `VELLUM_POSTGRES_URL` and skip without it; each
+//! test works in its own randomly named schema and drops it afterwards.
+
+use std::collections::HashMap;
+use std::hash::{BuildHasher, RandomState};
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use vellum_conformance::{Backend, Skip};
+use vellum_core::{
+    AggregateMetaData, AggregateRepository, Batch, DataStore, Envelope, Error, EventRepository, Identity,
+    OffsetRepository, Operation, Packet, Persister, ProcessInstance, ProcessRepository, Provider,
+    QueueMessage, QueueRepository,
+};
+
+use super::{PostgresOptions, PostgresProvider, create_schema, drop_schema};
+use crate::schema::SCHEMA_VERSION;
+
+const URL_VAR: &str = "VELLUM_POSTGRES_URL";
+const CHILD_VAR: &str = "VELLUM_POSTGRES_LOCK_CHILD";
+
+fn url() -> Option<String> {
+    std::env::var(URL_VAR).ok().filter(|u| !u.is_empty())
+}
+
+/// A schema name no other test (in this or another process) uses.
+fn unique_schema() -> String {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_nanos();
+    let seed = (nanos, std::process::id(), COUNTER.fetch_add(1, Ordering::Relaxed));
+    format!("vellum_t_{:016x}", RandomState::new().hash_one(seed))
+}
+
+/// One test's storage: a schema of its own, dropped in `teardown`.
+struct Pg {
+    url: String,
+    schema: String,
+}
+
+impl Pg {
+    fn options(&self) -> PostgresOptions {
+        PostgresOptions::new().schema(&self.schema)
+    }
+
+    fn provider_with(&self, options: PostgresOptions) -> PostgresProvider {
+        PostgresProvider::from_url_with(&self.url, options).expect("build a provider")
+    }
+
+    async fn client(&self) -> tokio_postgres::Client {
+        let (client, connection) =
+            tokio_postgres::connect(&self.url, tokio_postgres::NoTls).await.expect("connect");
+        tokio::spawn(connection);
+        client
+    }
+}
+
+impl Backend for Pg {
+    type Provider = PostgresProvider;
+
+    async fn provider(&self) -> PostgresProvider {
+        self.provider_with(self.options())
+    }
+
+    async fn teardown(self) {
+        let client = self.client().await;
+        drop_schema(&client, &self.schema).await.expect("drop the test schema");
+    }
+}
+
+#[allow(clippy::unused_async)]
+async fn backend() -> Result<Pg, Skip> {
+    let url = url().ok_or_else(|| Skip(format!("{URL_VAR} is not set")))?;
+    Ok(Pg { url, schema: unique_schema() })
+}
+
+mod conformance {
+    use super::backend;
+
+    vellum_conformance::conformance_tests!(backend);
+}
+
+/// Runs `test` against a fresh backend on a multi-threaded runtime, tearing it down after.
+fn run<F, Fut>(test: F)
+where
+    F: FnOnce(&'static Pg) -> Fut,
+    Fut: Future<Output = ()>,
+{
+    let rt = vellum_conformance::runtime();
+    rt.block_on(async {
+        let pg = match backend().await {
+            Ok(pg) => pg,
+            Err(Skip(reason)) => {
+                eprintln!("skipped: {reason}");
+                return;
+            }
+        };
+        let pg: &'static Pg = Box::leak(Box::new(pg));
+        tokio::time::timeout(Duration::from_secs(120), test(pg)).await.expect("test timed out");
+        let client = pg.client().await;
+        drop_schema(&client, &pg.schema).await.expect("drop the test schema");
+    });
+}
+
+fn event(id: &str, name: &str) -> Envelope {
+    Envelope {
+        message_id: id.into(),
+        portable_name: name.into(),
+        source_handler: Some(Identity::new("<handler>", "<handler-key>")),
+        source_instance_id: "<instance>".into(),
+        media_type: "application/json".into(),
+        data: b"{}".to_vec(),
+        ..Envelope::default()
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Locking and fencing (D8)
+
+#[test]
+fn second_open_in_process_is_locked_and_close_releases() {
+    run(|pg| async move {
+        let a = pg.provider().await;
+        let b = pg.provider().await;
+        let store = a.open("app").await.unwrap();
+        let started = std::time::Instant::now();
+        assert!(matches!(b.open("app").await, Err(Error::Locked { app_key }) if app_key == "app"));
+        assert!(matches!(a.open("app").await, Err(Error::Locked { .. })));
+        assert!(started.elapsed() < Duration::from_secs(5), "Locked must be prompt");
+        store.close().await.unwrap();
+        let again = b.open("app").await.unwrap();
+        again.close().await.unwrap();
+    });
+}
+
+/// Child mode for the cross-process tests: opens the key named in the environment, reports it,
+/// and holds it until killed. Without the variable it does nothing.
+#[test]
+fn lock_holder_child_process() {
+    let Ok(spec) = std::env::var(CHILD_VAR) else { return };
+    let Some((schema, app_key)) = spec.split_once('|') else { panic!("bad {CHILD_VAR}: {spec}") };
+    let url = url().expect("the child needs the URL");
+    let rt = vellum_conformance::runtime();
+    rt.block_on(async {
+        let provider = PostgresProvider::from_url_with(&url, PostgresOptions::new().schema(schema)).unwrap();
+        let store = provider.open(app_key).await.expect("child: open");
+        store
+            .persist(Batch::from(vec![Operation::SaveEvent(event("<from-child>", "A"))]))
+            .await
+            .expect("child: persist");
+        println!("VELLUM-CHILD-LOCKED");
+        tokio::time::sleep(Duration::from_secs(120)).await;
+        drop(store);
+    });
+}
+
+#[test]
+fn open_held_by_another_process_is_locked_until_it_is_killed() {
+    run(|pg| async move {
+        let app_key = "cross-process 'app'";
+        let mut child = Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--exact",
+                "postgres::tests::lock_holder_child_process",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env(CHILD_VAR, format!("{}|{app_key}", pg.schema))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn the child");
+        let stdout = child.stdout.take().unwrap();
+        let ready = tokio::task::spawn_blocking(move || {
+            BufReader::new(stdout)
+                .lines()
+                .map_while(Result::ok)
+                .any(|line| line.contains("VELLUM-CHILD-LOCKED"))
+        })
+        .await
+        .unwrap();
+        assert!(ready, "the child did not report holding the lock");
+
+        let provider = pg.provider().await;
+        let started = std::time::Instant::now();
+        match provider.open(app_key).await {
+            Err(Error::Locked { app_key: got }) => assert_eq!(got, app_key),
+            other => panic!("expected Locked while the child holds the key, got {other:?}"),
+        }
+        assert!(started.elapsed() < Duration::from_secs(5), "Locked must be prompt");
+
+        child.kill().unwrap();
+        child.wait().unwrap();
+        // The server notices the dead client and ends its session, releasing the lock.
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        let store = loop {
+            match provider.open(app_key).await {
+                Ok(store) => break store,
+                Err(Error::Locked { .. }) if std::time::Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                Err(e) => panic!("open after killing the holder: {e:?}"),
+            }
+        };
+        assert_eq!(store.next_event_offset().await.unwrap(), 1, "the child's event is there");
+        store.close().await.unwrap();
+    });
+}
+
+#[test]
+fn terminating_the_lock_session_fences_the_store() {
+    run(|pg| async move {
+        let provider = pg.provider().await;
+        let store = provider.open("fenced").await.unwrap();
+        store.persist(Batch::from(vec![Operation::SaveEvent(event("<e0>", "A"))])).await.unwrap();
+
+        let admin = pg.client().await;
+        let row =
+            admin.query_one("SELECT pg_terminate_backend($1)", &[&store.lock_backend_pid()]).await.unwrap();
+        assert!(row.get::<_, bool>(0), "terminate the lock session");
+
+        for i in 1..4 {
+            let result =
+                store.persist(Batch::from(vec![Operation::SaveEvent(event(&format!("<e{i}>"), "A"))])).await;
+            match result {
+                Err(Error::Storage { context, .. }) => {
+                    assert!(context.contains("lost its lock connection"), "unclear error: {context}");
+                }
+                other => panic!("persist after losing the lock: expected a storage error, got {other:?}"),
+            }
+        }
+        // Reads still work; nothing was written after the lock was lost.
+        assert_eq!(store.next_event_offset().await.unwrap(), 1);
+        store.close().await.unwrap();
+        // The key is free again (the session died), and the data is intact.
+        let store = provider.open("fenced").await.unwrap();
+        let result =
+            store.persist(Batch::from(vec![Operation::SaveEvent(event("<e9>", "A"))])).await.unwrap();
+        assert_eq!(result.event_offsets["<e9>"], 1);
+        store.close().await.unwrap();
+    });
+}
+
+// ---------------------------------------------------------------------------------------------
+// Hostile input
+
+#[test]
+fn hostile_keys_and_data_round_trip_verbatim() {
+    run(|pg| async move {
+        let provider = pg.provider().await;
+        let nasty = [
+            "",
+            "'",
+            "''; DROP TABLE vellum_event; --",
+            "\"quoted\"",
+            "a;b;c",
+            "%",
+            "_",
+            "%_%\\",
+            "$1",
+            "ünïcødé 应用 🚀",
+            " trailing ",
+            "A",
+            "a",
+        ];
+        let blob: Vec<u8> =
+            (0..1024 * 1024).map(|i: u32| (i.wrapping_mul(2_654_435_761) >> 24) as u8).collect();
+        for (n, key) in nasty.iter().enumerate() {
+            let app_key = format!("{key}#{n}");
+            let store = provider.open(&app_key).await.unwrap();
+            let mut env = event(key, key);
+            env.source_handler = Some(Identity::new(*key, *key));
+            env.source_instance_id = (*key).to_owned();
+            env.description = (*key).to_owned();
+            env.data.clone_from(&blob);
+            let mut queued = event(&format!("q{key}"), key);
+            queued.data.clone_from(&blob);
+            let at = UNIX_EPOCH + Duration::from_micros(1_700_000_000_123_456);
+            let ops = vec![
+                Operation::SaveEvent(env.clone()),
+                Operation::SaveAggregateMetaData(AggregateMetaData {
+                    last_event_id: (*key).to_owned(),
+                    ..AggregateMetaData::new(*key, *key)
+                }),
+                Operation::SaveProcessInstance(ProcessInstance {
+                    packet: Packet::new(*key, blob.clone()),
+                    ..ProcessInstance::new(format!("p{key}"), *key)
+                }),
+                Operation::SaveQueueMessage(QueueMessage {
+                    revision: 0,
+                    failure_count: 0,
+                    next_attempt_at: at,
+                    envelope: queued.clone(),
+                }),
+                Operation::SaveOffset {
+                    application_key: (*key).to_owned(),
+                    current_offset: 0,
+                    next_offset: 42,
+                },
+            ];
+            store.persist(Batch::from(ops)).await.unwrap();
+
+            let events = store.load_events_by_type(&[key], 0).await.unwrap().collect().await.unwrap();
+            assert_eq!(events.len(), 1, "{key:?}");
+            assert_eq!(events[0].envelope, env, "{key:?}");
+            let by_source = store.load_events_by_source(key, key).await.unwrap().collect().await.unwrap();
+            assert_eq!(by_source.len(), 1, "{key:?}");
+            let md = store.load_aggregate_meta_data(key, key).await.unwrap();
+            assert_eq!((md.revision, md.last_event_id.as_str()), (1, *key));
+            let p = store.load_process_instance(&format!("p{key}"), key).await.unwrap();
+            assert_eq!((p.revision, p.packet.media_type.as_str()), (1, *key));
+            assert_eq!(p.packet.data, blob);
+            let q = store.load_queue_messages(10).await.unwrap();
+            assert_eq!(q.len(), 1);
+            assert_eq!(q[0].envelope, queued);
+            assert_eq!(q[0].next_attempt_at, at);
+            assert_eq!(store.load_offset(key).await.unwrap(), 42);
+            // Wildcards and case are not special: near-misses find nothing.
+            for other in ["%", "_", "A", "a"] {
+                if other != *key {
+                    assert_eq!(store.load_offset(other).await.unwrap(), 0, "{other:?} vs {key:?}");
+                }
+            }
+            store.close().await.unwrap();
+        }
+    });
+}
+
+// ---------------------------------------------------------------------------------------------
+// Schema management
+
+#[test]
+fn create_and_drop_schema_are_idempotent() {
+    run(|pg| async move {
+        let client = pg.client().await;
+        create_schema(&client, &pg.schema).await.unwrap();
+        create_schema(&client, &pg.schema).await.unwrap();
+        let provider = pg.provider().await;
+        provider.create_schema().await.unwrap();
+        drop_schema(&client, &pg.schema).await.unwrap();
+        drop_schema(&client, &pg.schema).await.unwrap();
+        provider.drop_schema().await.unwrap();
+        // Concurrent creation does not race.
+        let (a, b) = tokio::join!(create_schema(&client, &pg.schema), provider.create_schema());
+        a.unwrap();
+        b.unwrap();
+    });
+}
+
+#[test]
+fn opening_migrates_automatically() {
+    run(|pg| async move {
+        let provider = pg.provider().await;
+        let store = provider.open("app").await.unwrap();
+        store.persist(Batch::from(vec![Operation::SaveEvent(event("<e>", "A"))])).await.unwrap();
+        store.close().await.unwrap();
+        let client = pg.client().await;
+        let row =
+            client.query_one(&format!("SELECT version FROM {}.vellum_schema", pg.schema), &[]).await.unwrap();
+        assert_eq!(row.get::<_, i64>(0), SCHEMA_VERSION);
+    });
+}
+
+#[test]
+fn no_migrate_without_schema_is_a_clear_error() {
+    run(|pg| async move {
+        let provider = pg.provider_with(pg.options().migrate(false));
+        let err = provider.open("app").await.unwrap_err();
+        let text = format!(
+            "{err} / {}",
+            std::error::Error::source(&err).map(ToString::to_string).unwrap_or_default()
+        );
+        assert!(text.contains("create_schema") && text.contains(&pg.schema), "unclear: {text}");
+        provider.create_schema().await.unwrap();
+        provider.open("app").await.unwrap().close().await.unwrap();
+    });
+}
+
+#[test]
+fn newer_schema_version_is_refused() {
+    run(|pg| async move {
+        let provider = pg.provider().await;
+        provider.create_schema().await.unwrap();
+        let client = pg.client().await;
+        let newer = SCHEMA_VERSION + 1;
+        client
+            .execute(&format!("UPDATE {}.vellum_schema SET version = $1", pg.schema), &[&newer])
+            .await
+            .unwrap();
+        for options in [pg.options(), pg.options().migrate(false)] {
+            let err = pg.provider_with(options).open("app").await.unwrap_err();
+            let text = format!(
+                "{err} / {}",
+                std::error::Error::source(&err).map(ToString::to_string).unwrap_or_default()
+            );
+            assert!(
+                text.contains(&newer.to_string()) && text.contains(&SCHEMA_VERSION.to_string()),
+                "must name both versions: {text}"
+            );
+        }
+        assert!(create_schema(&client, &pg.schema).await.is_err(), "create_schema refuses too");
+    });
+}
+
+#[test]
+fn invalid_schema_names_are_rejected() {
+    for bad in ["", "Upper", "1abc", "a-b", "a b", "pg_x", "a\"b", &"x".repeat(64)] {
+        let result =
+            PostgresProvider::from_url_with("postgres://u@localhost/db", PostgresOptions::new().schema(bad));
+        assert!(result.is_err(), "{bad:?} accepted");
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Caller-owned pool and group commit
+
+#[test]
+fn caller_owned_pool_is_never_closed() {
+    run(|pg| async move {
+        let config: tokio_postgres::Config = pg.url.parse().unwrap();
+        let manager = deadpool_postgres::Manager::new(config, tokio_postgres::NoTls);
+        let pool = deadpool_postgres::Pool::builder(manager).max_size(4).build().unwrap();
+        let provider = PostgresProvider::from_pool(pool.clone(), pg.options()).unwrap();
+        let store = provider.open("pooled").await.unwrap();
+        assert!(matches!(provider.open("pooled").await, Err(Error::Locked { .. })));
+        store.persist(Batch::from(vec![Operation::SaveEvent(event("<e>", "A"))])).await.unwrap();
+        assert_eq!(store.next_event_offset().await.unwrap(), 1);
+        store.close().await.unwrap();
+        drop(provider);
+        let client = pool.get().await.unwrap();
+        client.query_one("SELECT 1", &[]).await.unwrap();
+        assert!(!pool.is_closed());
+    });
+}
+
+#[test]
+fn concurrent_persists_group_and_keep_offsets_dense() {
+    run(|pg| async move {
+        let provider = pg.provider().await;
+        let store = std::sync::Arc::new(provider.open("group").await.unwrap());
+        let tasks: Vec<_> = (0..200)
+            .map(|i| {
+                let store = std::sync::Arc::clone(&store);
+                tokio::spawn(async move {
+                    let ops = vec![
+                        Operation::SaveEvent(event(&format!("<e{i}>"), "A")),
+                        Operation::SaveAggregateMetaData(AggregateMetaData::new("h", format!("<i{i}>"))),
+                        // Every batch also touches one shared aggregate; exactly one wins.
+                        Operation::SaveAggregateMetaData(AggregateMetaData::new("shared", "x")),
+                    ];
+                    store.persist(Batch::from(ops)).await
+                })
+            })
+            .collect();
+        let mut offsets = HashMap::new();
+        let mut conflicts = 0;
+        for task in tasks {
+            match task.await.unwrap() {
+                Ok(result) => offsets.extend(result.event_offsets),
+                Err(e) if e.is_conflict() => conflicts += 1,
+                Err(e) => panic!("{e}"),
+            }
+        }
+        assert_eq!(offsets.len(), 1);
+        assert_eq!(conflicts, 199);
+        assert_eq!(store.next_event_offset().await.unwrap(), 1);
+        let tasks: Vec<_> = (0..200)
+            .map(|i| {
+                let store = std::sync::Arc::clone(&store);
+                tokio::spawn(async move {
+                    store
+                        .persist(Batch::from(vec![Operation::SaveEvent(event(&format!("<f{i}>"), "B"))]))
+                        .await
+                })
+            })
+            .collect();
+        let mut all: Vec<u64> = Vec::new();
+        for task in tasks {
+            all.extend(task.await.unwrap().unwrap().event_offsets.into_values());
+        }
+        all.sort_unstable();
+        assert_eq!(all, (1..=200).collect::<Vec<u64>>());
+        store.close().await.unwrap();
+    });
+}

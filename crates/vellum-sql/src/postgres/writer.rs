@@ -1,0 +1,805 @@
+//! The lock connection and the group-commit writer that runs on it.
+//!
+//! Each open store owns one dedicated connection (not a pooled one). It holds the store's
+//! session-level advisory lock for the store's lifetime and is the only connection that writes
+//! the store's rows. Because the writes go through the very session that holds the lock, a
+//! store whose lock is lost (the session ended) can write nothing more: the connection is gone.
+//! The store also marks itself fenced as soon as it sees the connection end, so later writes
+//! fail with a clear error at once (SPEC D8).
+
+use std::collections::{HashMap, HashSet};
+use std::future::{Future, poll_fn};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::Poll;
+
+use tokio_postgres::types::ToSql;
+use tokio_postgres::{Client, Statement};
+use vellum_core::eval::Effect;
+use vellum_core::{Batch, Error, Operation, PersistResult, Result};
+
+use super::sql::{STALE, Sql};
+use super::storage;
+use crate::group::GroupWriter;
+use crate::plan::{QueueState, Snapshot, StateKeys, Write, plan_group};
+use crate::schema::{from_db, to_db};
+
+/// A store's dedicated connection: either connected by vellum from a URL's configuration, or
+/// detached from a caller's pool.
+pub(crate) enum Conn {
+    /// Connected by vellum; its connection task is watched.
+    Own(Client),
+    /// Taken out of a caller-owned pool (`Object::take`); closed when dropped.
+    Pooled(deadpool_postgres::ClientWrapper),
+}
+
+/// The connection that holds a store's advisory lock and commits its groups.
+pub(crate) struct LockConn {
+    conn: Conn,
+    /// The advisory lock key.
+    pub key: i64,
+    /// The server process holding the lock (`pg_backend_pid()`), for diagnostics and tests.
+    pub backend_pid: i32,
+    /// Set when the connection's task ended (the lock is gone).
+    pub fenced: Arc<AtomicBool>,
+}
+
+impl LockConn {
+    pub(crate) fn new(conn: Conn, key: i64, backend_pid: i32, fenced: Arc<AtomicBool>) -> Self {
+        Self { conn, key, backend_pid, fenced }
+    }
+
+    pub(crate) fn client(&self) -> &Client {
+        match &self.conn {
+            Conn::Own(client) => client,
+            Conn::Pooled(wrapper) => wrapper,
+        }
+    }
+
+    /// Whether the lock may have been lost: the connection ended.
+    pub(crate) fn is_fenced(&self) -> bool {
+        self.fenced.load(Ordering::Acquire) || self.client().is_closed()
+    }
+
+    /// Releases the lock explicitly (so the key can be reopened at once); errors are ignored,
+    /// a dead session holds no lock.
+    pub(crate) async fn unlock(&self) {
+        if !self.is_fenced() {
+            let _ = self.client().execute("SELECT pg_advisory_unlock($1)", &[&self.key]).await;
+        }
+    }
+}
+
+/// The writer's prepared statements, prepared once on the lock connection.
+struct Prepared {
+    read_counters: Statement,
+    read_aggregates: Statement,
+    read_processes: Statement,
+    read_queue: Statement,
+    read_offsets: Statement,
+    read_events: Statement,
+    verify: Statement,
+    commit_simple: Statement,
+    insert_events: Statement,
+    upsert_aggregates: Statement,
+    upsert_offsets: Statement,
+    upsert_process: Statement,
+    delete_process: Statement,
+    delete_timeouts: Statement,
+    insert_queue: Statement,
+    update_queue: Statement,
+    delete_queue: Statement,
+    store_counters: Statement,
+}
+
+/// Commits a store's groups on its lock connection.
+pub(crate) struct PgWriter {
+    app_key: String,
+    conn: Arc<LockConn>,
+    st: Prepared,
+    /// The app's counters after the last commit, if known (this writer is their only writer).
+    counters: Option<(u64, u64)>,
+}
+
+type PgResult<T> = std::result::Result<T, tokio_postgres::Error>;
+type Pending<'a> = Pin<Box<dyn Future<Output = PgResult<u64>> + Send + 'a>>;
+
+/// Runs statements pipelined on one connection: every future is polled in order, so their
+/// requests go out in order in one round trip, and the first error (in completion) is returned.
+async fn pipeline(futures: Vec<Pending<'_>>) -> PgResult<()> {
+    let mut slots: Vec<Option<Pending<'_>>> = futures.into_iter().map(Some).collect();
+    let mut remaining = slots.len();
+    poll_fn(|cx| {
+        for slot in &mut slots {
+            if let Some(future) = slot {
+                match future.as_mut().poll(cx) {
+                    Poll::Ready(Ok(_)) => {
+                        *slot = None;
+                        remaining -= 1;
+                    }
+                    Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                    Poll::Pending => {}
+                }
+            }
+        }
+        if remaining == 0 { Poll::Ready(Ok(())) } else { Poll::Pending }
+    })
+    .await
+}
+
+impl PgWriter {
+    /// Prepares the writer's statements on `conn` (pipelined).
+    pub(crate) async fn new(app_key: String, conn: Arc<LockConn>, sql: &Sql) -> Result<Self> {
+        let c = conn.client();
+        let texts = [
+            &sql.read_counters,
+            &sql.read_aggregates,
+            &sql.read_processes,
+            &sql.read_queue,
+            &sql.read_offsets,
+            &sql.read_events,
+            &sql.verify,
+            &sql.commit_simple,
+            &sql.insert_events,
+            &sql.upsert_aggregates,
+            &sql.upsert_offsets,
+            &sql.upsert_process,
+            &sql.delete_process,
+            &sql.delete_timeouts,
+            &sql.insert_queue,
+            &sql.update_queue,
+            &sql.delete_queue,
+            &sql.store_counters,
+        ];
+        let prepared = futures_util::future::try_join_all(texts.iter().map(|t| c.prepare(t)))
+            .await
+            .map_err(|e| storage(&app_key, "preparing the writer's statements", e))?;
+        let mut it = prepared.into_iter();
+        let mut next = || it.next().ok_or_else(|| Error::storage("postgres", "missing prepared statement"));
+        let st = Prepared {
+            read_counters: next()?,
+            read_aggregates: next()?,
+            read_processes: next()?,
+            read_queue: next()?,
+            read_offsets: next()?,
+            read_events: next()?,
+            verify: next()?,
+            commit_simple: next()?,
+            insert_events: next()?,
+            upsert_aggregates: next()?,
+            upsert_offsets: next()?,
+            upsert_process: next()?,
+            delete_process: next()?,
+            delete_timeouts: next()?,
+            insert_queue: next()?,
+            update_queue: next()?,
+            delete_queue: next()?,
+            store_counters: next()?,
+        };
+        Ok(Self { app_key, conn, st, counters: None })
+    }
+
+    fn fenced_error(&self) -> Error {
+        Error::storage(
+            format!(
+                "postgres: the store of application {:?} lost its lock connection (advisory lock {}); \
+                 it accepts no more writes, close and reopen it",
+                self.app_key, self.conn.key
+            ),
+            "the lock connection is closed",
+        )
+    }
+
+    /// Reads the pre-group state: counters and every row the group's preconditions look at,
+    /// all pipelined in one round trip.
+    async fn snapshot(&self, keys: &StateKeys) -> PgResult<Snapshot> {
+        let c = self.conn.client();
+        let st = &self.st;
+        let app: &str = &self.app_key;
+        let (agg_h, agg_i): (Vec<&str>, Vec<&str>) =
+            keys.aggregates.iter().map(|(h, i)| (h.as_str(), i.as_str())).unzip();
+        let (proc_h, proc_i): (Vec<&str>, Vec<&str>) =
+            keys.processes.iter().map(|(h, i)| (h.as_str(), i.as_str())).unzip();
+        let queue = &keys.queue;
+        let offsets = &keys.offsets;
+        let events = &keys.events;
+        let (counters, aggregates, processes, queue_rows, offset_rows, event_rows) = tokio::try_join!(
+            async { c.query_opt(&st.read_counters, &[&app]).await },
+            async {
+                if agg_h.is_empty() {
+                    return Ok(Vec::new());
+                }
+                c.query(&st.read_aggregates, &[&app, &agg_h, &agg_i]).await
+            },
+            async {
+                if proc_h.is_empty() {
+                    return Ok(Vec::new());
+                }
+                c.query(&st.read_processes, &[&app, &proc_h, &proc_i]).await
+            },
+            async {
+                if queue.is_empty() {
+                    return Ok(Vec::new());
+                }
+                c.query(&st.read_queue, &[&app, queue]).await
+            },
+            async {
+                if offsets.is_empty() {
+                    return Ok(Vec::new());
+                }
+                c.query(&st.read_offsets, &[&app, offsets]).await
+            },
+            async {
+                if events.is_empty() {
+                    return Ok(Vec::new());
+                }
+                c.query(&st.read_events, &[&app, events]).await
+            },
+        )?;
+        let mut s = Snapshot::default();
+        if let Some(row) = counters {
+            s.next_offset = from_db(row.try_get(0)?);
+            s.next_sequence = from_db(row.try_get(1)?);
+        }
+        // One row per key asked, with a NULL revision when absent.
+        for row in aggregates {
+            if let Some(revision) = row.try_get::<_, Option<i64>>(2)? {
+                s.aggregates.insert((row.try_get(0)?, row.try_get(1)?), from_db(revision));
+            }
+        }
+        for row in processes {
+            if let Some(revision) = row.try_get::<_, Option<i64>>(2)? {
+                s.processes.insert((row.try_get(0)?, row.try_get(1)?), from_db(revision));
+            }
+        }
+        for row in queue_rows {
+            let handler: Option<String> = row.try_get(2)?;
+            let instance: Option<String> = row.try_get(3)?;
+            let timeout_owner = handler.map(|h| (h, instance.unwrap_or_default()));
+            s.queue.insert(row.try_get(0)?, QueueState { revision: from_db(row.try_get(1)?), timeout_owner });
+        }
+        for row in offset_rows {
+            s.offsets.insert(row.try_get(0)?, from_db(row.try_get(1)?));
+        }
+        for row in event_rows {
+            s.events.insert(row.try_get(0)?);
+        }
+        Ok(s)
+    }
+
+    async fn try_commit(&mut self, batches: &[Batch]) -> Result<Vec<Result<PersistResult>>> {
+        if batches.iter().all(Batch::is_empty) {
+            return Ok(plan_group(batches, &mut Snapshot::default()).outcomes);
+        }
+        // Forget the counters until this group's outcome is known.
+        if let Some(counters) = self.counters.take() {
+            match self.commit_assumed(batches, counters).await {
+                Ok(Some(outcomes)) => return Ok(outcomes),
+                Ok(None) => {} // stale assumptions: nothing was written; read and retry
+                Err(e) => return Err(storage(&self.app_key, "committing a group of batches", e)),
+            }
+        }
+        let keys = StateKeys::of(batches);
+        let mut snapshot =
+            self.snapshot(&keys).await.map_err(|e| storage(&self.app_key, "reading the group's state", e))?;
+        let before = (snapshot.next_offset, snapshot.next_sequence);
+        let plan = plan_group(batches, &mut snapshot);
+        if plan.is_empty() {
+            self.counters = Some(before);
+            return Ok(plan.outcomes);
+        }
+        let after = (plan.next_offset, plan.next_sequence);
+        let writes = Writes::of(&plan.writes);
+        self.execute(&writes, (after != before).then_some(after), None)
+            .await
+            .map_err(|e| storage(&self.app_key, "committing a group of batches", e))?;
+        self.counters = Some(after);
+        Ok(plan.outcomes)
+    }
+
+    /// The one-round-trip path: plans the group against the state its batches expect (each
+    /// key as the first batch touching it expects it, the counters as this writer left them),
+    /// and sends `BEGIN`, a statement that verifies exactly that state (raising `STALE`
+    /// otherwise, which aborts the transaction), the writes and `COMMIT` in one pipeline. If
+    /// the verification held, the plan is the one the stored state gives. `Ok(None)`: it did
+    /// not hold and nothing was written.
+    async fn commit_assumed(
+        &mut self,
+        batches: &[Batch],
+        (next_offset, next_sequence): (u64, u64),
+    ) -> PgResult<Option<Vec<Result<PersistResult>>>> {
+        let (mut snapshot, expected) = Expected::of(batches, next_offset, next_sequence);
+        let plan = plan_group(batches, &mut snapshot);
+        if plan.is_empty() {
+            // Every batch failed against assumed state: let the read path decide.
+            return Ok(None);
+        }
+        let after = (plan.next_offset, plan.next_sequence);
+        let writes = Writes::of(&plan.writes);
+        let changed = after != (next_offset, next_sequence);
+        let simple = batches.iter().flat_map(Batch::iter).all(|op| {
+            matches!(
+                op,
+                Operation::SaveEvent(_) | Operation::SaveAggregateMetaData(_) | Operation::SaveOffset { .. }
+            )
+        });
+        let result = if simple {
+            self.execute_simple(&writes, after, &expected).await
+        } else {
+            self.execute(&writes, changed.then_some(after), Some(&expected)).await
+        };
+        match result {
+            Ok(()) => {
+                self.counters = Some(after);
+                Ok(Some(plan.outcomes))
+            }
+            Err(e) if e.code().is_some_and(|c| c.code() == STALE) => {
+                // The pipelined COMMIT ended the aborted transaction; make sure of it.
+                let _ = self.conn.client().batch_execute("ROLLBACK").await;
+                Ok(None)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Commits a group of only events, aggregates and consumer offsets, with its verification
+    /// and the counters, as ONE statement (data-modifying CTEs; its own transaction).
+    async fn execute_simple(
+        &self,
+        writes: &Writes<'_>,
+        (next_offset, next_sequence): (u64, u64),
+        expected: &Expected<'_>,
+    ) -> PgResult<()> {
+        let app: &str = &self.app_key;
+        let (old_offset, old_sequence) = (to_db(expected.next_offset), to_db(expected.next_sequence));
+        let (next_offset, next_sequence) = (to_db(next_offset), to_db(next_sequence));
+        let (events, aggregates, offsets) = (&writes.events, &writes.aggregates, &writes.offsets);
+        let params: [&(dyn ToSql + Sync); 23] = [
+            &app,
+            &expected.events,
+            &expected.agg_h,
+            &expected.agg_i,
+            &expected.agg_r,
+            &expected.offset_src,
+            &expected.offset_r,
+            &old_offset,
+            &old_sequence,
+            &events.offsets,
+            &events.ids,
+            &events.names,
+            &events.handlers,
+            &events.instances,
+            &events.envelopes,
+            &aggregates.handlers,
+            &aggregates.instances,
+            &aggregates.revisions,
+            &aggregates.last_ids,
+            &offsets.sources,
+            &offsets.values,
+            &next_offset,
+            &next_sequence,
+        ];
+        self.conn.client().execute(&self.st.commit_simple, &params).await.map(drop)
+    }
+
+    /// Sends `BEGIN`, every write in order, the counters and `COMMIT` in one pipeline.
+    async fn execute(
+        &self,
+        w: &Writes<'_>,
+        counters: Option<(u64, u64)>,
+        expected: Option<&Expected<'_>>,
+    ) -> PgResult<()> {
+        let c = self.conn.client();
+        let st = &self.st;
+        let app: &str = &self.app_key;
+        let mut steps: Vec<Pending<'_>> = Vec::with_capacity(8 + w.ordered.len());
+        steps.push(Box::pin(async move { c.batch_execute("BEGIN").await.map(|()| 0) }));
+        if let Some(expected) = expected {
+            steps.push(expected.verify(c, &st.verify, app));
+        }
+        if !w.events.offsets.is_empty() {
+            let e = &w.events;
+            steps.push(Box::pin(async move {
+                c.execute(
+                    &st.insert_events,
+                    &[&app, &e.offsets, &e.ids, &e.names, &e.handlers, &e.instances, &e.envelopes],
+                )
+                .await
+            }));
+        }
+        if !w.aggregates.handlers.is_empty() {
+            let a = &w.aggregates;
+            steps.push(Box::pin(async move {
+                c.execute(
+                    &st.upsert_aggregates,
+                    &[&app, &a.handlers, &a.instances, &a.revisions, &a.last_ids],
+                )
+                .await
+            }));
+        }
+        if !w.offsets.sources.is_empty() {
+            let o = &w.offsets;
+            steps.push(Box::pin(async move {
+                c.execute(&st.upsert_offsets, &[&app, &o.sources, &o.values]).await
+            }));
+        }
+        for step in &w.ordered {
+            match step {
+                Ordered::PutProcess { handler, instance, revision, media_type, data } => {
+                    steps.push(Box::pin(async move {
+                        c.execute(&st.upsert_process, &[&app, handler, instance, revision, media_type, data])
+                            .await
+                    }));
+                }
+                Ordered::RemoveProcess { handler, instance } => {
+                    steps.push(Box::pin(async move {
+                        c.execute(&st.delete_process, &[&app, handler, instance]).await
+                    }));
+                    steps.push(Box::pin(async move {
+                        c.execute(&st.delete_timeouts, &[&app, handler, instance]).await
+                    }));
+                }
+                Ordered::Enqueue(q) => {
+                    steps.push(Box::pin(async move {
+                        c.execute(
+                            &st.insert_queue,
+                            &[
+                                &app,
+                                &q.ids,
+                                &q.failures,
+                                &q.times,
+                                &q.sequences,
+                                &q.handlers,
+                                &q.instances,
+                                &q.envelopes,
+                            ],
+                        )
+                        .await
+                    }));
+                }
+                Ordered::UpdateQueue { id, revision, failure_count, next_attempt_at } => {
+                    steps.push(Box::pin(async move {
+                        c.execute(&st.update_queue, &[&app, id, revision, failure_count, next_attempt_at])
+                            .await
+                    }));
+                }
+                Ordered::RemoveQueue { id } => {
+                    steps.push(Box::pin(async move { c.execute(&st.delete_queue, &[&app, id]).await }));
+                }
+            }
+        }
+        if let Some((next_offset, next_sequence)) = counters {
+            let (next_offset, next_sequence) = (to_db(next_offset), to_db(next_sequence));
+            steps.push(Box::pin(async move {
+                c.execute(&st.store_counters, &[&app, &next_offset, &next_sequence]).await
+            }));
+        }
+        steps.push(Box::pin(async move { c.batch_execute("COMMIT").await.map(|()| 0) }));
+        pipeline(steps).await
+    }
+}
+
+impl GroupWriter for PgWriter {
+    async fn commit(&mut self, batches: Vec<Batch>) -> Result<Vec<Result<PersistResult>>> {
+        if self.conn.is_fenced() {
+            return Err(self.fenced_error());
+        }
+        match self.try_commit(&batches).await {
+            Ok(outcomes) => Ok(outcomes),
+            Err(e) if self.conn.is_fenced() || ends_session(&e) => {
+                // The session is gone (or going): so is the lock. Never write again.
+                self.conn.fenced.store(true, Ordering::Release);
+                Err(self.fenced_error())
+            }
+            Err(e) => {
+                // The transaction is aborted (COMMIT of an aborted transaction rolls back);
+                // make sure the session is out of it before the next group.
+                let _ = self.conn.client().batch_execute("ROLLBACK").await;
+                Err(e)
+            }
+        }
+    }
+}
+
+/// Whether a failed commit means the lock session ended: the connection closed, or the server
+/// reported a fatal error, operator intervention (`pg_terminate_backend`, shutdown) or a
+/// connection exception.
+fn ends_session(error: &Error) -> bool {
+    let Some(pg) = std::error::Error::source(error).and_then(|s| s.downcast_ref::<tokio_postgres::Error>())
+    else {
+        return false;
+    };
+    if pg.is_closed()
+        || std::error::Error::source(pg).is_some_and(<dyn std::error::Error>::is::<std::io::Error>)
+    {
+        return true;
+    }
+    pg.as_db_error().is_some_and(|db| {
+        let class = &db.code().code()[..2];
+        matches!(db.severity(), "FATAL" | "PANIC") || class == "57" || class == "08"
+    })
+}
+
+/// The pre-group state a group's batches expect, as a snapshot to plan against and as the
+/// arrays of the statement that verifies it.
+#[derive(Default)]
+struct Expected<'a> {
+    events: Vec<&'a str>,
+    agg_h: Vec<&'a str>,
+    agg_i: Vec<&'a str>,
+    agg_r: Vec<i64>,
+    proc_h: Vec<&'a str>,
+    proc_i: Vec<&'a str>,
+    proc_r: Vec<i64>,
+    queue_ids: Vec<&'a str>,
+    queue_r: Vec<i64>,
+    queue_th: Vec<Option<&'a str>>,
+    queue_ti: Vec<Option<&'a str>>,
+    offset_src: Vec<&'a str>,
+    offset_r: Vec<i64>,
+    next_offset: u64,
+    next_sequence: u64,
+}
+
+impl<'a> Expected<'a> {
+    /// The statement that verifies this state, raising `STALE` if it does not hold.
+    fn verify<'s>(&'s self, c: &'s Client, statement: &'s Statement, app: &'s str) -> Pending<'s> {
+        Box::pin(async move {
+            let (offset, sequence) = (to_db(self.next_offset), to_db(self.next_sequence));
+            let params: [&(dyn ToSql + Sync); 16] = [
+                &app,
+                &self.events,
+                &self.agg_h,
+                &self.agg_i,
+                &self.agg_r,
+                &self.proc_h,
+                &self.proc_i,
+                &self.proc_r,
+                &self.queue_ids,
+                &self.queue_r,
+                &self.queue_th,
+                &self.queue_ti,
+                &self.offset_src,
+                &self.offset_r,
+                &offset,
+                &sequence,
+            ];
+            c.execute(statement, &params).await
+        })
+    }
+
+    /// Each key as the first operation touching it expects it (revision 0: absent; events:
+    /// absent), with the given counters.
+    fn of(batches: &'a [Batch], next_offset: u64, next_sequence: u64) -> (Snapshot, Self) {
+        let mut s = Snapshot { next_offset, next_sequence, ..Snapshot::default() };
+        let mut x = Expected { next_offset, next_sequence, ..Expected::default() };
+        let mut seen_aggregates = HashSet::new();
+        let mut seen_processes = HashSet::new();
+        let mut seen_queue = HashSet::new();
+        let mut seen_offsets = HashSet::new();
+        let mut seen_events = HashSet::new();
+        for op in batches.iter().flat_map(Batch::iter) {
+            match op {
+                Operation::SaveAggregateMetaData(m) => {
+                    if seen_aggregates.insert((m.handler_key.as_str(), m.instance_id.as_str())) {
+                        x.agg_h.push(&m.handler_key);
+                        x.agg_i.push(&m.instance_id);
+                        x.agg_r.push(to_db(m.revision));
+                        if m.revision != 0 {
+                            s.aggregates.insert((m.handler_key.clone(), m.instance_id.clone()), m.revision);
+                        }
+                    }
+                }
+                Operation::SaveProcessInstance(p) | Operation::RemoveProcessInstance(p) => {
+                    if seen_processes.insert((p.handler_key.as_str(), p.instance_id.as_str())) {
+                        x.proc_h.push(&p.handler_key);
+                        x.proc_i.push(&p.instance_id);
+                        x.proc_r.push(to_db(p.revision));
+                        if p.revision != 0 {
+                            s.processes.insert((p.handler_key.clone(), p.instance_id.clone()), p.revision);
+                        }
+                    }
+                }
+                Operation::SaveEvent(e) => {
+                    if seen_events.insert(e.message_id.as_str()) {
+                        x.events.push(&e.message_id);
+                    }
+                }
+                Operation::SaveQueueMessage(m) | Operation::RemoveQueueMessage(m) => {
+                    if seen_queue.insert(m.id()) {
+                        let env = &m.envelope;
+                        let owner = env
+                            .is_timeout()
+                            .then(|| (env.source_handler_key(), env.source_instance_id.as_str()));
+                        x.queue_ids.push(m.id());
+                        x.queue_r.push(to_db(m.revision));
+                        x.queue_th.push(owner.map(|o| o.0));
+                        x.queue_ti.push(owner.map(|o| o.1));
+                        if m.revision != 0 {
+                            let timeout_owner = owner.map(|(h, i)| (h.to_owned(), i.to_owned()));
+                            s.queue.insert(
+                                m.id().to_owned(),
+                                QueueState { revision: m.revision, timeout_owner },
+                            );
+                        }
+                    }
+                }
+                Operation::SaveOffset { application_key, current_offset, .. } => {
+                    if seen_offsets.insert(application_key.as_str()) {
+                        x.offset_src.push(application_key);
+                        x.offset_r.push(to_db(*current_offset));
+                        s.offsets.insert(application_key.clone(), *current_offset);
+                    }
+                }
+            }
+        }
+        (s, x)
+    }
+}
+
+/// The events of a group as column arrays.
+#[derive(Default)]
+struct EventRows<'a> {
+    offsets: Vec<i64>,
+    ids: Vec<&'a str>,
+    names: Vec<&'a str>,
+    handlers: Vec<&'a str>,
+    instances: Vec<&'a str>,
+    envelopes: Vec<Vec<u8>>,
+}
+
+/// The last aggregate write per instance, as column arrays.
+#[derive(Default)]
+struct AggregateRows<'a> {
+    handlers: Vec<&'a str>,
+    instances: Vec<&'a str>,
+    revisions: Vec<i64>,
+    last_ids: Vec<&'a str>,
+}
+
+/// The last consumer-offset write per source, as column arrays.
+#[derive(Default)]
+struct OffsetRows<'a> {
+    sources: Vec<&'a str>,
+    values: Vec<i64>,
+}
+
+/// Consecutive enqueues, as column arrays.
+#[derive(Default)]
+struct QueueRows<'a> {
+    ids: Vec<&'a str>,
+    failures: Vec<i64>,
+    times: Vec<i64>,
+    sequences: Vec<i64>,
+    handlers: Vec<Option<&'a str>>,
+    instances: Vec<Option<&'a str>>,
+    envelopes: Vec<Vec<u8>>,
+}
+
+/// Process and queue writes, which interact (the timeout cascade) and so keep their order.
+enum Ordered<'a> {
+    PutProcess { handler: &'a str, instance: &'a str, revision: i64, media_type: &'a str, data: &'a [u8] },
+    RemoveProcess { handler: &'a str, instance: &'a str },
+    Enqueue(QueueRows<'a>),
+    UpdateQueue { id: &'a str, revision: i64, failure_count: i64, next_attempt_at: i64 },
+    RemoveQueue { id: &'a str },
+}
+
+/// A group's writes arranged for set-based statements. Events, aggregates and consumer offsets
+/// touch only their own rows, so each becomes one statement (the last write per key wins, as
+/// applying them in order would); process and queue writes stay in plan order.
+#[derive(Default)]
+struct Writes<'a> {
+    events: EventRows<'a>,
+    aggregates: AggregateRows<'a>,
+    offsets: OffsetRows<'a>,
+    ordered: Vec<Ordered<'a>>,
+}
+
+impl<'a> Writes<'a> {
+    fn of(writes: &[Write<'a>]) -> Self {
+        let mut w = Self::default();
+        let mut aggregate_index: HashMap<(&str, &str), usize> = HashMap::new();
+        let mut offset_index: HashMap<&str, usize> = HashMap::new();
+        // Consecutive enqueues become one statement.
+        let mut enqueues: Option<QueueRows<'a>> = None;
+        for write in writes {
+            match *write {
+                Write::Event { offset, envelope } => {
+                    let e = &mut w.events;
+                    e.offsets.push(to_db(offset));
+                    e.ids.push(&envelope.message_id);
+                    e.names.push(&envelope.portable_name);
+                    e.handlers.push(envelope.source_handler_key());
+                    e.instances.push(&envelope.source_instance_id);
+                    e.envelopes.push(envelope.to_bytes());
+                }
+                Write::Enqueue { sequence, message, next_attempt_at } => {
+                    let q = enqueues.get_or_insert_with(QueueRows::default);
+                    let env = &message.envelope;
+                    let timeout = env.is_timeout();
+                    q.ids.push(message.id());
+                    q.failures.push(to_db(message.failure_count));
+                    q.times.push(next_attempt_at.0);
+                    q.sequences.push(to_db(sequence));
+                    q.handlers.push(timeout.then(|| env.source_handler_key()));
+                    q.instances.push(timeout.then_some(env.source_instance_id.as_str()));
+                    q.envelopes.push(env.to_bytes());
+                }
+                Write::Other(effect) => {
+                    let ordered = matches!(
+                        effect,
+                        Effect::PutProcess { .. }
+                            | Effect::RemoveProcess { .. }
+                            | Effect::UpdateQueue { .. }
+                            | Effect::RemoveQueue { .. }
+                    );
+                    if ordered && let Some(q) = enqueues.take() {
+                        w.ordered.push(Ordered::Enqueue(q));
+                    }
+                    w.push_effect(effect, &mut aggregate_index, &mut offset_index);
+                }
+            }
+        }
+        if let Some(q) = enqueues.take() {
+            w.ordered.push(Ordered::Enqueue(q));
+        }
+        w
+    }
+
+    fn push_effect(
+        &mut self,
+        effect: Effect<'a>,
+        aggregate_index: &mut HashMap<(&'a str, &'a str), usize>,
+        offset_index: &mut HashMap<&'a str, usize>,
+    ) {
+        match effect {
+            Effect::PutAggregate { meta, revision } => {
+                let a = &mut self.aggregates;
+                let key = (meta.handler_key.as_str(), meta.instance_id.as_str());
+                if let Some(&i) = aggregate_index.get(&key) {
+                    a.revisions[i] = to_db(revision);
+                    a.last_ids[i] = &meta.last_event_id;
+                } else {
+                    aggregate_index.insert(key, a.handlers.len());
+                    a.handlers.push(key.0);
+                    a.instances.push(key.1);
+                    a.revisions.push(to_db(revision));
+                    a.last_ids.push(&meta.last_event_id);
+                }
+            }
+            Effect::PutOffset { application_key, next_offset } => {
+                let o = &mut self.offsets;
+                if let Some(&i) = offset_index.get(application_key) {
+                    o.values[i] = to_db(next_offset);
+                } else {
+                    offset_index.insert(application_key, o.sources.len());
+                    o.sources.push(application_key);
+                    o.values.push(to_db(next_offset));
+                }
+            }
+            Effect::PutProcess { instance, revision } => self.ordered.push(Ordered::PutProcess {
+                handler: &instance.handler_key,
+                instance: &instance.instance_id,
+                revision: to_db(revision),
+                media_type: &instance.packet.media_type,
+                data: &instance.packet.data,
+            }),
+            Effect::RemoveProcess { handler_key, instance_id } => {
+                self.ordered.push(Ordered::RemoveProcess { handler: handler_key, instance: instance_id });
+            }
+            Effect::UpdateQueue { message_id, revision, failure_count, next_attempt_at } => {
+                self.ordered.push(Ordered::UpdateQueue {
+                    id: message_id,
+                    revision: to_db(revision),
+                    failure_count: to_db(failure_count),
+                    next_attempt_at: next_attempt_at.0,
+                });
+            }
+            Effect::RemoveQueue { message_id } => self.ordered.push(Ordered::RemoveQueue { id: message_id }),
+            // plan_group turns these into Write::Event and Write::Enqueue.
+            Effect::AppendEvent { .. } | Effect::InsertQueue { .. } => {}
+        }
+    }
+}

@@ -1,0 +1,143 @@
+//! Exclusive open per application key (SPEC D8): an OS lock on a sidecar lock file.
+//!
+//! Each (database file, application key) pair has its own lock file in the directory
+//! `<database file>.vellum-locks/`, named after the key (hex-encoded when short, else a 128-bit
+//! FNV-1a hash of it, so any key makes a valid file name). The lock is taken with
+//! [`std::fs::File::try_lock`], which never waits: a held lock is reported as `Locked` at once.
+//! The OS releases it when the file is closed or the process dies, so a crashed engine never
+//! leaves a stale lock behind. Lock files themselves are left in place (removing them would race
+//! with a concurrent open).
+//!
+//! `try_lock` uses `flock` on Unix and `LockFileEx` on Windows, both of which belong to an open
+//! file description rather than to the process, so a second open in the same process conflicts
+//! too. An in-process registry is kept as well, so that guarantee does not depend on the
+//! platform's lock flavour (`fcntl` locks, used on some systems, do not conflict in-process).
+
+use std::collections::HashSet;
+use std::fs::{File, OpenOptions, TryLockError};
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, PoisonError};
+
+use vellum_core::{Error, Result};
+
+/// Keys at most this long are hex-encoded into the file name; longer ones are hashed.
+const MAX_PLAIN_KEY: usize = 96;
+
+/// (lock file path) of every lock held by this process.
+static HELD: Mutex<Option<HashSet<PathBuf>>> = Mutex::new(None);
+
+/// A held lock on one application key of one database file. Dropping it releases the lock.
+#[derive(Debug)]
+pub(crate) struct AppLock {
+    path: PathBuf,
+    file: Option<File>,
+}
+
+/// The 128-bit FNV-1a hash of `bytes`.
+fn fnv1a_128(bytes: &[u8]) -> u128 {
+    const OFFSET: u128 = 0x6c62_272e_07bb_0142_62b8_2175_6295_c58d;
+    const PRIME: u128 = 0x0000_0000_0100_0000_0000_0000_0000_013b;
+    bytes.iter().fold(OFFSET, |hash, &b| (hash ^ u128::from(b)).wrapping_mul(PRIME))
+}
+
+/// The lock file name of `app_key`: `k<hex of the key>` or `h<hash>` for long keys.
+fn file_name(app_key: &str) -> String {
+    use std::fmt::Write;
+    if app_key.len() <= MAX_PLAIN_KEY {
+        app_key.bytes().fold(String::from("k"), |mut s, b| {
+            let _ = write!(s, "{b:02x}");
+            s
+        }) + ".lock"
+    } else {
+        format!("h{:032x}.lock", fnv1a_128(app_key.as_bytes()))
+    }
+}
+
+/// The directory holding the lock files of `database`.
+fn lock_dir(database: &Path) -> PathBuf {
+    let mut name = database.file_name().map(ToOwned::to_owned).unwrap_or_default();
+    name.push(".vellum-locks");
+    database.with_file_name(name)
+}
+
+impl AppLock {
+    /// Takes the lock of `app_key` for a caller's connection: on the file behind it if there is
+    /// one, else (an in-memory database, visible to this process only) in this process only.
+    pub(crate) fn acquire_for_connection<T>(
+        database: Option<&Path>,
+        conn: &std::sync::Arc<T>,
+        app_key: &str,
+    ) -> Result<Self> {
+        if let Some(database) = database {
+            return Self::acquire(database, app_key);
+        }
+        let path =
+            PathBuf::from(format!("memory-{:p}", std::sync::Arc::as_ptr(conn))).join(file_name(app_key));
+        let mut held = HELD.lock().unwrap_or_else(PoisonError::into_inner);
+        if !held.get_or_insert_with(HashSet::new).insert(path.clone()) {
+            return Err(Error::Locked { app_key: app_key.to_owned() });
+        }
+        Ok(Self { path, file: None })
+    }
+
+    /// Takes the lock of `app_key` on `database` (an absolute, canonical path), or returns
+    /// [`Error::Locked`] at once if another store, in this process or another, holds it.
+    pub(crate) fn acquire(database: &Path, app_key: &str) -> Result<Self> {
+        let dir = lock_dir(database);
+        let io = |what: &str| {
+            let context = format!("sqlite: {what} for application {app_key:?} in {}", dir.display());
+            move |e: std::io::Error| Error::storage(context, e)
+        };
+        std::fs::create_dir_all(&dir).map_err(io("creating the lock directory"))?;
+        let path = dir.join(file_name(app_key));
+        let locked = || Error::Locked { app_key: app_key.to_owned() };
+
+        let mut held = HELD.lock().unwrap_or_else(PoisonError::into_inner);
+        let held = held.get_or_insert_with(HashSet::new);
+        if held.contains(&path) {
+            return Err(locked());
+        }
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .map_err(io("opening the lock file"))?;
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(TryLockError::WouldBlock) => return Err(locked()),
+            Err(TryLockError::Error(e)) => return Err(io("locking the lock file")(e)),
+        }
+        held.insert(path.clone());
+        Ok(Self { path, file: Some(file) })
+    }
+}
+
+impl Drop for AppLock {
+    fn drop(&mut self) {
+        // Close the file (releasing the OS lock) before forgetting the path, so a reopen in this
+        // process that passes the registry check never finds the OS lock still taken.
+        drop(self.file.take());
+        let mut held = HELD.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(held) = held.as_mut() {
+            held.remove(&self.path);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_names_are_distinct_and_safe() {
+        let keys = ["", "a", "a ", "A", "../x", "应用", &"x".repeat(500), &"y".repeat(500)];
+        let names: HashSet<String> = keys.iter().map(|k| file_name(k)).collect();
+        assert_eq!(names.len(), keys.len());
+        for name in &names {
+            assert!(name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'.'), "{name}");
+            assert!(name.len() < 255);
+        }
+    }
+}

@@ -1,0 +1,282 @@
+//! The SQLite dialect (feature `sqlite`), on `rusqlite` with a bundled SQLite.
+//!
+//! # Choices
+//!
+//! - **Durability and concurrency.** The database runs in WAL mode with `synchronous=FULL`, so
+//!   an acknowledged batch survives a crash or power loss, and readers never wait for the
+//!   writer. Each write transaction is `BEGIN IMMEDIATE` (takes the write lock up front, so it
+//!   never fails half-way with `SQLITE_BUSY`), and every connection has a busy timeout, so
+//!   writers of other applications in the same file, in this process or another, queue up
+//!   instead of failing (SPEC §8 W7).
+//! - **Group commit.** Each store has one writer connection driven by the shared
+//!   [`crate::group::Committer`]: concurrent `persist` calls queue up and each group
+//!   commits in one transaction with one counter-row update and one `fsync`. The transaction
+//!   runs on a blocking thread (`spawn_blocking`), so neither multi-threaded nor
+//!   current-thread runtimes are ever blocked by SQLite or the disk.
+//! - **Reads** run inline on a small pool of the store's own `query_only` connections: they are
+//!   indexed point lookups or one bounded page and take microseconds, less than a hop to a
+//!   blocking thread. Event cursors page by offset and hold no connection between pages (D11).
+//! - **Statements** are prepared once per connection (`prepare_cached`) and take only bound
+//!   parameters; no SQL is ever built from data.
+//! - **Exclusivity (D8)** is an OS lock on a sidecar lock file per (database file, application
+//!   key), taken without waiting; see `lock.rs`. It dies with the process.
+//! - **Schema**: see [`create_schema`]. Opening a store creates or checks it
+//!   ([`SqliteOptions::migrate`]); a database at a newer schema version is refused.
+//!
+//! ```no_run
+//! use vellum_core::{DataStore, Provider};
+//! use vellum_sql::sqlite::SqliteProvider;
+//!
+//! # async fn demo() -> vellum_core::Result<()> {
+//! let provider = SqliteProvider::from_url("sqlite://data/engine.db")?;
+//! let store = provider.open("billing").await?;
+//! store.close().await?;
+//! # Ok(())
+//! # }
+//! ```
+
+mod lock;
+mod schema;
+mod store;
+mod writer;
+
+#[cfg(test)]
+mod tests;
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rusqlite::Connection;
+use vellum_core::{Error, Provider, Result};
+
+pub use schema::{create_schema, drop_schema};
+pub use store::SqliteStore;
+
+use crate::group::Committer;
+use lock::AppLock;
+use store::{Readers, Shared};
+use writer::SqliteWriter;
+
+/// How a [`SqliteProvider`] opens stores.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct SqliteOptions {
+    /// Create (or upgrade) the schema when a store is opened. When off, opening a database
+    /// without the schema is an error. Default: on.
+    pub migrate: bool,
+    /// How long a connection waits for another connection's write lock (other applications in
+    /// the same file) before failing. Default: 10 s.
+    pub busy_timeout: Duration,
+    /// How many idle read connections each store keeps. Default: 4.
+    pub read_connections: usize,
+}
+
+impl Default for SqliteOptions {
+    fn default() -> Self {
+        Self { migrate: true, busy_timeout: Duration::from_secs(10), read_connections: 4 }
+    }
+}
+
+impl SqliteOptions {
+    /// Turns automatic schema creation at open on or off.
+    #[must_use]
+    pub fn migrate(mut self, migrate: bool) -> Self {
+        self.migrate = migrate;
+        self
+    }
+
+    /// Sets the busy timeout of every connection.
+    #[must_use]
+    pub fn busy_timeout(mut self, timeout: Duration) -> Self {
+        self.busy_timeout = timeout;
+        self
+    }
+
+    /// Sets how many idle read connections each store keeps.
+    #[must_use]
+    pub fn read_connections(mut self, n: usize) -> Self {
+        self.read_connections = n;
+        self
+    }
+}
+
+/// Where a provider's stores keep their data.
+#[derive(Debug)]
+enum Source {
+    /// A database file; each store opens its own connections.
+    File(PathBuf),
+    /// A connection the caller owns, shared by every store (never closed by vellum).
+    Connection {
+        conn: Arc<Mutex<Connection>>,
+        /// The file behind the connection (for the sidecar locks), or `None` for an in-memory
+        /// or temporary database, which only this process can see.
+        path: Option<PathBuf>,
+    },
+}
+
+/// Opens application stores in one SQLite database.
+///
+/// Clones share the same configuration. Every store of every provider value over the same
+/// file is exclusive per application key, across processes too.
+#[derive(Debug, Clone)]
+pub struct SqliteProvider {
+    source: Arc<Source>,
+    options: SqliteOptions,
+}
+
+/// Makes `path` absolute (through its canonical parent directory, which must exist), so that
+/// every spelling of one file maps to the same lock files.
+fn absolute(path: &Path) -> Result<PathBuf> {
+    let io = |e| Error::storage(format!("sqlite: resolving the database path {}", path.display()), e);
+    let file_name = path.file_name().ok_or_else(|| {
+        Error::storage(
+            format!("sqlite: resolving the database path {}", path.display()),
+            "the path does not name a file",
+        )
+    })?;
+    let parent = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_owned(),
+        _ => PathBuf::from("."),
+    };
+    Ok(parent.canonicalize().map_err(io)?.join(file_name))
+}
+
+impl SqliteProvider {
+    /// A provider over the database file at `path` (created on first open) with default options.
+    /// The parent directory must exist.
+    pub fn new(path: impl AsRef<Path>) -> Result<Self> {
+        Self::with_options(path, SqliteOptions::default())
+    }
+
+    /// A provider over the database file at `path` with the given options.
+    pub fn with_options(path: impl AsRef<Path>, options: SqliteOptions) -> Result<Self> {
+        Ok(Self { source: Arc::new(Source::File(absolute(path.as_ref())?)), options })
+    }
+
+    /// A provider from a URL: `sqlite://relative/path` or `sqlite:///absolute/path`.
+    pub fn from_url(url: &str) -> Result<Self> {
+        Self::from_url_with_options(url, SqliteOptions::default())
+    }
+
+    /// A provider from a URL (see [`SqliteProvider::from_url`]) with the given options.
+    pub fn from_url_with_options(url: &str, options: SqliteOptions) -> Result<Self> {
+        let path = url.strip_prefix("sqlite://").filter(|p| !p.is_empty()).ok_or_else(|| {
+            Error::storage(
+                format!("sqlite: parsing the URL {url:?}"),
+                "expected sqlite://relative/path or sqlite:///absolute/path",
+            )
+        })?;
+        Self::with_options(path, options)
+    }
+
+    /// A provider over a connection the caller owns and keeps; vellum never closes it.
+    ///
+    /// Every store of this provider writes and reads through this one connection (taking the
+    /// mutex for each transaction or read), so the caller must not hold a transaction open on
+    /// it. The caller chooses its journal mode and `synchronous` level; WAL with
+    /// `synchronous=FULL` is what vellum itself uses. Exclusivity uses the sidecar locks of the
+    /// connection's file, or only an in-process lock for an in-memory database.
+    pub fn from_connection(conn: Arc<Mutex<Connection>>, options: SqliteOptions) -> Result<Self> {
+        let path = {
+            let guard = conn.lock().map_err(|_| {
+                Error::storage("sqlite: using a caller's connection", "the connection mutex is poisoned")
+            })?;
+            guard.path().filter(|p| !p.is_empty()).map(|p| absolute(Path::new(p))).transpose()?
+        };
+        Ok(Self { source: Arc::new(Source::Connection { conn, path }), options })
+    }
+
+    /// The database file, if any.
+    #[must_use]
+    pub fn path(&self) -> Option<&Path> {
+        match &*self.source {
+            Source::File(path) => Some(path),
+            Source::Connection { path, .. } => path.as_deref(),
+        }
+    }
+
+    /// Opens (creating if needed) the database file with the writer's settings.
+    fn open_writer(path: &Path, options: &SqliteOptions) -> Result<Connection> {
+        let err = |e: rusqlite::Error| {
+            Error::storage(format!("sqlite: opening the database {}", path.display()), e)
+        };
+        let conn = Connection::open(path).map_err(err)?;
+        conn.busy_timeout(options.busy_timeout).map_err(err)?;
+        let mode: String =
+            conn.pragma_update_and_check(None, "journal_mode", "wal", |r| r.get(0)).map_err(err)?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            return Err(Error::storage(
+                format!("sqlite: opening the database {}", path.display()),
+                format!("cannot switch to WAL mode (the journal mode is {mode})"),
+            ));
+        }
+        conn.pragma_update(None, "synchronous", "FULL").map_err(err)?;
+        conn.set_prepared_statement_cache_capacity(64);
+        Ok(conn)
+    }
+
+    fn prepare(conn: &mut Connection, options: &SqliteOptions) -> Result<()> {
+        if options.migrate { create_schema(conn) } else { schema::check(conn) }
+    }
+
+    async fn open_store(&self, app_key: &str) -> Result<SqliteStore> {
+        let lock = Arc::new(match &*self.source {
+            Source::File(path) => AppLock::acquire(path, app_key)?,
+            Source::Connection { conn, path } => {
+                AppLock::acquire_for_connection(path.as_deref(), conn, app_key)?
+            }
+        });
+        let key: Arc<str> = Arc::from(app_key);
+        let options = self.options.clone();
+        let (conn, readers) = match &*self.source {
+            Source::File(path) => {
+                let writer_path = path.clone();
+                let conn = tokio::task::spawn_blocking(move || {
+                    let mut conn = Self::open_writer(&writer_path, &options)?;
+                    Self::prepare(&mut conn, &options)?;
+                    Ok::<_, Error>(conn)
+                })
+                .await
+                .map_err(|e| Error::storage(format!("sqlite: opening the store of {app_key:?}"), e))??;
+                let readers = Readers::Pool {
+                    path: path.clone(),
+                    idle: Mutex::new(Vec::new()),
+                    max_idle: self.options.read_connections,
+                    busy_timeout: self.options.busy_timeout,
+                };
+                (Arc::new(Mutex::new(conn)), readers)
+            }
+            Source::Connection { conn, .. } => {
+                let shared = Arc::clone(conn);
+                tokio::task::spawn_blocking(move || {
+                    let mut guard = shared.lock().map_err(|_| {
+                        Error::storage(
+                            "sqlite: using a caller's connection",
+                            "the connection mutex is poisoned",
+                        )
+                    })?;
+                    Self::prepare(&mut guard, &options)
+                })
+                .await
+                .map_err(|e| Error::storage(format!("sqlite: opening the store of {app_key:?}"), e))??;
+                (Arc::clone(conn), Readers::Shared(Arc::clone(conn)))
+            }
+        };
+        let writer = SqliteWriter { app_key: Arc::clone(&key), conn, _lock: Arc::clone(&lock) };
+        Ok(SqliteStore {
+            shared: Arc::new(Shared { app_key: key, closed: AtomicBool::new(false), readers }),
+            committer: tokio::sync::RwLock::new(Some(Committer::spawn(writer))),
+            lock: Mutex::new(Some(lock)),
+        })
+    }
+}
+
+impl Provider for SqliteProvider {
+    type Store = SqliteStore;
+
+    async fn open(&self, app_key: &str) -> Result<SqliteStore> {
+        self.open_store(app_key).await
+    }
+}

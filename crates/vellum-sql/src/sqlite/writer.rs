@@ -1,0 +1,302 @@
+//! The group-commit writer: one connection per store, one `BEGIN IMMEDIATE` transaction per
+//! group, run on a blocking thread so the async runtime never waits on SQLite or on `fsync`.
+
+use std::sync::{Arc, Mutex, PoisonError};
+
+use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
+use vellum_core::eval::Effect;
+use vellum_core::{Batch, Error, PersistResult, Result};
+
+use crate::group::GroupWriter;
+use crate::plan::{QueueState, Snapshot, StateKeys, Write, plan_group};
+use crate::schema::{from_db, to_db};
+
+use super::lock::AppLock;
+
+/// Commits groups of batches for one application.
+#[derive(Debug)]
+pub(crate) struct SqliteWriter {
+    pub(crate) app_key: Arc<str>,
+    pub(crate) conn: Arc<Mutex<Connection>>,
+    /// Held until the writer is gone, so the key stays locked while queued batches commit.
+    pub(crate) _lock: Arc<AppLock>,
+}
+
+impl GroupWriter for SqliteWriter {
+    async fn commit(&mut self, batches: Vec<Batch>) -> Result<Vec<Result<PersistResult>>> {
+        let conn = Arc::clone(&self.conn);
+        let app_key = Arc::clone(&self.app_key);
+        let task = tokio::task::spawn_blocking(move || {
+            // A panic inside a commit rolled its transaction back while unwinding (the
+            // `Transaction` drops), so the connection is usable again.
+            let mut conn = conn.lock().unwrap_or_else(PoisonError::into_inner);
+            commit_group(&mut conn, &app_key, &batches)
+        });
+        let outcome = task.await.map_err(|e| {
+            Error::storage(format!("sqlite: committing a group for application {:?}", self.app_key), e)
+        });
+        outcome.and_then(|o| o)
+    }
+}
+
+/// Runs one group in one immediate transaction: read the pre-batch state, plan, write, commit.
+pub(crate) fn commit_group(
+    conn: &mut Connection,
+    app_key: &str,
+    batches: &[Batch],
+) -> Result<Vec<Result<PersistResult>>> {
+    let err = |what: &'static str| {
+        move |e: rusqlite::Error| Error::storage(format!("sqlite: {what} for application {app_key:?}"), e)
+    };
+    let tx = conn
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .map_err(err("beginning a write transaction"))?;
+    let (mut snapshot, stored) = read_snapshot(&tx, app_key, batches)?;
+    let plan = plan_group(batches, &mut snapshot);
+    if plan.is_empty() {
+        // Nothing to write: the transaction rolls back when dropped, without a flush.
+        return Ok(plan.outcomes);
+    }
+    for write in &plan.writes {
+        execute(&tx, app_key, write).map_err(err("writing a batch"))?;
+    }
+    if stored != Some((plan.next_offset, plan.next_sequence)) {
+        tx.prepare_cached(
+            "INSERT INTO vellum_app (app_key, next_offset, next_sequence) VALUES (?1, ?2, ?3) \
+             ON CONFLICT (app_key) DO UPDATE SET next_offset = excluded.next_offset, \
+             next_sequence = excluded.next_sequence",
+        )
+        .and_then(|mut s| s.execute(params![app_key, to_db(plan.next_offset), to_db(plan.next_sequence)]))
+        .map_err(err("storing the application counters"))?;
+    }
+    tx.commit().map_err(err("committing a write transaction"))?;
+    Ok(plan.outcomes)
+}
+
+/// Reads the counter row and every row the group's preconditions look at. Also returns the
+/// stored counters, `None` when the application has no counter row yet.
+fn read_snapshot(
+    tx: &Transaction<'_>,
+    app_key: &str,
+    batches: &[Batch],
+) -> Result<(Snapshot, Option<(u64, u64)>)> {
+    let err = |what: &'static str| {
+        move |e: rusqlite::Error| {
+            Error::storage(format!("sqlite: reading {what} for application {app_key:?}"), e)
+        }
+    };
+    let keys = StateKeys::of(batches);
+    let mut snapshot = Snapshot::default();
+    let counters = tx
+        .prepare_cached("SELECT next_offset, next_sequence FROM vellum_app WHERE app_key = ?1")
+        .and_then(|mut s| {
+            s.query_row([app_key], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?))).optional()
+        })
+        .map_err(err("the application counters"))?;
+    let counters = counters.map(|(offset, sequence)| (from_db(offset), from_db(sequence)));
+    if let Some((offset, sequence)) = counters {
+        snapshot.next_offset = offset;
+        snapshot.next_sequence = sequence;
+    }
+
+    if !keys.aggregates.is_empty() {
+        let mut s = tx
+            .prepare_cached(
+                "SELECT revision FROM vellum_aggregate \
+                 WHERE app_key = ?1 AND handler_key = ?2 AND instance_id = ?3",
+            )
+            .map_err(err("aggregate revisions"))?;
+        for key in keys.aggregates {
+            let revision: Option<i64> = s
+                .query_row(params![app_key, key.0, key.1], |r| r.get(0))
+                .optional()
+                .map_err(err("aggregate revisions"))?;
+            if let Some(revision) = revision {
+                snapshot.aggregates.insert(key, from_db(revision));
+            }
+        }
+    }
+    if !keys.processes.is_empty() {
+        let mut s = tx
+            .prepare_cached(
+                "SELECT revision FROM vellum_process \
+                 WHERE app_key = ?1 AND handler_key = ?2 AND instance_id = ?3",
+            )
+            .map_err(err("process revisions"))?;
+        for key in keys.processes {
+            let revision: Option<i64> = s
+                .query_row(params![app_key, key.0, key.1], |r| r.get(0))
+                .optional()
+                .map_err(err("process revisions"))?;
+            if let Some(revision) = revision {
+                snapshot.processes.insert(key, from_db(revision));
+            }
+        }
+    }
+    if !keys.queue.is_empty() {
+        let mut s = tx
+            .prepare_cached(
+                "SELECT revision, timeout_handler_key, timeout_instance_id FROM vellum_queue \
+                 WHERE app_key = ?1 AND message_id = ?2",
+            )
+            .map_err(err("queue revisions"))?;
+        for id in keys.queue {
+            let row: Option<(i64, Option<String>, Option<String>)> = s
+                .query_row(params![app_key, id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+                .optional()
+                .map_err(err("queue revisions"))?;
+            if let Some((revision, handler_key, instance_id)) = row {
+                let timeout_owner = handler_key.zip(instance_id);
+                snapshot.queue.insert(id, QueueState { revision: from_db(revision), timeout_owner });
+            }
+        }
+    }
+    if !keys.offsets.is_empty() {
+        let mut s = tx
+            .prepare_cached(
+                "SELECT next_offset FROM vellum_offset WHERE app_key = ?1 AND source_app_key = ?2",
+            )
+            .map_err(err("consumer offsets"))?;
+        for source in keys.offsets {
+            let offset: Option<i64> = s
+                .query_row(params![app_key, source], |r| r.get(0))
+                .optional()
+                .map_err(err("consumer offsets"))?;
+            if let Some(offset) = offset {
+                snapshot.offsets.insert(source, from_db(offset));
+            }
+        }
+    }
+    if !keys.events.is_empty() {
+        let mut s = tx
+            .prepare_cached("SELECT 1 FROM vellum_event WHERE app_key = ?1 AND message_id = ?2")
+            .map_err(err("event message IDs"))?;
+        for id in keys.events {
+            if s.exists(params![app_key, id]).map_err(err("event message IDs"))? {
+                snapshot.events.insert(id);
+            }
+        }
+    }
+    Ok((snapshot, counters))
+}
+
+/// Executes one planned write.
+fn execute(tx: &Transaction<'_>, app_key: &str, write: &Write<'_>) -> rusqlite::Result<()> {
+    match *write {
+        Write::Event { offset, envelope } => {
+            tx.prepare_cached(
+                "INSERT INTO vellum_event \
+                 (app_key, event_offset, message_id, portable_name, handler_key, instance_id, envelope) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            )?
+            .execute(params![
+                app_key,
+                to_db(offset),
+                envelope.message_id,
+                envelope.portable_name,
+                envelope.source_handler_key(),
+                envelope.source_instance_id,
+                envelope.to_bytes(),
+            ])?;
+        }
+        Write::Enqueue { sequence, message, next_attempt_at } => {
+            let env = &message.envelope;
+            let (owner_key, owner_id) = if env.is_timeout() {
+                (Some(env.source_handler_key()), Some(env.source_instance_id.as_str()))
+            } else {
+                (None, None)
+            };
+            tx.prepare_cached(
+                "INSERT INTO vellum_queue \
+                 (app_key, message_id, revision, failure_count, next_attempt_at, sequence, \
+                  timeout_handler_key, timeout_instance_id, envelope) \
+                 VALUES (?1, ?2, 1, ?3, ?4, ?5, ?6, ?7, ?8)",
+            )?
+            .execute(params![
+                app_key,
+                env.message_id,
+                to_db(message.failure_count),
+                next_attempt_at.0,
+                to_db(sequence),
+                owner_key,
+                owner_id,
+                env.to_bytes(),
+            ])?;
+        }
+        Write::Other(effect) => execute_effect(tx, app_key, effect)?,
+    }
+    Ok(())
+}
+
+fn execute_effect(tx: &Transaction<'_>, app_key: &str, effect: Effect<'_>) -> rusqlite::Result<()> {
+    match effect {
+        Effect::PutAggregate { meta, revision } => {
+            tx.prepare_cached(
+                "INSERT INTO vellum_aggregate (app_key, handler_key, instance_id, revision, last_event_id) \
+                 VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (app_key, handler_key, instance_id) \
+                 DO UPDATE SET revision = excluded.revision, last_event_id = excluded.last_event_id",
+            )?
+            .execute(params![
+                app_key,
+                meta.handler_key,
+                meta.instance_id,
+                to_db(revision),
+                meta.last_event_id
+            ])?;
+        }
+        Effect::PutProcess { instance, revision } => {
+            tx.prepare_cached(
+                "INSERT INTO vellum_process (app_key, handler_key, instance_id, revision, media_type, data) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT (app_key, handler_key, instance_id) \
+                 DO UPDATE SET revision = excluded.revision, media_type = excluded.media_type, \
+                 data = excluded.data",
+            )?
+            .execute(params![
+                app_key,
+                instance.handler_key,
+                instance.instance_id,
+                to_db(revision),
+                instance.packet.media_type,
+                instance.packet.data,
+            ])?;
+        }
+        Effect::RemoveProcess { handler_key, instance_id } => {
+            tx.prepare_cached(
+                "DELETE FROM vellum_process WHERE app_key = ?1 AND handler_key = ?2 AND instance_id = ?3",
+            )?
+            .execute(params![app_key, handler_key, instance_id])?;
+            tx.prepare_cached(
+                "DELETE FROM vellum_queue WHERE app_key = ?1 AND timeout_handler_key = ?2 \
+                 AND timeout_instance_id = ?3",
+            )?
+            .execute(params![app_key, handler_key, instance_id])?;
+        }
+        Effect::UpdateQueue { message_id, revision, failure_count, next_attempt_at } => {
+            tx.prepare_cached(
+                "UPDATE vellum_queue SET revision = ?3, failure_count = ?4, next_attempt_at = ?5 \
+                 WHERE app_key = ?1 AND message_id = ?2",
+            )?
+            .execute(params![
+                app_key,
+                message_id,
+                to_db(revision),
+                to_db(failure_count),
+                next_attempt_at.0
+            ])?;
+        }
+        Effect::RemoveQueue { message_id } => {
+            tx.prepare_cached("DELETE FROM vellum_queue WHERE app_key = ?1 AND message_id = ?2")?
+                .execute(params![app_key, message_id])?;
+        }
+        Effect::PutOffset { application_key, next_offset } => {
+            tx.prepare_cached(
+                "INSERT INTO vellum_offset (app_key, source_app_key, next_offset) VALUES (?1, ?2, ?3) \
+                 ON CONFLICT (app_key, source_app_key) DO UPDATE SET next_offset = excluded.next_offset",
+            )?
+            .execute(params![app_key, application_key, to_db(next_offset)])?;
+        }
+        // Planned as `Write::Event` / `Write::Enqueue`; never passed here.
+        Effect::AppendEvent { .. } | Effect::InsertQueue { .. } => {}
+    }
+    Ok(())
+}
