@@ -13,6 +13,7 @@ mod cursor;
 mod envelope;
 mod error;
 pub mod eval;
+pub mod hash;
 mod model;
 mod operation;
 mod repository;

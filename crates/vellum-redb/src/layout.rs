@@ -114,15 +114,7 @@ pub(crate) fn file_name(app_key: &str) -> String {
         })
         .collect();
     let prefix = if prefix.is_empty() { "_".to_owned() } else { prefix };
-    format!("app.{prefix}.{:032x}.redb", fnv1a_128(app_key.as_bytes()))
-}
-
-/// 128-bit FNV-1a: tiny, stable forever (unlike `std`'s hasher), good enough for file names whose
-/// key is verified on open.
-fn fnv1a_128(bytes: &[u8]) -> u128 {
-    const OFFSET: u128 = 0x6c62_272e_07bb_0142_62b8_2175_6295_c58d;
-    const PRIME: u128 = 0x0000_0000_0100_0000_0000_0000_0000_013b;
-    bytes.iter().fold(OFFSET, |hash, &b| (hash ^ u128::from(b)).wrapping_mul(PRIME))
+    format!("app.{prefix}.{:032x}.redb", vellum_core::hash::fnv1a_128(app_key.as_bytes()))
 }
 
 #[cfg(test)]
@@ -161,7 +153,10 @@ mod tests {
     #[test]
     fn names_are_stable() {
         // Changing the hash would orphan every existing file: this pins it.
-        assert_eq!(format!("{:032x}", fnv1a_128(b"")), "6c62272e07bb014262b821756295c58d");
-        assert_eq!(format!("{:032x}", fnv1a_128(b"a")), "d228cb696f1a8caf78912b704e4a8964");
+        assert_eq!(format!("{:032x}", vellum_core::hash::fnv1a_128(b"")), "6c62272e07bb014262b821756295c58d");
+        assert_eq!(
+            format!("{:032x}", vellum_core::hash::fnv1a_128(b"a")),
+            "d228cb696f1a8caf78912b704e4a8964"
+        );
     }
 }

@@ -304,12 +304,6 @@ fn expect_conditions(s: &str, full: bool) -> String {
 /// A stable 64-bit FNV-1a hash of `schema`, a 0 byte and `app_key`: the advisory lock key of a
 /// store. Stable across builds and processes, so every vellum of any version agrees on it.
 pub(crate) fn lock_key(schema: &str, app_key: &str) -> i64 {
-    const OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
-    const PRIME: u64 = 0x0000_0100_0000_01b3;
-    let mut hash = OFFSET;
-    for &byte in schema.as_bytes().iter().chain(&[0]).chain(app_key.as_bytes()) {
-        hash ^= u64::from(byte);
-        hash = hash.wrapping_mul(PRIME);
-    }
-    hash.cast_signed()
+    let input = [schema.as_bytes(), &[0], app_key.as_bytes()].concat();
+    vellum_core::hash::fnv1a_64(&input).cast_signed()
 }

@@ -33,13 +33,6 @@ pub(crate) struct AppLock {
     file: Option<File>,
 }
 
-/// The 128-bit FNV-1a hash of `bytes`.
-fn fnv1a_128(bytes: &[u8]) -> u128 {
-    const OFFSET: u128 = 0x6c62_272e_07bb_0142_62b8_2175_6295_c58d;
-    const PRIME: u128 = 0x0000_0000_0100_0000_0000_0000_0000_013b;
-    bytes.iter().fold(OFFSET, |hash, &b| (hash ^ u128::from(b)).wrapping_mul(PRIME))
-}
-
 /// The lock file name of `app_key`: `k<hex of the key>` or `h<hash>` for long keys.
 fn file_name(app_key: &str) -> String {
     use std::fmt::Write;
@@ -49,7 +42,7 @@ fn file_name(app_key: &str) -> String {
             s
         }) + ".lock"
     } else {
-        format!("h{:032x}.lock", fnv1a_128(app_key.as_bytes()))
+        format!("h{:032x}.lock", vellum_core::hash::fnv1a_128(app_key.as_bytes()))
     }
 }
 
