@@ -4,10 +4,12 @@
 //! A lone batch is committed at once; batches that arrive while a transaction is in flight form
 //! the next group. A batch whose `persist` future was dropped while it was still queued is
 //! skipped (never committed); one dropped after the writer took it commits whole or not at all
-//! with its group (SPEC D10). Dropping never blocks. If a group's transaction fails as a whole (a storage error, not a conflict),
-//! its batches are retried one per transaction so only the culprit fails.
+//! with its group (SPEC D10). Dropping never blocks. If a group's transaction fails as a whole
+//! (a storage error, not a conflict), its batches are retried one per transaction so only the
+//! culprit fails.
 
 use std::future::Future;
+use std::sync::Arc;
 
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
@@ -19,10 +21,11 @@ pub const MAX_GROUP: usize = 256;
 /// What a dialect implements to commit groups.
 pub trait GroupWriter: Send + 'static {
     /// Commits `batches` in one transaction and returns one outcome per batch. `Err` means the
-    /// transaction failed as a whole and nothing was committed.
+    /// transaction failed as a whole and nothing was committed. (Shared, not owned, so the
+    /// committer can retry them one by one without copying every group on the hot path.)
     fn commit(
         &mut self,
-        batches: Vec<Batch>,
+        batches: Arc<[Batch]>,
     ) -> impl Future<Output = Result<Vec<Result<PersistResult>>>> + Send;
 }
 
@@ -77,20 +80,15 @@ async fn run<W: GroupWriter>(mut writer: W, mut receiver: mpsc::UnboundedReceive
             continue;
         }
         let (batches, replies): (Vec<_>, Vec<_>) = group.drain(..).map(|p| (p.batch, p.reply)).unzip();
-        if batches.len() == 1 {
-            let outcome =
-                writer.commit(batches).await.and_then(|mut o| o.pop().unwrap_or_else(|| Err(missing())));
-            send_all(replies, vec![outcome]);
-            let_answered_callers_queue_up().await;
-            continue;
-        }
-        let retry = batches.clone();
-        match writer.commit(batches).await {
+        let batches: Arc<[Batch]> = batches.into();
+        match writer.commit(Arc::clone(&batches)).await {
             Ok(outcomes) => send_all(replies, outcomes),
+            Err(e) if batches.len() == 1 => send_all(replies, vec![Err(e)]),
             Err(_) => {
-                for (batch, reply) in retry.into_iter().zip(replies) {
+                // Find the culprit: one transaction per batch (copies only on this rare path).
+                for (batch, reply) in batches.iter().zip(replies) {
                     let outcome = writer
-                        .commit(vec![batch])
+                        .commit(Arc::from([batch.clone()]))
                         .await
                         .and_then(|mut o| o.pop().unwrap_or_else(|| Err(missing())));
                     let _ = reply.send(outcome);

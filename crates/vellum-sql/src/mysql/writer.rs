@@ -67,7 +67,7 @@ impl MysqlWriter {
 }
 
 impl GroupWriter for MysqlWriter {
-    async fn commit(&mut self, batches: Vec<Batch>) -> Result<Vec<Result<PersistResult>>> {
+    async fn commit(&mut self, batches: Arc<[Batch]>) -> Result<Vec<Result<PersistResult>>> {
         self.commit_group(&batches).await
     }
 }

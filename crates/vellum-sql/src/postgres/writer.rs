@@ -481,7 +481,7 @@ impl PgWriter {
 }
 
 impl GroupWriter for PgWriter {
-    async fn commit(&mut self, batches: Vec<Batch>) -> Result<Vec<Result<PersistResult>>> {
+    async fn commit(&mut self, batches: Arc<[Batch]>) -> Result<Vec<Result<PersistResult>>> {
         if self.conn.is_fenced() {
             return Err(self.fenced_error());
         }

@@ -23,7 +23,7 @@ pub(crate) struct SqliteWriter {
 }
 
 impl GroupWriter for SqliteWriter {
-    async fn commit(&mut self, batches: Vec<Batch>) -> Result<Vec<Result<PersistResult>>> {
+    async fn commit(&mut self, batches: Arc<[Batch]>) -> Result<Vec<Result<PersistResult>>> {
         let conn = Arc::clone(&self.conn);
         let app_key = Arc::clone(&self.app_key);
         let task = tokio::task::spawn_blocking(move || {
