@@ -39,6 +39,7 @@ macro_rules! __provider_tests {
             provider::provider_app_keys_are_isolated,
             provider::provider_app_keys_are_isolated_across_provider_values,
             provider::provider_odd_app_keys_work_and_are_isolated,
+            provider::provider_hostile_keys_and_data_round_trip_verbatim,
             provider::provider_dropped_persists_are_all_or_nothing,
             provider::provider_dropped_reads_lose_nothing,
             provider::provider_persist_racing_close_is_all_or_nothing,
@@ -487,6 +488,87 @@ pub async fn provider_app_keys_are_isolated_across_provider_values<B: Backend>(b
     assert_eq!(other.load_offset(SOURCE).await.unwrap(), 50);
     a.close().await.unwrap();
     other.close().await.unwrap();
+}
+
+/// Strings that break naive SQL or string handling: quotes, statement separators, `LIKE`
+/// wildcards, escapes, placeholders, backticks, unicode, trailing blanks, case. (No NUL:
+/// PostgreSQL text cannot hold it; dialects that can test it themselves.)
+const HOSTILE: [&str; 17] = [
+    "",
+    "'",
+    "\"",
+    "''; DROP TABLE vellum_event; --",
+    "\"quoted\"",
+    "a;b;c",
+    "%",
+    "_",
+    "%_%\\",
+    "\\'",
+    "$1",
+    "`backtick`",
+    "ünïcødé 应用 🚀",
+    " trailing ",
+    "a ",
+    "A",
+    "a",
+];
+
+/// Keys and data that try to break storage (issue 4, D7, D12) round-trip verbatim as app keys,
+/// handler keys, instance and message IDs, portable names, media types and source keys, with
+/// 1 MiB payloads; wildcards and case are not special.
+pub async fn provider_hostile_keys_and_data_round_trip_verbatim<B: Backend>(b: &B) {
+    let provider = b.provider().await;
+    let blob: Vec<u8> = (0..1024 * 1024).map(|i: u32| (i.wrapping_mul(2_654_435_761) >> 24) as u8).collect();
+    let at = SystemTime::UNIX_EPOCH + Duration::from_micros(1_700_000_000_123_456);
+    for (n, key) in HOSTILE.iter().enumerate() {
+        let store = provider.open(&format!("{key}#{n}")).await.unwrap();
+        let mut env = event(key, key);
+        env.portable_name = (*key).to_owned();
+        env.source_handler = Some(Identity::new(*key, *key));
+        env.source_instance_id = (*key).to_owned();
+        env.description = (*key).to_owned();
+        env.data.clone_from(&blob);
+        let mut queued = command(&format!("q{key}"), key);
+        queued.data.clone_from(&blob);
+        let ops = vec![
+            Operation::SaveEvent(env.clone()),
+            Operation::SaveAggregateMetaData(AggregateMetaData {
+                last_event_id: (*key).to_owned(),
+                ..AggregateMetaData::new(*key, *key)
+            }),
+            Operation::SaveProcessInstance(process(
+                &format!("p{key}"),
+                key,
+                0,
+                Packet::new(*key, blob.clone()),
+            )),
+            Operation::SaveQueueMessage(queue_message(queued.clone(), at)),
+            save_offset(key, 0, 42),
+        ];
+        persist(&store, ops).await;
+
+        let events = by_type(&store, &[key], 0).await;
+        assert_eq!(events.len(), 1, "{key:?}");
+        assert_eq!(events[0].envelope, env, "{key:?}");
+        assert_eq!(by_source(&store, key, key).await.len(), 1, "{key:?}");
+        let md = store.load_aggregate_meta_data(key, key).await.unwrap();
+        assert_eq!((md.revision, md.last_event_id.as_str()), (1, *key));
+        let p = store.load_process_instance(&format!("p{key}"), key).await.unwrap();
+        assert_eq!((p.revision, p.packet.media_type.as_str()), (1, *key));
+        assert_eq!(p.packet.data, blob);
+        let q = queue(&store, 10).await;
+        assert_eq!(q.len(), 1);
+        assert_eq!(q[0].envelope, queued);
+        assert_eq!(q[0].next_attempt_at, at);
+        assert_eq!(store.load_offset(key).await.unwrap(), 42);
+        // Wildcards and case are not special: near-misses find nothing.
+        for other in ["%", "_", "A", "a"] {
+            if other != *key {
+                assert_eq!(store.load_offset(other).await.unwrap(), 0, "{other:?} vs {key:?}");
+            }
+        }
+        store.close().await.unwrap();
+    }
 }
 
 /// §1, D12: app keys are opaque strings. The empty key, unicode, quotes and semicolons, SQL
