@@ -4,7 +4,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use vellum_core::{DataStore, Provider};
+use vellum_core::{BulkStore, DataStore, Provider};
 
 use crate::fixtures::DEFAULT_APP_KEY;
 
@@ -16,7 +16,7 @@ use crate::fixtures::DEFAULT_APP_KEY;
 /// shares the data.
 pub trait Backend: Send + Sync + 'static {
     /// The provider under test.
-    type Provider: Provider + 'static;
+    type Provider: Provider<Store: BulkStore> + 'static;
 
     /// A new provider value over this backend's storage.
     fn provider(&self) -> impl Future<Output = Self::Provider> + Send;

@@ -20,6 +20,7 @@ pub mod model;
 
 pub mod aggregate;
 pub mod batch;
+pub mod bulk;
 pub mod differential;
 pub mod event;
 pub mod offset;
@@ -38,6 +39,7 @@ macro_rules! conformance_tests {
     ($make:expr) => {
         $crate::__aggregate_tests!($make);
         $crate::__batch_tests!($make);
+        $crate::__bulk_tests!($make);
         $crate::__event_tests!($make);
         $crate::__offset_tests!($make);
         $crate::__process_tests!($make);

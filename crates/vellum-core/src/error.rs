@@ -49,6 +49,28 @@ pub enum Error {
         message_id: String,
     },
 
+    /// A bulk import was refused before anything was written
+    /// ([`check_import`](crate::bulk::check_import)).
+    #[error("invalid import: {0}")]
+    InvalidImport(#[from] crate::bulk::ImportError),
+
+    /// A [`copy`](crate::bulk::copy) was refused (non-empty destination) or did not verify.
+    #[error("copy failed: {0}")]
+    Copy(String),
+
+    /// A store URL (or other configuration) that names no usable provider.
+    #[error("invalid store URL {url:?}: {reason}")]
+    InvalidUrl {
+        /// The URL as given.
+        url: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+
+    /// The provider does not offer this operation (e.g. a SQL schema on the redb provider).
+    #[error("{0}")]
+    Unsupported(String),
+
     /// Several independent operations failed (e.g. closing every store of a
     /// [`DataStoreSet`](crate::DataStoreSet)); each error is kept.
     #[error("{} errors: {}", .0.len(), join(.0))]

@@ -9,18 +9,21 @@
 //! ([`eval`]) and [`DataStoreSet`]. It knows no backend.
 
 mod batch;
+pub mod bulk;
 mod cursor;
 mod envelope;
 mod error;
 pub mod eval;
 pub mod hash;
 mod model;
+pub mod observe;
 mod operation;
 mod repository;
 mod set;
 pub mod time;
 
 pub use batch::Batch;
+pub use bulk::{BulkStore, ExportFrom, QueueKey, Record, Section, StoreStats};
 pub use cursor::{DEFAULT_PAGE_SIZE, EventCursor, EventPageSource, EventQuery, PageFuture};
 pub use envelope::{Envelope, Identity};
 pub use error::{Error, InvalidBatch, Result};

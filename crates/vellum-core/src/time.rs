@@ -57,6 +57,37 @@ pub fn truncate_to_micros(t: SystemTime) -> SystemTime {
     Micros::from_system_time(t).map_or(t, Micros::to_system_time)
 }
 
+/// An instant as RFC 3339 text in UTC with nanoseconds (`2026-11-26T10:11:12.123456789Z`), as
+/// envelopes carry times. Instants before 1970 work too (proleptic Gregorian calendar).
+#[must_use]
+pub fn rfc3339(t: SystemTime) -> String {
+    let (secs, nanos) = match t.duration_since(UNIX_EPOCH) {
+        Ok(after) => (i128::from(after.as_secs()), after.subsec_nanos()),
+        Err(before) => {
+            let before = before.duration();
+            let (whole, frac) = (-i128::from(before.as_secs()), before.subsec_nanos());
+            if frac == 0 { (whole, 0) } else { (whole - 1, 1_000_000_000 - frac) }
+        }
+    };
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    let (year, month, day) = civil_from_days(days);
+    let (hour, minute, second) = (rem / 3600, rem % 3600 / 60, rem % 60);
+    format!("{year:04}-{month:02}-{day:02}T{hour:02}:{minute:02}:{second:02}.{nanos:09}Z")
+}
+
+/// Days since 1970-01-01 to a proleptic Gregorian date (Howard Hinnant's `civil_from_days`).
+fn civil_from_days(z: i128) -> (i128, i128, i128) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    (yoe + era * 400 + i128::from(month <= 2), month, day)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -85,5 +116,17 @@ mod tests {
         for v in values {
             assert_eq!(Micros::from_order_bytes(Micros(v).to_order_bytes()), Micros(v));
         }
+    }
+
+    #[test]
+    fn rfc3339_formats_both_sides_of_the_epoch() {
+        let t = UNIX_EPOCH + Duration::new(1_764_151_872, 123_456_789);
+        assert_eq!(rfc3339(t), "2025-11-26T10:11:12.123456789Z");
+        assert_eq!(rfc3339(UNIX_EPOCH), "1970-01-01T00:00:00.000000000Z");
+        assert_eq!(rfc3339(UNIX_EPOCH - Duration::from_nanos(1)), "1969-12-31T23:59:59.999999999Z");
+        assert_eq!(
+            rfc3339(UNIX_EPOCH - Duration::from_secs(62_135_596_800)),
+            "0001-01-01T00:00:00.000000000Z"
+        );
     }
 }

@@ -11,11 +11,11 @@ use crate::queue::Queue;
 
 #[derive(Debug, Default)]
 pub(crate) struct Database {
-    aggregates: Keyed2<(u64, String)>,
-    processes: Keyed2<(u64, Packet)>,
+    pub(crate) aggregates: Keyed2<(u64, String)>,
+    pub(crate) processes: Keyed2<(u64, Packet)>,
     pub(crate) events: EventLog,
     pub(crate) queue: Queue,
-    offsets: HashMap<String, u64>,
+    pub(crate) offsets: HashMap<String, u64>,
 }
 
 impl Database {

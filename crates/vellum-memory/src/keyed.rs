@@ -57,4 +57,14 @@ impl<V> Keyed2<V> {
         }
         value
     }
+
+    /// Every entry, in no particular order.
+    pub(crate) fn iter(&self) -> impl Iterator<Item = (&str, &str, &V)> {
+        self.outer.iter().flat_map(|(a, inner)| inner.iter().map(move |(b, v)| (a.as_str(), b.as_str(), v)))
+    }
+
+    /// The number of entries.
+    pub(crate) fn len(&self) -> usize {
+        self.outer.values().map(HashMap::len).sum()
+    }
 }

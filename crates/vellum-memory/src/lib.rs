@@ -29,6 +29,7 @@
 //! # }
 //! ```
 
+mod bulk;
 mod database;
 mod keyed;
 mod log;
@@ -78,7 +79,9 @@ impl Provider for MemoryProvider {
     type Store = MemoryStore;
 
     async fn open(&self, app_key: &str) -> Result<MemoryStore> {
-        self.open_sync(app_key)
+        let span = vellum_core::observe::open_span("memory", app_key);
+        let _entered = span.enter();
+        vellum_core::observe::record(&span, self.open_sync(app_key))
     }
 }
 

@@ -40,6 +40,15 @@ impl EventLog {
         offset
     }
 
+    /// Up to `limit` events from offset `from` on, whatever their type.
+    pub(crate) fn slice(&self, from: u64, limit: usize) -> Vec<Event> {
+        let start = usize::try_from(from).unwrap_or(usize::MAX).min(self.events.len());
+        (start..)
+            .zip(self.events[start..].iter().take(limit))
+            .map(|(offset, envelope)| Event { offset: offset as u64, envelope: envelope.clone() })
+            .collect()
+    }
+
     /// Up to `limit` matching events with `offset >= from`, ascending.
     pub(crate) fn page(&self, query: &EventQuery, from: u64, limit: usize) -> Vec<Event> {
         let mut offsets: Vec<u64> = match query {

@@ -2,9 +2,10 @@
 //! index by owner. Updates move one index entry; nothing is ever re-sorted.
 
 use std::collections::{BTreeSet, HashMap};
+use std::ops::Bound;
 
 use vellum_core::time::Micros;
-use vellum_core::{Envelope, QueueMessage};
+use vellum_core::{Envelope, QueueKey, QueueMessage};
 
 use crate::keyed::Keyed2;
 
@@ -32,7 +33,19 @@ impl Queue {
 
     pub(crate) fn insert(&mut self, message: &QueueMessage, next_attempt_at: Micros) {
         let sequence = self.next_sequence;
-        self.next_sequence += 1;
+        self.put(sequence, 1, message, next_attempt_at);
+    }
+
+    /// Stores a message with a given enqueue sequence and revision (bulk import); later
+    /// enqueues get higher sequences.
+    pub(crate) fn put(
+        &mut self,
+        sequence: u64,
+        revision: u64,
+        message: &QueueMessage,
+        next_attempt_at: Micros,
+    ) {
+        self.next_sequence = self.next_sequence.max(sequence.saturating_add(1));
         let id = message.id().to_owned();
         let env = &message.envelope;
         if env.is_timeout() {
@@ -42,7 +55,7 @@ impl Queue {
         }
         self.order.insert((next_attempt_at, sequence, id.clone()));
         let entry = Entry {
-            revision: 1,
+            revision,
             failure_count: message.failure_count,
             next_attempt_at,
             sequence,
@@ -88,16 +101,32 @@ impl Queue {
     }
 
     pub(crate) fn head(&self, n: usize) -> Vec<QueueMessage> {
+        self.after(None, n).into_iter().map(|(_, message)| message).collect()
+    }
+
+    /// Up to `n` messages in queue order after `after`, with their sequences.
+    pub(crate) fn after(&self, after: Option<&QueueKey>, n: usize) -> Vec<(u64, QueueMessage)> {
+        let start = match after {
+            Some(k) => Bound::Excluded((k.next_attempt_at, k.sequence, k.message_id.clone())),
+            None => Bound::Unbounded,
+        };
         self.order
-            .iter()
+            .range((start, Bound::Unbounded))
             .take(n)
-            .filter_map(|(_, _, id)| self.messages.get(id))
-            .map(|e| QueueMessage {
-                revision: e.revision,
-                failure_count: e.failure_count,
-                next_attempt_at: e.next_attempt_at.to_system_time(),
-                envelope: e.envelope.clone(),
+            .filter_map(|(_, sequence, id)| Some((*sequence, self.messages.get(id)?)))
+            .map(|(sequence, e)| {
+                let message = QueueMessage {
+                    revision: e.revision,
+                    failure_count: e.failure_count,
+                    next_attempt_at: e.next_attempt_at.to_system_time(),
+                    envelope: e.envelope.clone(),
+                };
+                (sequence, message)
             })
             .collect()
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.messages.len()
     }
 }

@@ -5,6 +5,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use parking_lot::{RwLockReadGuard, RwLockWriteGuard};
 use vellum_core::eval::evaluate;
+use vellum_core::observe;
 use vellum_core::{
     AggregateMetaData, AggregateRepository, Batch, DataStore, Error, EventCursor, EventPageSource,
     EventQuery, EventRepository, OffsetRepository, PageFuture, PersistResult, Persister, ProcessInstance,
@@ -51,6 +52,18 @@ impl MemoryStore {
         Self { shared: Arc::new(Shared { app_key, db, closed: AtomicBool::new(false) }) }
     }
 
+    pub(crate) fn read(&self) -> Result<RwLockReadGuard<'_, Database>> {
+        self.shared.read()
+    }
+
+    pub(crate) fn write(&self) -> Result<RwLockWriteGuard<'_, Database>> {
+        self.shared.write()
+    }
+
+    fn query(&self, query: &'static str) -> tracing::Span {
+        observe::query_span("memory", &self.shared.app_key, query)
+    }
+
     fn cursor(&self, query: EventQuery, min_offset: u64) -> Result<EventCursor> {
         drop(self.shared.read()?);
         Ok(EventCursor::new(Arc::clone(&self.shared) as Arc<dyn EventPageSource>, query, min_offset))
@@ -69,24 +82,28 @@ impl AggregateRepository for MemoryStore {
         handler_key: &str,
         instance_id: &str,
     ) -> Result<AggregateMetaData> {
+        let _span = self.query("aggregate").entered();
         Ok(self.shared.read()?.aggregate(handler_key, instance_id))
     }
 }
 
 impl ProcessRepository for MemoryStore {
     async fn load_process_instance(&self, handler_key: &str, instance_id: &str) -> Result<ProcessInstance> {
+        let _span = self.query("process").entered();
         Ok(self.shared.read()?.process(handler_key, instance_id))
     }
 }
 
 impl OffsetRepository for MemoryStore {
     async fn load_offset(&self, application_key: &str) -> Result<u64> {
+        let _span = self.query("offset").entered();
         Ok(self.shared.read()?.offset(application_key))
     }
 }
 
 impl QueueRepository for MemoryStore {
     async fn load_queue_messages(&self, n: usize) -> Result<Vec<QueueMessage>> {
+        let _span = self.query("queue").entered();
         Ok(self.shared.read()?.queue.head(n))
     }
 }
@@ -97,20 +114,27 @@ impl EventRepository for MemoryStore {
     }
 
     async fn load_events_by_type(&self, portable_names: &[&str], min_offset: u64) -> Result<EventCursor> {
+        let _span = self.query("events_by_type").entered();
         self.cursor(EventQuery::by_type(portable_names.iter().copied()), min_offset)
     }
 
     async fn load_events_by_source(&self, handler_key: &str, instance_id: &str) -> Result<EventCursor> {
+        let _span = self.query("events_by_source").entered();
         self.cursor(EventQuery::by_source(handler_key, instance_id), 0)
     }
 }
 
 impl Persister for MemoryStore {
     async fn persist(&self, batch: Batch) -> Result<PersistResult> {
-        batch.validate()?;
-        let mut db = self.shared.write()?;
-        let effects = evaluate(&batch, &mut *db)?;
-        Ok(db.apply(&effects))
+        let span = observe::persist_span("memory", &self.shared.app_key, batch.len());
+        let _entered = span.enter();
+        let result = (|| {
+            batch.validate()?;
+            let mut db = self.shared.write()?;
+            let effects = evaluate(&batch, &mut *db)?;
+            Ok(db.apply(&effects))
+        })();
+        observe::record(&span, result)
     }
 }
 

@@ -45,6 +45,8 @@ impl Drop for Registration {
 pub(crate) struct OpenFile {
     pub(crate) db: Database,
     pub(crate) path: PathBuf,
+    /// The application key the file belongs to (for the writer's tracing spans).
+    pub(crate) app_key: String,
     /// Write transactions committed since open.
     pub(crate) commits: AtomicU64,
     _registration: Registration,
@@ -94,7 +96,13 @@ pub(crate) fn open(dir: &Path, app_key: &str, options: Options) -> Result<OpenFi
             })
     })?;
     guarded(&path, || check_or_init(&db, &path, app_key))?;
-    Ok(OpenFile { db, path, commits: AtomicU64::new(0), _registration: registration })
+    Ok(OpenFile {
+        db,
+        path,
+        app_key: app_key.to_owned(),
+        commits: AtomicU64::new(0),
+        _registration: registration,
+    })
 }
 
 /// Checks the layout version and app key of an existing file, or lays out a new one.

@@ -10,7 +10,9 @@
 //! Writes are durable when `persist` returns. Concurrent `persist` calls share one write
 //! transaction and one fsync (group commit), each batch still succeeding or failing on its own.
 //! Reads use indexes: by-type and by-source event queries and the queue head never scan
-//! everything. ARCHITECTURE.md at the repository root documents the on-disk layout.
+//! everything. Stores implement [`BulkStore`](vellum_core::BulkStore) (export and import for
+//! backup and copying between providers) and emit the [`observe`] tracing spans.
+//! ARCHITECTURE.md at the repository root documents the on-disk layout.
 //!
 //! ```
 //! use vellum_core::{Batch, DataStore, EventRepository, Operation, Persister, Provider};
@@ -32,6 +34,7 @@
 //! # }).unwrap();
 //! ```
 
+mod bulk;
 mod file;
 mod layout;
 mod store;
@@ -42,12 +45,16 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use tokio::sync::oneshot;
-use vellum_core::{Error, Provider, Result};
+use tracing::Instrument as _;
+use vellum_core::{Error, Provider, Result, observe};
 
 pub use store::RedbStore;
 
 /// The layout version of the files this crate writes; files of a higher version are refused.
 pub const LAYOUT_VERSION: u64 = layout::LAYOUT_VERSION;
+
+/// This provider's name in the `provider` field of its tracing spans ([`observe`]).
+pub(crate) const PROVIDER: &str = "redb";
 
 /// The default size of each open file's page cache.
 pub const DEFAULT_CACHE_SIZE: usize = 256 * 1024 * 1024;
@@ -103,14 +110,25 @@ impl Provider for RedbProvider {
     type Store = RedbStore;
 
     async fn open(&self, app_key: &str) -> Result<RedbStore> {
+        let span = observe::open_span(PROVIDER, app_key);
+        let opened = self.open_store(app_key).instrument(span.clone()).await;
+        observe::record(&span, opened)
+    }
+}
+
+impl RedbProvider {
+    /// Opens `app_key`'s store on a new writer thread (see [`Provider::open`]).
+    async fn open_store(&self, app_key: &str) -> Result<RedbStore> {
         let (dir, key, options) = (self.dir.clone(), app_key.to_owned(), self.options);
         let (opened, outcome) = oneshot::channel();
         // The store's writer thread opens the file (which may take a while after a crash) and
         // then serves the store. If this future is dropped meanwhile, the thread finds nobody
         // to hand the store to and closes the file again.
+        // Opening runs on the writer thread: carry the open span there, so its work is inside.
+        let span = tracing::Span::current();
         std::thread::Builder::new()
             .name(format!("vellum-redb {app_key:?}"))
-            .spawn(move || match file::open(&dir, &key, options) {
+            .spawn(move || match span.in_scope(|| file::open(&dir, &key, options)) {
                 Ok(file) => {
                     let file = Arc::new(file);
                     let (handle, requests) = std::sync::mpsc::channel();

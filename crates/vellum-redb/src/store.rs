@@ -7,12 +7,14 @@ use std::sync::atomic::Ordering;
 use parking_lot::{Mutex, RwLock};
 use redb::ReadableDatabase;
 use tokio::sync::oneshot;
+use tracing::{Instrument as _, Span};
 use vellum_core::{
     AggregateMetaData, AggregateRepository, Batch, DataStore, Error, EventCursor, EventPageSource,
     EventQuery, EventRepository, OffsetRepository, PageFuture, PersistResult, Persister, ProcessInstance,
-    ProcessRepository, QueueMessage, QueueRepository, Result,
+    ProcessRepository, QueueMessage, QueueRepository, Result, observe,
 };
 
+use crate::PROVIDER;
 use crate::file::{OpenFile, OrStorage, guarded};
 use crate::tables::Reader;
 use crate::writer::{Msg, Request, Ticket, WriterHandle};
@@ -57,8 +59,14 @@ struct Shared {
 }
 
 impl Shared {
+    /// Runs `f` on a fresh read transaction inside a `vellum.query` span named `query`, or
+    /// returns `Closed`.
+    fn read<T>(&self, query: &'static str, f: impl FnOnce(&Reader<'_>) -> Result<T>) -> Result<T> {
+        observe::query_span(PROVIDER, &self.app_key, query).in_scope(|| self.read_untraced(f))
+    }
+
     /// Runs `f` on a fresh read transaction, or returns `Closed`.
-    fn read<T>(&self, f: impl FnOnce(&Reader<'_>) -> Result<T>) -> Result<T> {
+    fn read_untraced<T>(&self, f: impl FnOnce(&Reader<'_>) -> Result<T>) -> Result<T> {
         let guard = self.file.read();
         let file = guard.as_ref().ok_or(Error::Closed)?;
         guarded(&file.path, || {
@@ -102,6 +110,52 @@ impl RedbStore {
         self.shared.file.read().as_ref().map_or(0, |f| f.commits.load(Ordering::Relaxed))
     }
 
+    /// Runs `f` on a fresh read transaction inside `span` (a bulk read has its own span), or
+    /// returns `Closed`.
+    pub(crate) fn read_in<T>(&self, span: &Span, f: impl FnOnce(&Reader<'_>) -> Result<T>) -> Result<T> {
+        span.in_scope(|| self.shared.read_untraced(f))
+    }
+
+    /// Runs `f` on a fresh read transaction inside a `vellum.query` span, or returns `Closed`.
+    pub(crate) fn read<T>(&self, query: &'static str, f: impl FnOnce(&Reader<'_>) -> Result<T>) -> Result<T> {
+        self.shared.read(query, f)
+    }
+
+    /// Sends the request `make` builds to the writer thread and awaits its answer.
+    ///
+    /// If this future is dropped while the request is still queued, the request is cancelled
+    /// (never applied); once the writer has taken it, it is applied whole or not at all (D10).
+    pub(crate) async fn call<T>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<Result<T>>, Arc<Ticket>) -> Msg,
+    ) -> Result<T> {
+        let writer = self.writer()?;
+        let (reply, outcome) = oneshot::channel();
+        let ticket = Arc::new(Ticket::default());
+        writer.send(make(reply, Arc::clone(&ticket))).map_err(|_| Error::Closed)?;
+        drop(writer);
+        let pending = CancelOnDrop(Some(ticket));
+        // No answer means the writer stopped before taking the request: it was not applied.
+        let outcome = outcome.await.unwrap_or(Err(Error::Closed));
+        pending.disarm();
+        outcome
+    }
+
+    /// The writer's handle, or `Closed`.
+    fn writer(&self) -> Result<WriterHandle> {
+        self.shared.writer.lock().clone().ok_or(Error::Closed)
+    }
+
+    /// [`Persister::persist`] without its span.
+    async fn persist_untraced(&self, batch: Batch) -> Result<PersistResult> {
+        batch.validate()?;
+        if batch.is_empty() {
+            // Nothing to write, but a closed store still says so.
+            return self.writer().map(|_| PersistResult::default());
+        }
+        self.call(|reply, ticket| Msg::Persist(Request { batch, reply, ticket })).await
+    }
+
     fn cursor(&self, query: EventQuery, min_offset: u64) -> Result<EventCursor> {
         if self.shared.file.read().is_none() {
             return Err(Error::Closed);
@@ -112,7 +166,11 @@ impl RedbStore {
 
 impl EventPageSource for Shared {
     fn load_page<'a>(&'a self, query: &'a EventQuery, from: u64, limit: usize) -> PageFuture<'a> {
-        Box::pin(async move { self.read(|r| r.events(query, from, limit)) })
+        let name = match query {
+            EventQuery::ByType(_) => "events_by_type",
+            EventQuery::BySource { .. } => "events_by_source",
+        };
+        Box::pin(async move { self.read(name, |r| r.events(query, from, limit)) })
     }
 }
 
@@ -122,25 +180,25 @@ impl AggregateRepository for RedbStore {
         handler_key: &str,
         instance_id: &str,
     ) -> Result<AggregateMetaData> {
-        self.shared.read(|r| r.aggregate(handler_key, instance_id))
+        self.shared.read("aggregate", |r| r.aggregate(handler_key, instance_id))
     }
 }
 
 impl ProcessRepository for RedbStore {
     async fn load_process_instance(&self, handler_key: &str, instance_id: &str) -> Result<ProcessInstance> {
-        self.shared.read(|r| r.process(handler_key, instance_id))
+        self.shared.read("process", |r| r.process(handler_key, instance_id))
     }
 }
 
 impl OffsetRepository for RedbStore {
     async fn load_offset(&self, application_key: &str) -> Result<u64> {
-        self.shared.read(|r| r.offset(application_key))
+        self.shared.read("offset", |r| r.offset(application_key))
     }
 }
 
 impl QueueRepository for RedbStore {
     async fn load_queue_messages(&self, n: usize) -> Result<Vec<QueueMessage>> {
-        self.shared.read(|r| r.queue_head(n))
+        self.shared.read("queue", |r| r.queue_head(n))
     }
 }
 
@@ -148,7 +206,7 @@ impl EventRepository for RedbStore {
     async fn next_event_offset(&self) -> Result<u64> {
         // Not `Reader::next_event_offset`: that names one `Reader<'a>`, the closure any of them.
         #[allow(clippy::redundant_closure_for_method_calls)]
-        self.shared.read(|r| r.next_event_offset())
+        self.shared.read("next_event_offset", |r| r.next_event_offset())
     }
 
     async fn load_events_by_type(&self, portable_names: &[&str], min_offset: u64) -> Result<EventCursor> {
@@ -162,23 +220,9 @@ impl EventRepository for RedbStore {
 
 impl Persister for RedbStore {
     async fn persist(&self, batch: Batch) -> Result<PersistResult> {
-        batch.validate()?;
-        let writer = self.shared.writer.lock().clone().ok_or(Error::Closed)?;
-        if batch.is_empty() {
-            return Ok(PersistResult::default());
-        }
-        let (reply, outcome) = oneshot::channel();
-        let ticket = Arc::new(Ticket::default());
-        let request = Request { batch, reply, ticket: Arc::clone(&ticket) };
-        writer.send(Msg::Persist(request)).map_err(|_| Error::Closed)?;
-        drop(writer);
-        // If this future is dropped from here on, a still-queued batch is cancelled; one already
-        // in a transaction commits whole or not at all with it (D10).
-        let pending = CancelOnDrop(Some(ticket));
-        // No answer means the writer stopped before taking the batch: it was not committed.
-        let outcome = outcome.await.unwrap_or(Err(Error::Closed));
-        pending.disarm();
-        outcome
+        let span = observe::persist_span(PROVIDER, &self.shared.app_key, batch.len());
+        let outcome = self.persist_untraced(batch).instrument(span.clone()).await;
+        observe::record(&span, outcome)
     }
 }
 

@@ -6,7 +6,7 @@
 use std::path::Path;
 
 use prost::Message;
-use redb::{ReadTransaction, ReadableTable, Table, WriteTransaction};
+use redb::{ReadOnlyTable, ReadTransaction, ReadableTable, Table, WriteTransaction};
 use vellum_core::eval::{Effect, PreBatchState};
 use vellum_core::time::Micros;
 use vellum_core::{
@@ -133,7 +133,13 @@ impl<'t> WriteTables<'t> {
         Ok(result)
     }
 
-    fn append_event(&mut self, envelope: &Envelope) -> Result<u64> {
+    /// The offset the next appended event gets, as it stands in this transaction.
+    pub(crate) fn next_offset(&self) -> u64 {
+        self.next_offset
+    }
+
+    /// Appends an event at the next offset, with its index entries, and returns the offset.
+    pub(crate) fn append_event(&mut self, envelope: &Envelope) -> Result<u64> {
         let file = self.file;
         let offset = self.next_offset;
         let id = envelope.message_id.as_str();
@@ -150,15 +156,28 @@ impl<'t> WriteTables<'t> {
     }
 
     fn insert_queue(&mut self, message: &QueueMessage, at: Micros) -> Result<()> {
+        self.put_queue(self.next_sequence, 1, message, at)
+    }
+
+    /// Stores a message that is not queued yet with the given enqueue sequence and revision
+    /// (an import keeps both verbatim), with its index entries; later enqueues get higher
+    /// sequences than `sequence`.
+    pub(crate) fn put_queue(
+        &mut self,
+        sequence: u64,
+        revision: u64,
+        message: &QueueMessage,
+        at: Micros,
+    ) -> Result<()> {
         let file = self.file;
-        let sequence = self.next_sequence;
-        self.next_sequence = sequence
+        let after = sequence
             .checked_add(1)
             .ok_or_else(|| Error::storage("the enqueue sequence is exhausted", Overflow("next_sequence")))?;
+        self.next_sequence = self.next_sequence.max(after);
         self.counters_changed = true;
         let envelope = &message.envelope;
         let record = QueueRecord {
-            revision: 1,
+            revision,
             failure_count: message.failure_count,
             next_attempt_at: at.0,
             sequence,
@@ -312,21 +331,31 @@ impl Reader<'_> {
         for entry in order.iter().or_storage(self.file)?.take(n) {
             let (key, _) = entry.or_storage(self.file)?;
             let (_, _, id) = key.value();
-            let value = queue.get(id).or_storage(self.file)?.ok_or_else(|| {
-                Error::storage(
-                    format!("queue order index of redb file {} names a missing message", self.file.display()),
-                    Overflow("queue_order"),
-                )
-            })?;
-            let record: QueueRecord = decode(value.value(), self.file, "queue record")?;
-            messages.push(QueueMessage {
-                revision: record.revision,
-                failure_count: record.failure_count,
-                next_attempt_at: Micros(record.next_attempt_at).to_system_time(),
-                envelope: decode(&record.envelope, self.file, "queued envelope")?,
-            });
+            messages.push(self.queued(&queue, id)?.1);
         }
         Ok(messages)
+    }
+
+    /// The enqueue sequence and the message of `id`, which the queue order index named.
+    pub(crate) fn queued(
+        &self,
+        queue: &ReadOnlyTable<&'static str, &'static [u8]>,
+        id: &str,
+    ) -> Result<(u64, QueueMessage)> {
+        let value = queue.get(id).or_storage(self.file)?.ok_or_else(|| {
+            Error::storage(
+                format!("queue order index of redb file {} names a missing message", self.file.display()),
+                Overflow("queue_order"),
+            )
+        })?;
+        let record: QueueRecord = decode(value.value(), self.file, "queue record")?;
+        let message = QueueMessage {
+            revision: record.revision,
+            failure_count: record.failure_count,
+            next_attempt_at: Micros(record.next_attempt_at).to_system_time(),
+            envelope: decode(&record.envelope, self.file, "queued envelope")?,
+        };
+        Ok((record.sequence, message))
     }
 
     /// Up to `limit` events matching `query` with `offset >= from`, ascending, through the index.

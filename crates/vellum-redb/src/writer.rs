@@ -7,15 +7,20 @@
 //! conflicting batch fails alone. A lone batch commits at once; nothing waits for company.
 //! If the transaction fails (a storage error or a panic in redb), the group is retried one batch
 //! per transaction, so only the culprit fails.
+//!
+//! Bulk imports come through the same channel and get a transaction of their own between groups,
+//! so they never interleave with batches and the counters stay the writer's alone.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::mpsc::{Receiver, Sender, TryRecvError};
 
 use tokio::sync::oneshot;
+use tracing::Span;
 use vellum_core::eval::evaluate;
-use vellum_core::{Batch, Error, PersistResult, Result};
+use vellum_core::{Batch, Error, PersistResult, Record, Result, observe};
 
+use crate::PROVIDER;
 use crate::file::{OpenFile, OrStorage, guarded};
 use crate::tables::WriteTables;
 
@@ -27,6 +32,15 @@ pub(crate) struct Request {
     pub(crate) batch: Batch,
     pub(crate) reply: oneshot::Sender<Result<PersistResult>>,
     pub(crate) ticket: Arc<Ticket>,
+}
+
+/// A bulk import to commit in a transaction of its own, and where its outcome goes.
+pub(crate) struct ImportRequest {
+    pub(crate) records: Vec<Record>,
+    pub(crate) reply: oneshot::Sender<Result<()>>,
+    pub(crate) ticket: Arc<Ticket>,
+    /// The caller's `vellum.import` span, entered while the writer works on the import.
+    pub(crate) span: Span,
 }
 
 /// Whether a queued batch is still wanted, shared by the writer and the `persist` future.
@@ -58,6 +72,8 @@ impl Ticket {
 pub(crate) enum Msg {
     /// Commit a batch.
     Persist(Request),
+    /// Import records, after the group in flight and before any later batch.
+    Import(ImportRequest),
     /// Finish the group in flight, close the file handle, then acknowledge. Batches sent after
     /// this are dropped unanswered, which their callers report as [`Error::Closed`].
     Stop(oneshot::Sender<()>),
@@ -69,32 +85,44 @@ pub(crate) type WriterHandle = Sender<Msg>;
 /// Runs the writer loop until stopped or until every sender is gone.
 pub(crate) fn run(file: Arc<OpenFile>, rx: Receiver<Msg>) {
     let mut stop = None;
-    while stop.is_none() {
-        let first = match rx.recv() {
-            Ok(Msg::Persist(request)) if request.ticket.take() => request,
-            Ok(Msg::Persist(_cancelled)) => continue,
-            Ok(Msg::Stop(ack)) => {
+    // A message met while draining a group that cannot join it; it is served next.
+    let mut next = None;
+    loop {
+        let Some(msg) = next.take().or_else(|| rx.recv().ok()) else { break };
+        match msg {
+            Msg::Stop(ack) => {
                 stop = Some(ack);
                 break;
             }
-            Err(_) => break,
-        };
-        let mut group = vec![first];
-        while group.len() < MAX_GROUP {
-            match rx.try_recv() {
-                Ok(Msg::Persist(request)) => {
-                    if request.ticket.take() {
-                        group.push(request);
+            Msg::Import(request) => {
+                if request.ticket.take() {
+                    let work = || guarded(&file.path, || crate::bulk::import(&file, &request.records));
+                    let outcome = request.span.in_scope(work);
+                    let _ = request.reply.send(outcome);
+                }
+            }
+            Msg::Persist(request) => {
+                if !request.ticket.take() {
+                    continue;
+                }
+                let mut group = vec![request];
+                while group.len() < MAX_GROUP {
+                    match rx.try_recv() {
+                        Ok(Msg::Persist(request)) => {
+                            if request.ticket.take() {
+                                group.push(request);
+                            }
+                        }
+                        Ok(other) => {
+                            next = Some(other);
+                            break;
+                        }
+                        Err(TryRecvError::Empty | TryRecvError::Disconnected) => break,
                     }
                 }
-                Ok(Msg::Stop(ack)) => {
-                    stop = Some(ack);
-                    break;
-                }
-                Err(TryRecvError::Empty | TryRecvError::Disconnected) => break,
+                commit_group(&file, group);
             }
         }
-        commit_group(&file, group);
     }
     // Release the file before acknowledging, so `close` returns with the lock released.
     drop(file);
@@ -107,7 +135,7 @@ pub(crate) fn run(file: Arc<OpenFile>, rx: Receiver<Msg>) {
 /// Commits a group and answers every caller.
 fn commit_group(file: &OpenFile, group: Vec<Request>) {
     let batches: Vec<&Batch> = group.iter().map(|r| &r.batch).collect();
-    match guarded(&file.path, || commit(file, &batches)) {
+    match traced_commit(file, &batches) {
         Ok(outcomes) => {
             for (request, outcome) in group.into_iter().zip(outcomes) {
                 let _ = request.reply.send(outcome);
@@ -121,12 +149,20 @@ fn commit_group(file: &OpenFile, group: Vec<Request>) {
         Err(_) => {
             // Find the culprit: one transaction per batch.
             for request in group {
-                let outcome = guarded(&file.path, || commit(file, &[&request.batch]))
+                let outcome = traced_commit(file, &[&request.batch])
                     .and_then(|mut outcomes| outcomes.pop().unwrap_or(Err(Error::Closed)));
                 let _ = request.reply.send(outcome);
             }
         }
     }
+}
+
+/// [`commit`] under the redb panic guard, inside a `vellum.commit` span recording the
+/// transaction's outcome.
+fn traced_commit(file: &OpenFile, batches: &[&Batch]) -> Result<Vec<Result<PersistResult>>> {
+    let span = observe::commit_span(PROVIDER, &file.app_key, batches.len());
+    let outcome = span.in_scope(|| guarded(&file.path, || commit(file, batches)));
+    observe::record(&span, outcome)
 }
 
 /// Evaluates and writes `batches` in one transaction and commits it if any passed. The outer

@@ -3,9 +3,10 @@
 //! One crate, one module per dialect behind the features `sqlite`, `postgres` and `mysql` (all on
 //! by default). What every dialect shares is written once here: group planning ([`plan`]: which
 //! rows a group of batches reads, the pre-batch snapshot, the ordered writes) and group commit
-//! ([`group`]). A dialect module holds only its schema, its statements, its connection handling
+//! ([`group`]), and the statements and rows of bulk export/import ([`bulk`]). A dialect module holds only its schema, its statements, its connection handling
 //! and its exclusive lock.
 
+pub mod bulk;
 pub mod group;
 pub mod plan;
 pub mod schema;

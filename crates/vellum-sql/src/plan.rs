@@ -14,7 +14,7 @@ use std::collections::{HashMap, HashSet};
 
 use vellum_core::eval::{Effect, PreBatchState, evaluate};
 use vellum_core::time::Micros;
-use vellum_core::{Batch, Envelope, Operation, PersistResult, QueueMessage, Result};
+use vellum_core::{Batch, Envelope, Operation, PersistResult, QueueMessage, Record, Result};
 
 /// The rows a group of batches reads, without duplicates.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -51,6 +51,30 @@ impl StateKeys {
                 Operation::SaveOffset { application_key, .. } => keys.offsets.push(application_key.clone()),
             }
         }
+        keys.dedup();
+        keys
+    }
+
+    /// The keys `vellum_core::bulk::check_import` looks up for `records`, so that a
+    /// [`Snapshot`] of them answers every question the check asks.
+    #[must_use]
+    pub fn of_records(records: &[Record]) -> Self {
+        let mut keys = Self::default();
+        for record in records {
+            match record {
+                Record::Aggregate(m) => keys.aggregates.push((m.handler_key.clone(), m.instance_id.clone())),
+                Record::Process(p) => keys.processes.push((p.handler_key.clone(), p.instance_id.clone())),
+                Record::Offset { application_key, .. } => keys.offsets.push(application_key.clone()),
+                Record::Queue { message, .. } => keys.queue.push(message.id().to_owned()),
+                Record::Event(e) => keys.events.push(e.id().to_owned()),
+            }
+        }
+        keys.dedup();
+        keys
+    }
+
+    fn dedup(&mut self) {
+        let keys = self;
         for list in [&mut keys.queue, &mut keys.offsets, &mut keys.events] {
             list.sort_unstable();
             list.dedup();
@@ -59,7 +83,6 @@ impl StateKeys {
             list.sort_unstable();
             list.dedup();
         }
-        keys
     }
 }
 

@@ -48,6 +48,7 @@
 //! # }
 //! ```
 
+mod bulk;
 mod lock;
 mod schema;
 mod store;
@@ -60,11 +61,15 @@ use std::time::Duration;
 
 use mysql_async::prelude::Queryable;
 use mysql_async::{Conn, Opts, OptsBuilder, Pool, PoolConstraints, PoolOpts, Row, Value};
-use vellum_core::{Error, Provider, Result};
+use tracing::Instrument as _;
+use vellum_core::{Error, Provider, Result, observe};
 
 pub use lock::lock_name;
 pub use schema::{create_schema, drop_schema};
 pub use store::MysqlStore;
+
+/// The provider's name in tracing spans.
+const PROVIDER: &str = "mysql";
 
 /// The longest key, in bytes, this provider stores (see the module docs).
 pub const MAX_KEY_BYTES: usize = 512;
@@ -183,6 +188,15 @@ impl MysqlProvider {
         drop_schema(&mut conn).await
     }
 
+    /// The vellum schema version stored in the provider's database, `None` when it has none.
+    pub async fn schema_version(&self) -> Result<Option<i64>> {
+        let mut conn = self.pool.get_conn().await.map_err(|e| storage("connecting", e))?;
+        Ok(match schema::stored_version(&mut conn).await? {
+            schema::Stored::Missing => None,
+            schema::Stored::Version(version) => Some(version),
+        })
+    }
+
     /// Disconnects the provider's own pool (a caller-owned pool is left alone). Stores already
     /// open keep their dedicated connections but can no longer read.
     pub async fn disconnect(self) -> Result<()> {
@@ -209,6 +223,14 @@ impl Provider for MysqlProvider {
     type Store = MysqlStore;
 
     async fn open(&self, app_key: &str) -> Result<MysqlStore> {
+        let span = observe::open_span(PROVIDER, app_key);
+        let result = self.open_store(app_key).instrument(span.clone()).await;
+        observe::record(&span, result)
+    }
+}
+
+impl MysqlProvider {
+    async fn open_store(&self, app_key: &str) -> Result<MysqlStore> {
         if app_key.len() > MAX_KEY_BYTES {
             return Err(key_too_long(app_key, "the application key", app_key.len()));
         }

@@ -6,13 +6,16 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use mysql_async::prelude::Queryable;
 use mysql_async::{Conn, Pool, Row, Value};
 use tokio::sync::{Mutex, RwLock};
+use tracing::Instrument as _;
 use vellum_core::time::Micros;
 use vellum_core::{
     AggregateMetaData, AggregateRepository, Batch, DataStore, Envelope, Error, Event, EventCursor,
     EventPageSource, EventQuery, EventRepository, OffsetRepository, Operation, Packet, PageFuture,
-    PersistResult, Persister, ProcessInstance, ProcessRepository, QueueMessage, QueueRepository, Result,
+    PersistResult, Persister, ProcessInstance, ProcessRepository, QueueMessage, QueueRepository, Record,
+    Result, observe,
 };
 
+use super::PROVIDER;
 use super::writer::MysqlWriter;
 use super::{MAX_KEY_BYTES, get_bytes, get_i64, get_string, key_too_long, lock_name, storage_for};
 use crate::group::Committer;
@@ -34,7 +37,7 @@ pub struct MysqlStore {
 
 /// What the store and its event cursors share.
 #[derive(Debug)]
-struct Shared {
+pub(super) struct Shared {
     app_key: String,
     pool: Pool,
     closed: AtomicBool,
@@ -48,7 +51,7 @@ fn limit(n: usize) -> Value {
     Value::Int(i64::try_from(n).unwrap_or(i64::MAX))
 }
 
-fn decode_envelope(app_key: &str, bytes: &[u8]) -> Result<Envelope> {
+pub(super) fn decode_envelope(app_key: &str, bytes: &[u8]) -> Result<Envelope> {
     Envelope::from_bytes(bytes)
         .map_err(|e| Error::storage(format!("mysql: decoding an envelope of application {app_key:?}"), e))
 }
@@ -61,13 +64,25 @@ impl Shared {
         self.pool.get_conn().await.map_err(|e| storage_for(&self.app_key, what, e))
     }
 
-    async fn rows(&self, what: &str, sql: &str, params: Vec<Value>) -> Result<Vec<Row>> {
-        let mut conn = self.conn(what).await?;
-        let rows = conn.exec(sql, params).await.map_err(|e| storage_for(&self.app_key, what, e))?;
-        if self.closed.load(Ordering::Acquire) {
-            return Err(Error::Closed);
+    /// Runs one read on a pooled connection, in a `vellum.query` span named `name`.
+    pub(super) async fn rows(
+        &self,
+        name: &'static str,
+        what: &str,
+        sql: &str,
+        params: Vec<Value>,
+    ) -> Result<Vec<Row>> {
+        let span = observe::query_span(PROVIDER, &self.app_key, name);
+        async {
+            let mut conn = self.conn(what).await?;
+            let rows = conn.exec(sql, params).await.map_err(|e| storage_for(&self.app_key, what, e))?;
+            if self.closed.load(Ordering::Acquire) {
+                return Err(Error::Closed);
+            }
+            Ok(rows)
         }
-        Ok(rows)
+        .instrument(span)
+        .await
     }
 
     async fn page(&self, query: &EventQuery, from: u64, n: usize) -> Result<Vec<Event>> {
@@ -80,6 +95,7 @@ impl Shared {
             EventQuery::ByType(names) if names.is_empty() => return Ok(Vec::new()),
             EventQuery::ByType(names) if names.len() == 1 => {
                 self.rows(
+                    "events_by_type",
                     "loading events by type",
                     "SELECT event_offset, envelope FROM vellum_event \
                      WHERE app_key = ? AND portable_name = ? AND event_offset >= ? \
@@ -100,10 +116,11 @@ impl Shared {
                     params.extend([app.clone(), bytes(name), from.clone(), limit(n)]);
                 }
                 params.push(limit(n));
-                self.rows("loading events by type", &sql, params).await?
+                self.rows("events_by_type", "loading events by type", &sql, params).await?
             }
             EventQuery::BySource { handler_key, instance_id } => {
                 self.rows(
+                    "events_by_source",
                     "loading events by source",
                     "SELECT event_offset, envelope FROM vellum_event \
                      WHERE app_key = ? AND handler_key = ? AND instance_id = ? AND event_offset >= ? \
@@ -149,6 +166,17 @@ impl MysqlStore {
         &self.lock_name
     }
 
+    /// What the store and its cursors share.
+    pub(super) fn shared(&self) -> &Shared {
+        &self.shared
+    }
+
+    /// Queues an import on the store's writer, behind the batches queued before it.
+    pub(super) async fn import_through_writer(&self, records: Vec<Record>) -> Result<()> {
+        let committer = self.committer.read().await;
+        committer.as_ref().ok_or(Error::Closed)?.import(records).await
+    }
+
     fn cursor(&self, query: EventQuery, min_offset: u64) -> Result<EventCursor> {
         if self.shared.closed.load(Ordering::Acquire) {
             return Err(Error::Closed);
@@ -166,6 +194,7 @@ impl AggregateRepository for MysqlStore {
         let rows = self
             .shared
             .rows(
+                "aggregate",
                 "loading aggregate meta-data",
                 "SELECT revision, last_event_id FROM vellum_aggregate \
                  WHERE app_key = ? AND handler_key = ? AND instance_id = ?",
@@ -186,6 +215,7 @@ impl ProcessRepository for MysqlStore {
         let rows = self
             .shared
             .rows(
+                "process",
                 "loading a process instance",
                 "SELECT revision, media_type, data FROM vellum_process \
                  WHERE app_key = ? AND handler_key = ? AND instance_id = ?",
@@ -206,6 +236,7 @@ impl OffsetRepository for MysqlStore {
         let rows = self
             .shared
             .rows(
+                "offset",
                 "loading a consumer offset",
                 "SELECT next_offset FROM vellum_offset WHERE app_key = ? AND source_app_key = ?",
                 vec![bytes(&self.shared.app_key), bytes(application_key)],
@@ -229,6 +260,7 @@ impl QueueRepository for MysqlStore {
         let rows = self
             .shared
             .rows(
+                "queue",
                 "loading queue messages",
                 "SELECT revision, failure_count, next_attempt_at, envelope FROM vellum_queue \
                  WHERE app_key = ? ORDER BY next_attempt_at, sequence, message_id LIMIT ?",
@@ -253,6 +285,7 @@ impl EventRepository for MysqlStore {
         let rows = self
             .shared
             .rows(
+                "next_event_offset",
                 "reading the next event offset",
                 "SELECT next_offset FROM vellum_app WHERE app_key = ?",
                 vec![bytes(&self.shared.app_key)],
@@ -357,14 +390,20 @@ fn check_keys(app_key: &str, batch: &Batch) -> Result<()> {
 
 impl Persister for MysqlStore {
     async fn persist(&self, batch: Batch) -> Result<PersistResult> {
-        let committer = self.committer.read().await;
-        let Some(committer) = committer.as_ref() else {
-            return Err(Error::Closed);
-        };
-        batch.validate()?;
-        check_keys(&self.shared.app_key, &batch)?;
-        check_sizes(&self.shared.app_key, &batch, self.max_packet)?;
-        committer.persist(batch).await
+        let span = observe::persist_span(PROVIDER, &self.shared.app_key, batch.len());
+        let result = async {
+            let committer = self.committer.read().await;
+            let Some(committer) = committer.as_ref() else {
+                return Err(Error::Closed);
+            };
+            batch.validate()?;
+            check_keys(&self.shared.app_key, &batch)?;
+            check_sizes(&self.shared.app_key, &batch, self.max_packet)?;
+            committer.persist(batch).await
+        }
+        .instrument(span.clone())
+        .await;
+        observe::record(&span, result)
     }
 }
 

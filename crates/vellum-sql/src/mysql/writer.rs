@@ -15,7 +15,7 @@ use mysql_async::prelude::Queryable;
 use mysql_async::{Conn, Row, Value};
 use tokio::sync::Mutex;
 use vellum_core::eval::Effect;
-use vellum_core::{Batch, Error, PersistResult, Result};
+use vellum_core::{Batch, Error, PersistResult, Record, Result};
 
 use super::store::bytes;
 use super::{get_i64, get_string, opt_i64, opt_string};
@@ -30,7 +30,7 @@ const MAX_STATE_PARAMS: usize = 8192;
 
 /// The group-commit writer of one store.
 pub(super) struct MysqlWriter {
-    app_key: String,
+    pub(super) app_key: String,
     conn: Arc<Mutex<Option<Conn>>>,
     /// Set when the connection (and with it the lock) is gone: every later commit fails.
     lost: Option<String>,
@@ -54,21 +54,40 @@ impl MysqlWriter {
         )
     }
 
-    fn err(&self, what: &str, e: mysql_async::Error) -> Error {
+    pub(super) fn err(&self, what: &str, e: mysql_async::Error) -> Error {
         super::storage_for(&self.app_key, what, e)
     }
 
     /// A transaction error; an I/O error means the connection is gone. (For any other error,
     /// `commit_group` probes the connection with a `ROLLBACK`.)
-    fn tx_err(&self, what: &str, e: mysql_async::Error) -> TxError {
+    pub(super) fn tx_err(&self, what: &str, e: mysql_async::Error) -> TxError {
         let dead = matches!(e, mysql_async::Error::Io(_));
         (self.err(what, e), dead)
     }
 }
 
 impl GroupWriter for MysqlWriter {
+    const PROVIDER: &'static str = super::PROVIDER;
+
+    fn app_key(&self) -> &str {
+        &self.app_key
+    }
+
     async fn commit(&mut self, batches: Arc<[Batch]>) -> Result<Vec<Result<PersistResult>>> {
         self.commit_group(&batches).await
+    }
+
+    async fn import(&mut self, records: Vec<Record>) -> Result<()> {
+        if let Some(reason) = &self.lost {
+            return Err(self.lost_error(reason));
+        }
+        let shared = Arc::clone(&self.conn);
+        let mut guard = shared.lock().await;
+        let Some(conn) = guard.as_mut() else {
+            return Err(Error::Closed);
+        };
+        let result = self.import_transaction(conn, &records).await;
+        self.settle(conn, result).await
     }
 }
 
@@ -85,8 +104,15 @@ impl MysqlWriter {
         let Some(conn) = guard.as_mut() else {
             return Err(Error::Closed);
         };
-        match self.transaction(conn, batches).await {
-            Ok(outcomes) => Ok(outcomes),
+        let result = self.transaction(conn, batches).await;
+        self.settle(conn, result).await
+    }
+
+    /// Ends a failed transaction with a `ROLLBACK`; if the connection is gone (or cannot roll
+    /// back), the lock is gone with it and the store writes no more.
+    async fn settle<T>(&mut self, conn: &mut Conn, result: Result<T, TxError>) -> Result<T> {
+        match result {
+            Ok(value) => Ok(value),
             Err((e, dead)) => {
                 if dead || conn.query_drop("ROLLBACK").await.is_err() {
                     self.lost = Some(e.to_string());
@@ -98,7 +124,7 @@ impl MysqlWriter {
 }
 
 /// An error and whether the connection is known to be unusable.
-type TxError = (Error, bool);
+pub(super) type TxError = (Error, bool);
 
 impl MysqlWriter {
     async fn transaction(
@@ -106,49 +132,76 @@ impl MysqlWriter {
         conn: &mut Conn,
         batches: &[Batch],
     ) -> Result<Vec<Result<PersistResult>>, TxError> {
-        let wrap = |what: &'static str| move |e: mysql_async::Error| self.tx_err(what, e);
-        let keys = StateKeys::of(batches);
-        let mut snapshot = Snapshot::default();
-        let mut counter_row = false;
-        for (sql, params) in state_queries(&self.app_key, &keys) {
-            let rows: Vec<Row> =
-                conn.exec(sql, params).await.map_err(wrap("reading the rows a group checks"))?;
-            for row in rows {
-                counter_row |= fill(&mut snapshot, row).map_err(|e| (e, false))?;
-            }
-        }
+        let (mut snapshot, counter_row) = self.read_state(conn, &StateKeys::of(batches)).await?;
         let before = (snapshot.next_offset, snapshot.next_sequence);
         let plan = plan_group(batches, &mut snapshot);
         if !plan.is_empty() {
             self.write(conn, &plan).await?;
-            let counters = [Value::Int(to_db(plan.next_offset)), Value::Int(to_db(plan.next_sequence))];
-            if !counter_row {
-                let [offset, sequence] = counters;
-                conn.exec_drop(
+            let after = (plan.next_offset, plan.next_sequence);
+            self.store_counters(conn, counter_row.then_some(before), after).await?;
+        }
+        // Also ends the read-only transaction of a group that writes nothing.
+        self.commit(conn).await?;
+        Ok(plan.outcomes)
+    }
+
+    /// Reads the counter row and the rows of `keys` into a snapshot; also returns whether the
+    /// counter row exists.
+    pub(super) async fn read_state(
+        &self,
+        conn: &mut Conn,
+        keys: &StateKeys,
+    ) -> Result<(Snapshot, bool), TxError> {
+        let mut snapshot = Snapshot::default();
+        let mut counter_row = false;
+        for (sql, params) in state_queries(&self.app_key, keys) {
+            let rows: Vec<Row> = conn
+                .exec(sql, params)
+                .await
+                .map_err(|e| self.tx_err("reading the rows a group checks", e))?;
+            for row in rows {
+                counter_row |= fill(&mut snapshot, row).map_err(|e| (e, false))?;
+            }
+        }
+        Ok((snapshot, counter_row))
+    }
+
+    /// Stores the counters `after`: creates the counter row if there was none (`stored` is
+    /// `None`), else updates it if they changed.
+    pub(super) async fn store_counters(
+        &self,
+        conn: &mut Conn,
+        stored: Option<(u64, u64)>,
+        (next_offset, next_sequence): (u64, u64),
+    ) -> Result<(), TxError> {
+        let (offset, sequence) = (Value::Int(to_db(next_offset)), Value::Int(to_db(next_sequence)));
+        match stored {
+            None => conn
+                .exec_drop(
                     "INSERT INTO vellum_app (app_key, next_offset, next_sequence) VALUES (?, ?, ?)",
                     vec![bytes(&self.app_key), offset, sequence],
                 )
                 .await
-                .map_err(wrap("creating the counter row"))?;
-            } else if (plan.next_offset, plan.next_sequence) != before {
-                // This connection holds the app's lock, so the row read above is still current.
-                let [offset, sequence] = counters;
-                conn.exec_drop(
+                .map_err(|e| self.tx_err("creating the counter row", e)),
+            // This connection holds the app's lock, so the row read before is still current.
+            Some(before) if before != (next_offset, next_sequence) => conn
+                .exec_drop(
                     "UPDATE vellum_app SET next_offset = ?, next_sequence = ? WHERE app_key = ?",
                     vec![offset, sequence, bytes(&self.app_key)],
                 )
                 .await
-                .map_err(wrap("storing the counters"))?;
-            }
+                .map_err(|e| self.tx_err("storing the counters", e)),
+            Some(_) => Ok(()),
         }
-        // Also ends the read-only transaction of a group that writes nothing.
-        // A failed COMMIT that the server did not itself reject may have committed: the store
-        // must not retry those batches, so it stops writing.
+    }
+
+    /// `COMMIT`. A failed COMMIT that the server did not itself reject may have committed: the
+    /// store must not retry it, so it stops writing.
+    pub(super) async fn commit(&self, conn: &mut Conn) -> Result<(), TxError> {
         conn.query_drop("COMMIT").await.map_err(|e| {
             let dead = !matches!(e, mysql_async::Error::Server(_));
             (self.err("committing", e), dead)
-        })?;
-        Ok(plan.outcomes)
+        })
     }
 
     async fn write(&self, conn: &mut Conn, plan: &GroupPlan<'_>) -> Result<(), TxError> {
@@ -410,9 +463,9 @@ fn row_bytes(row: &[Value]) -> usize {
 }
 
 /// Executes multi-row statements on the writer connection.
-struct Statements<'c, 'w> {
-    conn: &'c mut Conn,
-    writer: &'w MysqlWriter,
+pub(super) struct Statements<'c, 'w> {
+    pub(super) conn: &'c mut Conn,
+    pub(super) writer: &'w MysqlWriter,
 }
 
 impl Statements<'_, '_> {
@@ -465,7 +518,12 @@ impl Statements<'_, '_> {
     }
 
     /// `head` + `(?, …), (?, …)` + `tail` for all `rows`, in order, in chunks.
-    async fn insert(&mut self, head: &str, tail: &str, rows: Vec<Vec<Value>>) -> Result<(), TxError> {
+    pub(super) async fn insert(
+        &mut self,
+        head: &str,
+        tail: &str,
+        rows: Vec<Vec<Value>>,
+    ) -> Result<(), TxError> {
         let mut rows = rows.into_iter().peekable();
         let Some(width) = rows.peek().map(Vec::len) else {
             return Ok(());

@@ -39,6 +39,7 @@
 //! - **Abandoned persists (D10).** A batch whose `persist` future was dropped while queued is
 //!   skipped by the shared committer; one already taken commits whole or not at all.
 
+mod bulk;
 mod sql;
 mod store;
 mod writer;
@@ -53,12 +54,16 @@ use std::time::Duration;
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use tokio_postgres::{Client, NoTls};
-use vellum_core::{Error, Provider, Result};
+use tracing::Instrument as _;
+use vellum_core::{Error, Provider, Result, observe};
 
 use crate::schema::SCHEMA_VERSION;
 use sql::Sql;
 pub use store::PostgresStore;
 use writer::{Conn, LockConn, PgWriter};
+
+/// The provider's name in tracing spans.
+const PROVIDER: &str = "postgres";
 
 /// The default schema name.
 pub const DEFAULT_SCHEMA: &str = "vellum";
@@ -224,6 +229,18 @@ impl PostgresProvider {
         drop_schema(&client, self.schema()).await
     }
 
+    /// The vellum schema version stored in this provider's schema, `None` when it has none.
+    pub async fn schema_version(&self) -> Result<Option<i64>> {
+        let client = self.pooled("schema_version").await?;
+        match schema_version(&client, self.schema()).await {
+            Ok(version) => Ok(version),
+            Err(None) => Ok(None),
+            Err(Some(e)) => {
+                Err(Error::storage(format!("postgres: reading the version of schema {:?}", self.schema()), e))
+            }
+        }
+    }
+
     /// A new dedicated connection, and a flag set when it ends.
     async fn connect(&self, app_key: &str) -> Result<(Conn, Arc<AtomicBool>)> {
         let fenced = Arc::new(AtomicBool::new(false));
@@ -342,6 +359,14 @@ impl Provider for PostgresProvider {
     type Store = PostgresStore;
 
     async fn open(&self, app_key: &str) -> Result<PostgresStore> {
+        let span = observe::open_span(PROVIDER, app_key);
+        let result = self.open_store(app_key).instrument(span.clone()).await;
+        observe::record(&span, result)
+    }
+}
+
+impl PostgresProvider {
+    async fn open_store(&self, app_key: &str) -> Result<PostgresStore> {
         let (conn, fenced) = self.connect(app_key).await?;
         let key = sql::lock_key(self.schema(), app_key);
         let client = match &conn {

@@ -4,6 +4,8 @@
 
 use vellum_core::Error;
 
+use crate::bulk::{self, BulkSql, Style};
+
 /// Checks a schema name: 1 to 63 characters, lowercase ASCII letters, digits and `_`, not
 /// starting with a digit and not starting with `pg_` (reserved by PostgreSQL).
 pub(crate) fn validate_schema(name: &str) -> Result<(), Error> {
@@ -119,6 +121,12 @@ pub(crate) struct Sql {
     pub update_queue: String,
     pub delete_queue: String,
     pub store_counters: String,
+    // Bulk export (pool) and import (writer; events use `insert_events`).
+    pub bulk: BulkSql,
+    pub import_aggregates: String,
+    pub import_processes: String,
+    pub import_offsets: String,
+    pub import_queue: String,
 }
 
 impl Sql {
@@ -126,7 +134,25 @@ impl Sql {
     #[allow(clippy::too_many_lines)] // one statement text per field
     pub(crate) fn new(schema: String) -> Self {
         let s = schema.as_str();
+        let prefix = format!("{s}.");
+        // `C`-collated key columns compare bytewise in keysets and ORDER BY alike.
+        let style = Style { tables: &prefix, numbered: true, row_values: true };
+        let import = |table: bulk::Table, arrays: &str| {
+            format!("{} SELECT $1, * FROM UNNEST({arrays})", table.insert_head(style))
+        };
         Self {
+            bulk: BulkSql::new(style),
+            import_aggregates: import(bulk::AGGREGATES, "$2::text[], $3::text[], $4::bigint[], $5::text[]"),
+            import_processes: import(
+                bulk::PROCESSES,
+                "$2::text[], $3::text[], $4::bigint[], $5::text[], $6::bytea[]",
+            ),
+            import_offsets: import(bulk::OFFSETS, "$2::text[], $3::bigint[]"),
+            import_queue: import(
+                bulk::QUEUE,
+                "$2::text[], $3::bigint[], $4::bigint[], $5::bigint[], $6::bigint[], $7::text[], $8::text[], \
+                 $9::bytea[]",
+            ),
             ensure_app: format!(
                 "INSERT INTO {s}.vellum_app (app_key, next_offset, next_sequence) VALUES ($1, 0, 0) \
                  ON CONFLICT (app_key) DO NOTHING"

@@ -7,13 +7,15 @@ use deadpool_postgres::Pool;
 
 use tokio_postgres::Row;
 use tokio_postgres::types::ToSql;
+use tracing::Instrument as _;
 use vellum_core::time::Micros;
 use vellum_core::{
     AggregateMetaData, AggregateRepository, Batch, DataStore, Envelope, Error, Event, EventCursor,
     EventPageSource, EventQuery, EventRepository, OffsetRepository, Packet, PageFuture, PersistResult,
-    Persister, ProcessInstance, ProcessRepository, QueueMessage, QueueRepository, Result,
+    Persister, ProcessInstance, ProcessRepository, QueueMessage, QueueRepository, Record, Result, observe,
 };
 
+use super::PROVIDER;
 use super::sql::Sql;
 use super::storage;
 use super::writer::{LockConn, PgWriter};
@@ -40,15 +42,15 @@ impl std::fmt::Debug for PostgresStore {
 }
 
 /// What the store and its event cursors share: everything reads need.
-struct Shared {
-    app_key: String,
+pub(super) struct Shared {
+    pub(super) app_key: String,
     pool: Pool,
-    sql: Arc<Sql>,
+    pub(super) sql: Arc<Sql>,
     closed: AtomicBool,
 }
 
 impl Shared {
-    fn check_open(&self) -> Result<()> {
+    pub(super) fn check_open(&self) -> Result<()> {
         if self.closed.load(Ordering::Acquire) { Err(Error::Closed) } else { Ok(()) }
     }
 
@@ -57,19 +59,37 @@ impl Shared {
         move |e| storage(&self.app_key, &doing, e)
     }
 
-    /// Runs one read on a pooled connection with a cached prepared statement.
-    async fn query(&self, doing: &str, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<Vec<Row>> {
+    /// Runs one read on a pooled connection with a cached prepared statement, in a
+    /// `vellum.query` span named `name`.
+    pub(super) async fn query(
+        &self,
+        name: &'static str,
+        doing: &str,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Vec<Row>> {
         self.check_open()?;
-        let client = self.pool.get().await.map_err(|e| storage(&self.app_key, doing, e))?;
-        let statement = client.prepare_cached(sql).await.map_err(self.fail(doing))?;
-        client.query(&statement, params).await.map_err(self.fail(doing))
+        let span = observe::query_span(PROVIDER, &self.app_key, name);
+        async {
+            let client = self.pool.get().await.map_err(|e| storage(&self.app_key, doing, e))?;
+            let statement = client.prepare_cached(sql).await.map_err(self.fail(doing))?;
+            client.query(&statement, params).await.map_err(self.fail(doing))
+        }
+        .instrument(span)
+        .await
     }
 
-    async fn query_opt(&self, doing: &str, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<Option<Row>> {
-        Ok(self.query(doing, sql, params).await?.into_iter().next())
+    async fn query_opt(
+        &self,
+        name: &'static str,
+        doing: &str,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Option<Row>> {
+        Ok(self.query(name, doing, sql, params).await?.into_iter().next())
     }
 
-    fn get<'r, T: tokio_postgres::types::FromSql<'r>>(
+    pub(super) fn get<'r, T: tokio_postgres::types::FromSql<'r>>(
         &self,
         row: &'r Row,
         index: usize,
@@ -78,11 +98,11 @@ impl Shared {
         row.try_get(index).map_err(|e| storage(&self.app_key, doing, e))
     }
 
-    fn envelope(&self, bytes: &[u8], doing: &str) -> Result<Envelope> {
+    pub(super) fn envelope(&self, bytes: &[u8], doing: &str) -> Result<Envelope> {
         Envelope::from_bytes(bytes).map_err(|e| storage(&self.app_key, doing, e))
     }
 
-    fn events(&self, rows: &[Row], doing: &str) -> Result<Vec<Event>> {
+    pub(super) fn events(&self, rows: &[Row], doing: &str) -> Result<Vec<Event>> {
         rows.iter()
             .map(|row| {
                 let offset: i64 = self.get(row, 0, doing)?;
@@ -93,9 +113,7 @@ impl Shared {
     }
 }
 
-fn limit(n: usize) -> i64 {
-    i64::try_from(n).unwrap_or(i64::MAX)
-}
+use crate::bulk::limit;
 
 impl EventPageSource for Shared {
     fn load_page<'a>(&'a self, query: &'a EventQuery, from: u64, n: usize) -> PageFuture<'a> {
@@ -107,13 +125,16 @@ impl EventPageSource for Shared {
             match query {
                 EventQuery::ByType(names) => {
                     let doing = "loading events by type";
-                    let rows = self.query(doing, &self.sql.page_by_type, &[&app, names, &from, &n]).await?;
+                    let rows = self
+                        .query("events_by_type", doing, &self.sql.page_by_type, &[&app, names, &from, &n])
+                        .await?;
                     self.events(&rows, doing)
                 }
                 EventQuery::BySource { handler_key, instance_id } => {
                     let doing = "loading events by source";
                     let params: [&(dyn ToSql + Sync); 5] = [&app, handler_key, instance_id, &from, &n];
-                    let rows = self.query(doing, &self.sql.page_by_source, &params).await?;
+                    let rows =
+                        self.query("events_by_source", doing, &self.sql.page_by_source, &params).await?;
                     self.events(&rows, doing)
                 }
             }
@@ -144,6 +165,18 @@ impl PostgresStore {
         self.backend_pid
     }
 
+    /// What the store and its cursors share.
+    pub(super) fn shared(&self) -> &Shared {
+        &self.shared
+    }
+
+    /// Queues an import on the store's writer, behind the batches queued before it.
+    pub(super) async fn import_through_writer(&self, records: Vec<Record>) -> Result<()> {
+        self.shared.check_open()?;
+        let committer = self.committer.read().await;
+        committer.as_ref().ok_or(Error::Closed)?.import(records).await
+    }
+
     fn cursor(&self, query: EventQuery, min_offset: u64) -> Result<EventCursor> {
         self.shared.check_open()?;
         Ok(EventCursor::new(Arc::clone(&self.shared) as Arc<dyn EventPageSource>, query, min_offset))
@@ -158,8 +191,9 @@ impl AggregateRepository for PostgresStore {
     ) -> Result<AggregateMetaData> {
         let s = &self.shared;
         let doing = "loading aggregate meta-data";
-        let row =
-            s.query_opt(doing, &s.sql.load_aggregate, &[&s.app_key, &handler_key, &instance_id]).await?;
+        let row = s
+            .query_opt("aggregate", doing, &s.sql.load_aggregate, &[&s.app_key, &handler_key, &instance_id])
+            .await?;
         let mut meta = AggregateMetaData::new(handler_key, instance_id);
         if let Some(row) = row {
             meta.revision = from_db(s.get(&row, 0, doing)?);
@@ -173,7 +207,9 @@ impl ProcessRepository for PostgresStore {
     async fn load_process_instance(&self, handler_key: &str, instance_id: &str) -> Result<ProcessInstance> {
         let s = &self.shared;
         let doing = "loading a process instance";
-        let row = s.query_opt(doing, &s.sql.load_process, &[&s.app_key, &handler_key, &instance_id]).await?;
+        let row = s
+            .query_opt("process", doing, &s.sql.load_process, &[&s.app_key, &handler_key, &instance_id])
+            .await?;
         let mut instance = ProcessInstance::new(handler_key, instance_id);
         if let Some(row) = row {
             instance.revision = from_db(s.get(&row, 0, doing)?);
@@ -188,7 +224,7 @@ impl OffsetRepository for PostgresStore {
     async fn load_offset(&self, application_key: &str) -> Result<u64> {
         let s = &self.shared;
         let doing = "loading a consumer offset";
-        let row = s.query_opt(doing, &s.sql.load_offset, &[&s.app_key, &application_key]).await?;
+        let row = s.query_opt("offset", doing, &s.sql.load_offset, &[&s.app_key, &application_key]).await?;
         row.map_or(Ok(0), |row| Ok(from_db(s.get(&row, 0, doing)?)))
     }
 }
@@ -201,7 +237,7 @@ impl QueueRepository for PostgresStore {
             return Ok(Vec::new());
         }
         let doing = "loading queue messages";
-        let rows = s.query(doing, &s.sql.load_queue, &[&s.app_key, &limit(n)]).await?;
+        let rows = s.query("queue", doing, &s.sql.load_queue, &[&s.app_key, &limit(n)]).await?;
         rows.iter()
             .map(|row| {
                 let bytes: &[u8] = s.get(row, 3, doing)?;
@@ -220,7 +256,7 @@ impl EventRepository for PostgresStore {
     async fn next_event_offset(&self) -> Result<u64> {
         let s = &self.shared;
         let doing = "loading the next event offset";
-        let row = s.query_opt(doing, &s.sql.next_event_offset, &[&s.app_key]).await?;
+        let row = s.query_opt("next_event_offset", doing, &s.sql.next_event_offset, &[&s.app_key]).await?;
         row.map_or(Ok(0), |row| Ok(from_db(s.get(&row, 0, doing)?)))
     }
 
@@ -235,10 +271,16 @@ impl EventRepository for PostgresStore {
 
 impl Persister for PostgresStore {
     async fn persist(&self, batch: Batch) -> Result<PersistResult> {
-        self.shared.check_open()?;
-        batch.validate()?;
-        let committer = self.committer.read().await;
-        committer.as_ref().ok_or(Error::Closed)?.persist(batch).await
+        let span = observe::persist_span(PROVIDER, &self.shared.app_key, batch.len());
+        let result = async {
+            self.shared.check_open()?;
+            batch.validate()?;
+            let committer = self.committer.read().await;
+            committer.as_ref().ok_or(Error::Closed)?.persist(batch).await
+        }
+        .instrument(span.clone())
+        .await;
+        observe::record(&span, result)
     }
 }
 

@@ -17,8 +17,9 @@ use std::task::Poll;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{Client, Statement};
 use vellum_core::eval::Effect;
-use vellum_core::{Batch, Error, Operation, PersistResult, Result};
+use vellum_core::{Batch, Error, Operation, PersistResult, Record, Result};
 
+use super::bulk::ImportStatements;
 use super::sql::{STALE, Sql};
 use super::storage;
 use crate::group::GroupWriter;
@@ -95,19 +96,23 @@ struct Prepared {
 
 /// Commits a store's groups on its lock connection.
 pub(crate) struct PgWriter {
-    app_key: String,
-    conn: Arc<LockConn>,
+    pub(super) app_key: String,
+    pub(super) conn: Arc<LockConn>,
     st: Prepared,
     /// The app's counters after the last commit, if known (this writer is their only writer).
-    counters: Option<(u64, u64)>,
+    pub(super) counters: Option<(u64, u64)>,
+    /// The import statements, prepared on the first import.
+    pub(super) import: Option<ImportStatements>,
+    /// The statement texts (for preparing the import statements).
+    pub(super) sql: Arc<Sql>,
 }
 
-type PgResult<T> = std::result::Result<T, tokio_postgres::Error>;
-type Pending<'a> = Pin<Box<dyn Future<Output = PgResult<u64>> + Send + 'a>>;
+pub(super) type PgResult<T> = std::result::Result<T, tokio_postgres::Error>;
+pub(super) type Pending<'a> = Pin<Box<dyn Future<Output = PgResult<u64>> + Send + 'a>>;
 
 /// Runs statements pipelined on one connection: every future is polled in order, so their
 /// requests go out in order in one round trip, and the first error (in completion) is returned.
-async fn pipeline(futures: Vec<Pending<'_>>) -> PgResult<()> {
+pub(super) async fn pipeline(futures: Vec<Pending<'_>>) -> PgResult<()> {
     let mut slots: Vec<Option<Pending<'_>>> = futures.into_iter().map(Some).collect();
     let mut remaining = slots.len();
     poll_fn(|cx| {
@@ -130,7 +135,7 @@ async fn pipeline(futures: Vec<Pending<'_>>) -> PgResult<()> {
 
 impl PgWriter {
     /// Prepares the writer's statements on `conn` (pipelined).
-    pub(crate) async fn new(app_key: String, conn: Arc<LockConn>, sql: &Sql) -> Result<Self> {
+    pub(crate) async fn new(app_key: String, conn: Arc<LockConn>, sql: &Arc<Sql>) -> Result<Self> {
         let c = conn.client();
         let texts = [
             &sql.read_counters,
@@ -177,7 +182,7 @@ impl PgWriter {
             delete_queue: next()?,
             store_counters: next()?,
         };
-        Ok(Self { app_key, conn, st, counters: None })
+        Ok(Self { app_key, conn, st, counters: None, import: None, sql: Arc::clone(sql) })
     }
 
     fn fenced_error(&self) -> Error {
@@ -193,7 +198,7 @@ impl PgWriter {
 
     /// Reads the pre-group state: counters and every row the group's preconditions look at,
     /// all pipelined in one round trip.
-    async fn snapshot(&self, keys: &StateKeys) -> PgResult<Snapshot> {
+    pub(super) async fn snapshot(&self, keys: &StateKeys) -> PgResult<Snapshot> {
         let c = self.conn.client();
         let st = &self.st;
         let app: &str = &self.app_key;
@@ -481,12 +486,37 @@ impl PgWriter {
 }
 
 impl GroupWriter for PgWriter {
+    const PROVIDER: &'static str = super::PROVIDER;
+
+    fn app_key(&self) -> &str {
+        &self.app_key
+    }
+
     async fn commit(&mut self, batches: Arc<[Batch]>) -> Result<Vec<Result<PersistResult>>> {
         if self.conn.is_fenced() {
             return Err(self.fenced_error());
         }
-        match self.try_commit(&batches).await {
-            Ok(outcomes) => Ok(outcomes),
+        let result = self.try_commit(&batches).await;
+        self.settle(result).await
+    }
+
+    async fn import(&mut self, records: Vec<Record>) -> Result<()> {
+        if self.conn.is_fenced() {
+            return Err(self.fenced_error());
+        }
+        let result = self.try_import(&records).await;
+        self.settle(result).await
+    }
+}
+
+impl PgWriter {
+    /// After a commit or an import: a failure that ended the session fences the store; any
+    /// other failure leaves the session out of its (aborted) transaction.
+    async fn settle<T>(&mut self, result: Result<T>) -> Result<T> {
+        match result {
+            Ok(value) => Ok(value),
+            // Refused before anything was sent.
+            Err(e @ Error::InvalidImport(_)) => Err(e),
             Err(e) if self.conn.is_fenced() || ends_session(&e) => {
                 // The session is gone (or going): so is the lock. Never write again.
                 self.conn.fenced.store(true, Ordering::Release);

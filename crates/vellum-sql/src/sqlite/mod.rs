@@ -35,6 +35,7 @@
 //! # }
 //! ```
 
+mod bulk;
 mod lock;
 mod schema;
 mod store;
@@ -49,7 +50,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rusqlite::Connection;
-use vellum_core::{Error, Provider, Result};
+use tracing::Instrument as _;
+use vellum_core::{Error, Provider, Result, observe};
 
 pub use schema::{create_schema, drop_schema};
 pub use store::SqliteStore;
@@ -58,6 +60,9 @@ use crate::group::Committer;
 use lock::AppLock;
 use store::{Readers, Shared};
 use writer::SqliteWriter;
+
+/// The provider's name in tracing spans.
+const PROVIDER: &str = "sqlite";
 
 /// How a [`SqliteProvider`] opens stores.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -197,6 +202,42 @@ impl SqliteProvider {
         }
     }
 
+    /// Creates vellum's tables in the database if missing ([`create_schema`]).
+    pub async fn create_schema(&self) -> Result<()> {
+        self.with_connection(create_schema).await
+    }
+
+    /// Drops vellum's tables with all their data, if present ([`drop_schema`]).
+    pub async fn drop_schema(&self) -> Result<()> {
+        self.with_connection(drop_schema).await
+    }
+
+    /// The vellum schema version stored in the database, `None` when it has none.
+    pub async fn schema_version(&self) -> Result<Option<i64>> {
+        self.with_connection(|conn| schema::stored_version(conn)).await
+    }
+
+    /// Runs `f` on a blocking thread with a connection to the database: a new one with the
+    /// writer's settings for a file, or the caller's own.
+    async fn with_connection<T, F>(&self, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> Result<T> + Send + 'static,
+    {
+        let (source, options) = (Arc::clone(&self.source), self.options.clone());
+        tokio::task::spawn_blocking(move || match &*source {
+            Source::File(path) => f(&mut Self::open_writer(path, &options)?),
+            Source::Connection { conn, .. } => {
+                let mut guard = conn.lock().map_err(|_| {
+                    Error::storage("sqlite: using a caller's connection", "the connection mutex is poisoned")
+                })?;
+                f(&mut guard)
+            }
+        })
+        .await
+        .map_err(|e| Error::storage("sqlite: the schema task failed", e))?
+    }
+
     /// Opens (creating if needed) the database file with the writer's settings.
     fn open_writer(path: &Path, options: &SqliteOptions) -> Result<Connection> {
         let err = |e: rusqlite::Error| {
@@ -277,6 +318,8 @@ impl Provider for SqliteProvider {
     type Store = SqliteStore;
 
     async fn open(&self, app_key: &str) -> Result<SqliteStore> {
-        self.open_store(app_key).await
+        let span = observe::open_span(PROVIDER, app_key);
+        let result = self.open_store(app_key).instrument(span.clone()).await;
+        observe::record(&span, result)
     }
 }

@@ -6,13 +6,15 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use rusqlite::{Connection, OpenFlags, OptionalExtension, Row, params};
+use tracing::Instrument as _;
 use vellum_core::time::Micros;
 use vellum_core::{
     AggregateMetaData, AggregateRepository, Batch, DataStore, Envelope, Error, Event, EventCursor,
     EventPageSource, EventQuery, EventRepository, OffsetRepository, Packet, PageFuture, PersistResult,
-    Persister, ProcessInstance, ProcessRepository, QueueMessage, QueueRepository, Result,
+    Persister, ProcessInstance, ProcessRepository, QueueMessage, QueueRepository, Result, observe,
 };
 
+use super::PROVIDER;
 use super::lock::AppLock;
 use crate::group::Committer;
 use crate::schema::from_db;
@@ -88,17 +90,25 @@ impl Shared {
     /// Reads run inline: they are indexed point lookups or one bounded page, which take
     /// microseconds, and WAL readers never wait for the writer; a blocking-thread hop would cost
     /// more than the read itself.
-    fn read<T>(&self, what: &str, f: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> Result<T> {
+    ///
+    /// `query` names the read in its `vellum.query` span; `what` describes it in errors.
+    pub(super) fn read<T>(
+        &self,
+        query: &'static str,
+        what: &str,
+        f: impl FnOnce(&Connection) -> rusqlite::Result<T>,
+    ) -> Result<T> {
         if self.closed.load(Ordering::Acquire) {
             return Err(Error::Closed);
         }
+        let _span = observe::query_span(PROVIDER, &self.app_key, query).entered();
         self.readers
             .with(f)
             .map_err(|e| Error::storage(format!("sqlite: {what} for application {:?}", self.app_key), e))
     }
 }
 
-fn decode(app_key: &str, what: &str, bytes: &[u8]) -> Result<Envelope> {
+pub(super) fn decode(app_key: &str, what: &str, bytes: &[u8]) -> Result<Envelope> {
     Envelope::from_bytes(bytes)
         .map_err(|e| Error::storage(format!("sqlite: decoding {what} of application {app_key:?}"), e))
 }
@@ -108,7 +118,11 @@ impl EventPageSource for Shared {
         Box::pin(async move {
             let from = i64::try_from(from).unwrap_or(i64::MAX);
             let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-            let rows: Vec<(i64, Vec<u8>)> = self.read("loading a page of events", |conn| {
+            let name = match query {
+                EventQuery::ByType(_) => "events_by_type",
+                EventQuery::BySource { .. } => "events_by_source",
+            };
+            let rows: Vec<(i64, Vec<u8>)> = self.read(name, "loading a page of events", |conn| {
                 let pair = |r: &Row<'_>| Ok((r.get(0)?, r.get(1)?));
                 match query {
                     EventQuery::BySource { handler_key, instance_id } => conn
@@ -185,16 +199,17 @@ impl AggregateRepository for SqliteStore {
         handler_key: &str,
         instance_id: &str,
     ) -> Result<AggregateMetaData> {
-        let row: Option<(i64, String)> = self.shared.read("loading aggregate meta-data", |conn| {
-            conn.prepare_cached(
-                "SELECT revision, last_event_id FROM vellum_aggregate \
+        let row: Option<(i64, String)> =
+            self.shared.read("aggregate", "loading aggregate meta-data", |conn| {
+                conn.prepare_cached(
+                    "SELECT revision, last_event_id FROM vellum_aggregate \
                  WHERE app_key = ?1 AND handler_key = ?2 AND instance_id = ?3",
-            )?
-            .query_row(params![&*self.shared.app_key, handler_key, instance_id], |r| {
-                Ok((r.get(0)?, r.get(1)?))
-            })
-            .optional()
-        })?;
+                )?
+                .query_row(params![&*self.shared.app_key, handler_key, instance_id], |r| {
+                    Ok((r.get(0)?, r.get(1)?))
+                })
+                .optional()
+            })?;
         let mut meta = AggregateMetaData::new(handler_key, instance_id);
         if let Some((revision, last_event_id)) = row {
             meta.revision = from_db(revision);
@@ -206,16 +221,17 @@ impl AggregateRepository for SqliteStore {
 
 impl ProcessRepository for SqliteStore {
     async fn load_process_instance(&self, handler_key: &str, instance_id: &str) -> Result<ProcessInstance> {
-        let row: Option<(i64, String, Vec<u8>)> = self.shared.read("loading a process instance", |conn| {
-            conn.prepare_cached(
-                "SELECT revision, media_type, data FROM vellum_process \
+        let row: Option<(i64, String, Vec<u8>)> =
+            self.shared.read("process", "loading a process instance", |conn| {
+                conn.prepare_cached(
+                    "SELECT revision, media_type, data FROM vellum_process \
                  WHERE app_key = ?1 AND handler_key = ?2 AND instance_id = ?3",
-            )?
-            .query_row(params![&*self.shared.app_key, handler_key, instance_id], |r| {
-                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
-            })
-            .optional()
-        })?;
+                )?
+                .query_row(params![&*self.shared.app_key, handler_key, instance_id], |r| {
+                    Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+                })
+                .optional()
+            })?;
         let mut instance = ProcessInstance::new(handler_key, instance_id);
         if let Some((revision, media_type, data)) = row {
             instance.revision = from_db(revision);
@@ -227,7 +243,7 @@ impl ProcessRepository for SqliteStore {
 
 impl OffsetRepository for SqliteStore {
     async fn load_offset(&self, application_key: &str) -> Result<u64> {
-        let offset: Option<i64> = self.shared.read("loading a consumer offset", |conn| {
+        let offset: Option<i64> = self.shared.read("offset", "loading a consumer offset", |conn| {
             conn.prepare_cached(
                 "SELECT next_offset FROM vellum_offset WHERE app_key = ?1 AND source_app_key = ?2",
             )?
@@ -242,19 +258,20 @@ impl QueueRepository for SqliteStore {
     async fn load_queue_messages(&self, n: usize) -> Result<Vec<QueueMessage>> {
         if n == 0 {
             // Still report a closed store.
-            return self.shared.read("loading queue messages", |_| Ok(Vec::new()));
+            return self.shared.read("queue", "loading queue messages", |_| Ok(Vec::new()));
         }
         let limit = i64::try_from(n).unwrap_or(i64::MAX);
-        let rows: Vec<(i64, i64, i64, Vec<u8>)> = self.shared.read("loading queue messages", |conn| {
-            conn.prepare_cached(
-                "SELECT revision, failure_count, next_attempt_at, envelope FROM vellum_queue \
+        let rows: Vec<(i64, i64, i64, Vec<u8>)> =
+            self.shared.read("queue", "loading queue messages", |conn| {
+                conn.prepare_cached(
+                    "SELECT revision, failure_count, next_attempt_at, envelope FROM vellum_queue \
                  WHERE app_key = ?1 ORDER BY next_attempt_at, sequence, message_id LIMIT ?2",
-            )?
-            .query_map(params![&*self.shared.app_key, limit], |r| {
-                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
-            })?
-            .collect()
-        })?;
+                )?
+                .query_map(params![&*self.shared.app_key, limit], |r| {
+                    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+                })?
+                .collect()
+            })?;
         rows.into_iter()
             .map(|(revision, failure_count, at, bytes)| {
                 Ok(QueueMessage {
@@ -270,11 +287,12 @@ impl QueueRepository for SqliteStore {
 
 impl EventRepository for SqliteStore {
     async fn next_event_offset(&self) -> Result<u64> {
-        let offset: Option<i64> = self.shared.read("loading the next event offset", |conn| {
-            conn.prepare_cached("SELECT next_offset FROM vellum_app WHERE app_key = ?1")?
-                .query_row([&*self.shared.app_key], |r| r.get(0))
-                .optional()
-        })?;
+        let offset: Option<i64> =
+            self.shared.read("next_event_offset", "loading the next event offset", |conn| {
+                conn.prepare_cached("SELECT next_offset FROM vellum_app WHERE app_key = ?1")?
+                    .query_row([&*self.shared.app_key], |r| r.get(0))
+                    .optional()
+            })?;
         Ok(offset.map_or(0, from_db))
     }
 
@@ -289,12 +307,18 @@ impl EventRepository for SqliteStore {
 
 impl Persister for SqliteStore {
     async fn persist(&self, batch: Batch) -> Result<PersistResult> {
-        let committer = self.committer.read().await;
-        let committer = committer.as_ref().ok_or(Error::Closed)?;
-        if batch.is_empty() {
-            return Ok(PersistResult::default());
+        let span = observe::persist_span(PROVIDER, &self.shared.app_key, batch.len());
+        let result = async {
+            let committer = self.committer.read().await;
+            let committer = committer.as_ref().ok_or(Error::Closed)?;
+            if batch.is_empty() {
+                return Ok(PersistResult::default());
+            }
+            committer.persist(batch).await
         }
-        committer.persist(batch).await
+        .instrument(span.clone())
+        .await;
+        observe::record(&span, result)
     }
 }
 

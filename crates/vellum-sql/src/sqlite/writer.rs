@@ -5,7 +5,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
 use vellum_core::eval::Effect;
-use vellum_core::{Batch, Error, PersistResult, Result};
+use vellum_core::{Batch, Error, PersistResult, Record, Result};
 
 use crate::group::GroupWriter;
 use crate::plan::{QueueState, Snapshot, StateKeys, Write, plan_group};
@@ -23,6 +23,25 @@ pub(crate) struct SqliteWriter {
 }
 
 impl GroupWriter for SqliteWriter {
+    const PROVIDER: &'static str = super::PROVIDER;
+
+    fn app_key(&self) -> &str {
+        &self.app_key
+    }
+
+    async fn import(&mut self, records: Vec<Record>) -> Result<()> {
+        let conn = Arc::clone(&self.conn);
+        let app_key = Arc::clone(&self.app_key);
+        let task = tokio::task::spawn_blocking(move || {
+            let mut conn = conn.lock().unwrap_or_else(PoisonError::into_inner);
+            super::bulk::import(&mut conn, &app_key, &records)
+        });
+        let outcome = task.await.map_err(|e| {
+            Error::storage(format!("sqlite: importing records for application {:?}", self.app_key), e)
+        });
+        outcome.and_then(|o| o)
+    }
+
     async fn commit(&mut self, batches: Arc<[Batch]>) -> Result<Vec<Result<PersistResult>>> {
         let conn = Arc::clone(&self.conn);
         let app_key = Arc::clone(&self.app_key);
@@ -51,7 +70,7 @@ pub(crate) fn commit_group(
     let tx = conn
         .transaction_with_behavior(TransactionBehavior::Immediate)
         .map_err(err("beginning a write transaction"))?;
-    let (mut snapshot, stored) = read_snapshot(&tx, app_key, batches)?;
+    let (mut snapshot, stored) = read_snapshot(&tx, app_key, StateKeys::of(batches))?;
     let plan = plan_group(batches, &mut snapshot);
     if plan.is_empty() {
         // Nothing to write: the transaction rolls back when dropped, without a flush.
@@ -61,31 +80,41 @@ pub(crate) fn commit_group(
         execute(&tx, app_key, write).map_err(err("writing a batch"))?;
     }
     if stored != Some((plan.next_offset, plan.next_sequence)) {
-        tx.prepare_cached(
-            "INSERT INTO vellum_app (app_key, next_offset, next_sequence) VALUES (?1, ?2, ?3) \
-             ON CONFLICT (app_key) DO UPDATE SET next_offset = excluded.next_offset, \
-             next_sequence = excluded.next_sequence",
-        )
-        .and_then(|mut s| s.execute(params![app_key, to_db(plan.next_offset), to_db(plan.next_sequence)]))
-        .map_err(err("storing the application counters"))?;
+        store_counters(&tx, app_key, (plan.next_offset, plan.next_sequence))
+            .map_err(err("storing the application counters"))?;
     }
     tx.commit().map_err(err("committing a write transaction"))?;
     Ok(plan.outcomes)
 }
 
-/// Reads the counter row and every row the group's preconditions look at. Also returns the
-/// stored counters, `None` when the application has no counter row yet.
-fn read_snapshot(
+/// Creates or updates the application's counter row.
+pub(crate) fn store_counters(
     tx: &Transaction<'_>,
     app_key: &str,
-    batches: &[Batch],
+    (next_offset, next_sequence): (u64, u64),
+) -> rusqlite::Result<()> {
+    tx.prepare_cached(
+        "INSERT INTO vellum_app (app_key, next_offset, next_sequence) VALUES (?1, ?2, ?3) \
+         ON CONFLICT (app_key) DO UPDATE SET next_offset = excluded.next_offset, \
+         next_sequence = excluded.next_sequence",
+    )?
+    .execute(params![app_key, to_db(next_offset), to_db(next_sequence)])
+    .map(drop)
+}
+
+/// Reads the counter row and the rows of `keys` (what a group's preconditions or an import's
+/// check look at). Also returns the stored counters, `None` when the application has no
+/// counter row yet.
+pub(crate) fn read_snapshot(
+    tx: &Transaction<'_>,
+    app_key: &str,
+    keys: StateKeys,
 ) -> Result<(Snapshot, Option<(u64, u64)>)> {
     let err = |what: &'static str| {
         move |e: rusqlite::Error| {
             Error::storage(format!("sqlite: reading {what} for application {app_key:?}"), e)
         }
     };
-    let keys = StateKeys::of(batches);
     let mut snapshot = Snapshot::default();
     let counters = tx
         .prepare_cached("SELECT next_offset, next_sequence FROM vellum_app WHERE app_key = ?1")
