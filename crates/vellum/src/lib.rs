@@ -1,0 +1,98 @@
+//! vellum: the persistence layer of a message-driven (Dogma-style) engine.
+//!
+//! For each application an engine runs, a store keeps aggregate meta-data, an append-only event
+//! log with dense offsets, process state, a durable message queue and consumer offsets; every
+//! write is an atomic [`Batch`] under optimistic concurrency, and each store is owned by one
+//! engine at a time. This crate re-exports the contract ([`vellum_core`]) and the providers
+//! (behind cargo features), and picks a provider at run time from a URL with [`connect`]:
+//!
+//! | URL | provider | feature |
+//! |---|---|---|
+//! | `memory:` | in memory, not durable | `memory` (default) |
+//! | `redb://DIR` | one redb file per application in `DIR`, the embedded default | `redb` (default) |
+//! | `sqlite://FILE` | SQLite | `sqlite` |
+//! | `postgres://…` | PostgreSQL | `postgres` |
+//! | `mysql://…` | MySQL / MariaDB | `mysql` |
+//!
+//! ```
+//! use vellum::{Batch, DataStore, EventRepository, Operation, Persister, Provider};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> vellum::Result<()> {
+//! # let dir = tempfile::tempdir().unwrap();
+//! # let url = format!("redb://{}", dir.path().display());
+//! let provider = vellum::connect(&url)?;             // e.g. "redb://vellum-data"
+//! let store = provider.open("billing").await?;       // exclusive until closed
+//! let mut event = vellum::Envelope::default();
+//! event.message_id = "e-1".into();
+//! event.portable_name = "InvoicePaid".into();
+//! let result = store.persist(Batch::from(vec![Operation::SaveEvent(event)])).await?;
+//! assert_eq!(result.event_offsets["e-1"], 0);
+//! assert_eq!(store.next_event_offset().await?, 1);
+//! store.close().await?;
+//! # Ok(()) }
+//! ```
+//!
+//! Whole stores move between providers with [`bulk::copy`] (what `vellum copy` runs).
+
+mod any;
+mod url;
+
+pub use any::{AnyProvider, AnyStore};
+pub use url::{SCHEMES, StoreUrl};
+pub use vellum_core::*;
+
+/// The in-memory provider.
+#[cfg(feature = "memory")]
+pub use vellum_memory as memory;
+/// The embedded redb provider.
+#[cfg(feature = "redb")]
+pub use vellum_redb as redb;
+/// The SQL providers (SQLite, PostgreSQL, MySQL/MariaDB), as enabled by features.
+#[cfg(any(feature = "sqlite", feature = "postgres", feature = "mysql"))]
+pub use vellum_sql as sql;
+
+/// A provider for a store URL (see the table above). Nothing is opened or connected yet: a
+/// server that cannot be reached fails the first [`Provider::open`]. For `redb://` and
+/// `sqlite://`, missing directories are created.
+///
+/// # Errors
+/// [`Error::InvalidUrl`] for a URL that names no provider of this build, and a storage error
+/// naming the directory that cannot be created.
+pub fn connect(url: &str) -> Result<AnyProvider> {
+    let parsed = StoreUrl::parse(url)?;
+    let disabled = || Error::InvalidUrl {
+        url: url.to_owned(),
+        reason: format!("this build of vellum has no {} provider (cargo feature)", parsed.kind()),
+    };
+    match &parsed {
+        #[cfg(feature = "memory")]
+        StoreUrl::Memory => Ok(AnyProvider::Memory(vellum_memory::MemoryProvider::new())),
+        #[cfg(feature = "redb")]
+        StoreUrl::Redb(dir) => {
+            create_dir(dir)?;
+            Ok(AnyProvider::Redb(vellum_redb::RedbProvider::new(dir)))
+        }
+        #[cfg(feature = "sqlite")]
+        StoreUrl::Sqlite(file) => {
+            if let Some(parent) = file.parent().filter(|p| !p.as_os_str().is_empty()) {
+                create_dir(parent)?;
+            }
+            vellum_sql::sqlite::SqliteProvider::new(file).map(AnyProvider::Sqlite)
+        }
+        #[cfg(feature = "postgres")]
+        StoreUrl::Postgres(url) => {
+            vellum_sql::postgres::PostgresProvider::from_url(url).map(AnyProvider::Postgres)
+        }
+        #[cfg(feature = "mysql")]
+        StoreUrl::Mysql(url) => vellum_sql::mysql::MysqlProvider::from_url(url).map(AnyProvider::Mysql),
+        #[allow(unreachable_patterns)]
+        _ => Err(disabled()),
+    }
+}
+
+#[cfg(any(feature = "redb", feature = "sqlite"))]
+fn create_dir(dir: &std::path::Path) -> Result<()> {
+    std::fs::create_dir_all(dir)
+        .map_err(|e| Error::storage(format!("creating directory {}", dir.display()), e))
+}
