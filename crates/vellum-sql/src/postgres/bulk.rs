@@ -18,7 +18,7 @@ use vellum_core::{
 use super::PROVIDER;
 use super::storage;
 use super::store::PostgresStore;
-use super::writer::{Pending, PgResult, PgWriter, pipeline};
+use super::writer::{AggregateRows, EventRows, OffsetRows, Pending, PgResult, PgWriter, pipeline};
 use crate::bulk::{ImportRows, counters_after, event_keys, limit};
 use crate::plan::StateKeys;
 use crate::schema::{from_db, to_db};
@@ -157,19 +157,11 @@ pub(super) struct ImportStatements {
 /// An import's rows as the column arrays of the `UNNEST` inserts.
 #[derive(Default)]
 struct Columns<'a> {
-    aggregates: AggregateColumns<'a>,
+    aggregates: AggregateRows<'a>,
     processes: ProcessColumns<'a>,
-    offsets: (Vec<&'a str>, Vec<i64>),
+    offsets: OffsetRows<'a>,
     queue: QueueColumns<'a>,
-    events: EventColumns<'a>,
-}
-
-#[derive(Default)]
-struct AggregateColumns<'a> {
-    handlers: Vec<&'a str>,
-    instances: Vec<&'a str>,
-    revisions: Vec<i64>,
-    last_ids: Vec<&'a str>,
+    events: EventRows<'a>,
 }
 
 #[derive(Default)]
@@ -193,16 +185,6 @@ struct QueueColumns<'a> {
     envelopes: Vec<Vec<u8>>,
 }
 
-#[derive(Default)]
-struct EventColumns<'a> {
-    offsets: Vec<i64>,
-    ids: Vec<&'a str>,
-    names: Vec<&'a str>,
-    handlers: Vec<&'a str>,
-    instances: Vec<&'a str>,
-    envelopes: Vec<Vec<u8>>,
-}
-
 impl<'a> Columns<'a> {
     fn of(rows: &ImportRows<'a>) -> Self {
         let mut c = Self::default();
@@ -222,8 +204,8 @@ impl<'a> Columns<'a> {
             x.data.push(&p.packet.data);
         }
         for &(source, next_offset) in &rows.offsets {
-            c.offsets.0.push(source);
-            c.offsets.1.push(to_db(next_offset));
+            c.offsets.sources.push(source);
+            c.offsets.values.push(to_db(next_offset));
         }
         for r in &rows.queue {
             let q = &mut c.queue;
@@ -322,9 +304,9 @@ impl PgWriter {
                 .await
             }));
         }
-        if !cols.offsets.0.is_empty() {
+        if !cols.offsets.sources.is_empty() {
             let o = &cols.offsets;
-            steps.push(Box::pin(async move { c.execute(&st.offsets, &[&app, &o.0, &o.1]).await }));
+            steps.push(Box::pin(async move { c.execute(&st.offsets, &[&app, &o.sources, &o.values]).await }));
         }
         if !cols.queue.ids.is_empty() {
             let q = &cols.queue;

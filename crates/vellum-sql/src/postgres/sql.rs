@@ -173,9 +173,14 @@ impl Sql {
                 "SELECT revision, failure_count, next_attempt_at, envelope FROM {s}.vellum_queue \
                  WHERE app_key = $1 ORDER BY next_attempt_at, sequence, message_id LIMIT $2"
             ),
+            // One ordered index range per type, merged: cost follows the matches. The plain
+            // `portable_name = ANY(..)` form gets a generic plan that walks the whole log in
+            // offset order and filters, so a rare type cost a full scan.
             page_by_type: format!(
-                "SELECT event_offset, envelope FROM {s}.vellum_event WHERE app_key = $1 \
-                 AND portable_name = ANY($2::text[]) AND event_offset >= $3 ORDER BY event_offset LIMIT $4"
+                "SELECT e.event_offset, e.envelope FROM unnest($2::text[]) AS t(name) \
+                 CROSS JOIN LATERAL (SELECT event_offset, envelope FROM {s}.vellum_event \
+                 WHERE app_key = $1 AND portable_name = t.name AND event_offset >= $3 \
+                 ORDER BY event_offset LIMIT $4) e ORDER BY e.event_offset LIMIT $4"
             ),
             page_by_source: format!(
                 "SELECT event_offset, envelope FROM {s}.vellum_event WHERE app_key = $1 \

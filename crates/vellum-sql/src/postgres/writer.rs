@@ -670,29 +670,29 @@ impl<'a> Expected<'a> {
 
 /// The events of a group as column arrays.
 #[derive(Default)]
-struct EventRows<'a> {
-    offsets: Vec<i64>,
-    ids: Vec<&'a str>,
-    names: Vec<&'a str>,
-    handlers: Vec<&'a str>,
-    instances: Vec<&'a str>,
-    envelopes: Vec<Vec<u8>>,
+pub(super) struct EventRows<'a> {
+    pub(super) offsets: Vec<i64>,
+    pub(super) ids: Vec<&'a str>,
+    pub(super) names: Vec<&'a str>,
+    pub(super) handlers: Vec<&'a str>,
+    pub(super) instances: Vec<&'a str>,
+    pub(super) envelopes: Vec<Vec<u8>>,
 }
 
 /// The last aggregate write per instance, as column arrays.
 #[derive(Default)]
-struct AggregateRows<'a> {
-    handlers: Vec<&'a str>,
-    instances: Vec<&'a str>,
-    revisions: Vec<i64>,
-    last_ids: Vec<&'a str>,
+pub(super) struct AggregateRows<'a> {
+    pub(super) handlers: Vec<&'a str>,
+    pub(super) instances: Vec<&'a str>,
+    pub(super) revisions: Vec<i64>,
+    pub(super) last_ids: Vec<&'a str>,
 }
 
 /// The last consumer-offset write per source, as column arrays.
 #[derive(Default)]
-struct OffsetRows<'a> {
-    sources: Vec<&'a str>,
-    values: Vec<i64>,
+pub(super) struct OffsetRows<'a> {
+    pub(super) sources: Vec<&'a str>,
+    pub(super) values: Vec<i64>,
 }
 
 /// Consecutive enqueues, as column arrays.
