@@ -26,7 +26,8 @@ use crate::report::{Latencies, Table, bytes, millis, rate, store_size};
 
 const ACCOUNT: &str = "demo.account";
 const REVIEW: &str = "demo.review";
-const PROJECTION_SOURCE_NAME: &str = "demo";
+/// The application's name in envelopes (its key is the store's application key).
+const APP_NAME: &str = "demo";
 const DEPOSIT: &str = "demo.Deposit";
 const DEPOSITED: &str = "demo.FundsDeposited";
 const FLAGGED: &str = "demo.DepositFlagged";
@@ -206,6 +207,7 @@ impl Demo {
     /// when the timeout fires (removing the process and its own timeout in one batch).
     async fn review(&self, i: u64) -> Result<()> {
         let instance = format!("review-{}-{i}", self.run);
+        // Removing the flagged event from the queue needs only its ID and revision.
         let flagged =
             queued(1, self.event(format!("{}-flagged-{i}", self.run), FLAGGED, ""), SystemTime::now());
         let packet = Packet::new("application/json; type=\"demo.Review\"", format!("{{\"deposit\":{i}}}"));
@@ -261,14 +263,10 @@ impl Demo {
         }
     }
 
+    /// A command comes from outside the application: no source handler.
     fn command(&self, i: u64) -> Envelope {
-        let mut env = self.envelope(
-            format!("{}-deposit-{i}", self.run),
-            DEPOSIT,
-            format!("{{\"amount\":{}}}", i % 97 + 1),
-        );
-        env.source_handler = None;
-        env
+        let amount = i % 97 + 1;
+        self.envelope(format!("{}-deposit-{i}", self.run), DEPOSIT, format!("{{\"amount\":{amount}}}"))
     }
 
     fn event(&self, id: String, portable_name: &str, account: &str) -> Envelope {
@@ -291,7 +289,7 @@ impl Demo {
             causation_id: message_id.clone(),
             correlation_id: message_id.clone(),
             message_id,
-            source_application: Some(Identity::new(PROJECTION_SOURCE_NAME, self.store.app_key())),
+            source_application: Some(Identity::new(APP_NAME, self.store.app_key())),
             created_at: rfc3339(SystemTime::now()),
             description: portable_name.to_owned(),
             portable_name: portable_name.to_owned(),

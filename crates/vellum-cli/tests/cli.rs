@@ -282,6 +282,29 @@ fn schema_create_status_drop() {
     }
 }
 
+/// `-v` shows the providers' spans: opens, persists with their size and outcome, commits with
+/// their group size; `-vv` adds queries.
+#[test]
+fn verbose_shows_provider_spans() {
+    let tmp = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}/spans.db", tmp.path().display());
+    let output = vellum(tmp.path(), &["-v", "demo", "--url", &url, "--commands", "5", "--workers", "1"]);
+    assert!(output.status.success());
+    let spans = String::from_utf8_lossy(&output.stderr);
+    for needle in [
+        r#"vellum.open{provider="sqlite" app_key="demo" outcome="ok"}"#,
+        r#"vellum.persist{provider="sqlite" app_key="demo" ops=3 outcome="ok"}"#,
+        r#"vellum.commit{provider="sqlite" app_key="demo" batches=1 outcome="ok"}"#,
+        "time.busy=",
+    ] {
+        assert!(spans.contains(needle), "missing {needle}:\n{spans}");
+    }
+    assert!(!spans.contains("vellum.query"), "queries are trace level");
+    let output = vellum(tmp.path(), &["-vv", "inspect", "--url", &url, "queue"]);
+    let spans = String::from_utf8_lossy(&output.stderr);
+    assert!(spans.contains(r#"vellum.query{provider="sqlite" app_key="demo" query="queue"}"#), "{spans}");
+}
+
 /// Errors are one line naming what failed, with exit status 1.
 #[test]
 fn errors_are_one_clear_line() {
