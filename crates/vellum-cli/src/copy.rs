@@ -8,11 +8,12 @@ use vellum::bulk::{self, BulkStore};
 use vellum::{DataStore, Provider, Result};
 
 use crate::cli::CopyArgs;
-use crate::report::{Table, rate};
+use crate::report::{Table, rate, require_existing};
 
 /// Runs the copy and prints what it moved.
 pub async fn run(args: CopyArgs) -> Result<()> {
     let (from, to) = (vellum::connect(&args.source)?, vellum::connect(&args.destination)?);
+    require_existing(&args.source, &from, &args.app)?;
     let source = from.open(&args.app).await?;
     let destination = match to.open(&args.app).await {
         Ok(store) => store,

@@ -11,11 +11,12 @@ use vellum::{
 };
 
 use crate::cli::{Inspect, InspectArgs};
-use crate::report::{Table, bytes, store_size};
+use crate::report::{Table, bytes, require_existing, store_size};
 
 /// Runs `vellum inspect` and prints its answer.
 pub async fn run(args: InspectArgs) -> Result<()> {
     let provider = vellum::connect(&args.target.url)?;
+    require_existing(&args.target.url, &provider, &args.target.app)?;
     let store = provider.open(&args.target.app).await?;
     let result = answer(&store, &args, &provider).await;
     let closed = store.close().await;

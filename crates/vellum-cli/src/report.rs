@@ -141,6 +141,23 @@ pub fn store_size(url: &str, provider: &vellum::AnyProvider, app_key: &str) -> O
     }
 }
 
+/// Refuses to read a file-based store that does not exist yet: opening would create an empty
+/// one, so a mistyped application key or path would read as an empty store.
+pub fn require_existing(url: &str, provider: &vellum::AnyProvider, app_key: &str) -> vellum::Result<()> {
+    let path = match (StoreUrl::parse(url)?, provider) {
+        (StoreUrl::Redb(_), vellum::AnyProvider::Redb(p)) => p.file_path(app_key),
+        (StoreUrl::Sqlite(file), _) => file,
+        _ => return Ok(()),
+    };
+    if path.exists() {
+        return Ok(());
+    }
+    Err(vellum::Error::storage(
+        format!("there is no store for application {app_key:?} at {url}"),
+        format!("{} does not exist", path.display()),
+    ))
+}
+
 fn file_len(path: &Path) -> Option<u64> {
     std::fs::metadata(path).ok().map(|m| m.len())
 }

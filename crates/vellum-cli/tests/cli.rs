@@ -322,6 +322,14 @@ fn errors_are_one_clear_line() {
     assert!(err.contains("mysql") || err.contains("MySQL"), "{err}");
     assert_eq!(err.lines().count(), 1, "{err}");
 
+    // Reading a file-based store that does not exist creates nothing and says so.
+    let missing = format!("redb://{}/nothing-here", dir.display());
+    let err = fails(dir, &["inspect", "--url", &missing, "--app", "typo", "stats"]);
+    assert!(err.contains("there is no store for application \"typo\""), "{err}");
+    let err = fails(dir, &["copy", &missing, "memory:", "--app", "typo"]);
+    assert!(err.contains("there is no store for application \"typo\""), "{err}");
+    assert_eq!(std::fs::read_dir(dir.join("nothing-here")).unwrap().count(), 0, "no file was created");
+
     // A store another process holds open is locked, promptly.
     let url = format!("redb://{}/held", dir.display());
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
