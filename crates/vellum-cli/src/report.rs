@@ -9,17 +9,29 @@ use vellum::StoreUrl;
 /// An error and its sources as one line: `outer: inner: root` (line breaks some database
 /// errors carry become spaces).
 pub fn chain(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut line = error.to_string();
+    let mut parts: Vec<String> = vec![error.to_string()];
     let mut source = error.source();
     while let Some(e) = source {
         let text = e.to_string();
-        // Some errors repeat their source's text; print each part once.
-        if !line.ends_with(&text) {
-            let _ = write!(line, ": {text}");
+        // Drivers often repeat a source's text in their own, or extend it; say each thing once.
+        if !parts.iter().any(|p| p.contains(&text)) {
+            if parts.last().is_some_and(|last| text.contains(last.as_str())) {
+                parts.pop();
+            }
+            parts.push(text);
         }
         source = e.source();
     }
-    line.split_whitespace().collect::<Vec<_>>().join(" ")
+    // Some drivers nest the same words in their own text ("Input/output error: Input/output
+    // error: …"): drop a segment that repeats the one before it.
+    let mut segments: Vec<&str> = Vec::new();
+    let joined = parts.join(": ");
+    for segment in joined.split(": ") {
+        if segments.last() != Some(&segment) {
+            segments.push(segment);
+        }
+    }
+    segments.join(": ").split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
 /// A plain-text table with left-aligned columns.
@@ -165,6 +177,36 @@ fn file_len(path: &Path) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[derive(Debug)]
+    struct Layer(&'static str, Option<Box<Layer>>);
+
+    impl std::fmt::Display for Layer {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str(self.0)
+        }
+    }
+
+    impl std::error::Error for Layer {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            self.1.as_deref().map(|l| l as &(dyn std::error::Error + 'static))
+        }
+    }
+
+    #[test]
+    fn error_chains_say_each_thing_once_on_one_line() {
+        let root = Layer("Connection refused\n(os error 111)", None);
+        let io = Layer("Input/output error", Some(Box::new(root)));
+        let repeated = Layer("Input/output error", Some(Box::new(io)));
+        let top = Layer("mysql: opening", Some(Box::new(repeated)));
+        assert_eq!(chain(&top), "mysql: opening: Input/output error: Connection refused (os error 111)");
+        let nested = Layer("Input/output error: Input/output error: refused", None);
+        assert_eq!(chain(&Layer("mysql", Some(Box::new(nested)))), "mysql: Input/output error: refused");
+        let extended = Layer("Input/output error: Connection refused", None);
+        let top =
+            Layer("mysql: opening", Some(Box::new(Layer("Input/output error", Some(Box::new(extended))))));
+        assert_eq!(chain(&top), "mysql: opening: Input/output error: Connection refused");
+    }
 
     #[test]
     fn percentiles_use_nearest_rank() {
