@@ -134,7 +134,7 @@ pub struct BulkSql {
     /// The queue from the start, in queue order: revision, failure count, `next_attempt_at`,
     /// sequence, envelope.
     pub queue_first: String,
-    /// The queue after a `(next_attempt_at, sequence, message_id)` ([`BulkSql::keyset3`]).
+    /// The queue after a `(next_attempt_at, sequence, message_id)`.
     pub queue_after: String,
     /// Events from an offset on, in offset order: offset, envelope.
     pub events: String,
@@ -144,20 +144,7 @@ impl BulkSql {
     /// Renders every statement in `style`.
     #[must_use]
     pub fn new(style: Style<'_>) -> Self {
-        let keyset = |a: &str, b: &str| {
-            if style.row_values {
-                format!("({a}, {b}) > (?, ?)")
-            } else {
-                format!("({a} > ? OR ({a} = ? AND {b} > ?))")
-            }
-        };
-        let keyset3 = |a: &str, b: &str, c: &str| {
-            if style.row_values {
-                format!("({a}, {b}, {c}) > (?, ?, ?)")
-            } else {
-                format!("({a} > ? OR ({a} = ? AND ({b} > ? OR ({b} = ? AND {c} > ?))))")
-            }
-        };
+        let keyset = |columns: &[&str]| keyset_condition(style.row_values, columns);
         let page = |select: &str, table: &str, after: Option<&str>, order: &str| {
             let after = after.map(|c| format!(" AND {c}")).unwrap_or_default();
             style.render(&format!(
@@ -168,10 +155,10 @@ impl BulkSql {
             "handler_key, instance_id, revision, last_event_id",
             "handler_key, instance_id, revision, media_type, data",
         );
-        let by_instance = keyset("handler_key", "instance_id");
+        let by_instance = keyset(&["handler_key", "instance_id"]);
         let queue = "revision, failure_count, next_attempt_at, sequence, envelope";
         let queue_order = "next_attempt_at, sequence, message_id";
-        let queue_keyset = keyset3("next_attempt_at", "sequence", "message_id");
+        let queue_keyset = keyset(&["next_attempt_at", "sequence", "message_id"]);
         Self {
             row_values: style.row_values,
             stats: style.render(
@@ -198,16 +185,32 @@ impl BulkSql {
         }
     }
 
-    /// The parameters of a two-column keyset condition after `(a, b)`: `[a, b]` for a row
-    /// value, `[a, a, b]` for the expanded form.
-    pub fn keyset<T: Clone>(&self, a: T, b: T) -> Vec<T> {
-        if self.row_values { vec![a, b] } else { vec![a.clone(), a, b] }
+    /// The parameters of a keyset condition after `key` (one value per column): the values
+    /// for a row value; for the expanded form, every value but the last twice.
+    #[must_use]
+    pub fn keyset<T: Clone>(&self, key: Vec<T>) -> Vec<T> {
+        if self.row_values {
+            return key;
+        }
+        let last = key.len().saturating_sub(1);
+        key.into_iter()
+            .enumerate()
+            .flat_map(|(i, v)| if i < last { vec![v.clone(), v] } else { vec![v] })
+            .collect()
     }
+}
 
-    /// The parameters of a three-column keyset condition after `(a, b, c)`: `[a, b, c]` for a
-    /// row value, `[a, a, b, b, c]` for the expanded form.
-    pub fn keyset3<T: Clone>(&self, a: T, b: T, c: T) -> Vec<T> {
-        if self.row_values { vec![a, b, c] } else { vec![a.clone(), a, b.clone(), b, c] }
+/// "Strictly after `key`" over `columns`: `(a, b) > (?, ?)` as a row value, or written out as
+/// `(a > ? OR (a = ? AND b > ?))` for servers that cannot use an index for row values.
+fn keyset_condition(row_values: bool, columns: &[&str]) -> String {
+    if row_values {
+        let marks = vec!["?"; columns.len()].join(", ");
+        return format!("({}) > ({marks})", columns.join(", "));
+    }
+    match columns {
+        [] => "TRUE".to_owned(),
+        [last] => format!("{last} > ?"),
+        [first, rest @ ..] => format!("({first} > ? OR ({first} = ? AND {}))", keyset_condition(false, rest)),
     }
 }
 
@@ -327,9 +330,9 @@ mod tests {
             "(next_attempt_at > ? OR (next_attempt_at = ? AND (sequence > ? OR (sequence = ? AND message_id > ?))))"
         ));
         assert!(pg.queue_after.contains("(next_attempt_at, sequence, message_id) > ($2, $3, $4)"));
-        assert_eq!(my.keyset3(1, 2, 3), [1, 1, 2, 2, 3]);
-        assert_eq!(my.keyset(1, 2), [1, 1, 2]);
-        assert_eq!(pg.keyset(1, 2), [1, 2]);
+        assert_eq!(my.keyset(vec![1, 2, 3]), [1, 1, 2, 2, 3]);
+        assert_eq!(my.keyset(vec![1, 2]), [1, 1, 2]);
+        assert_eq!(pg.keyset(vec![1, 2]), [1, 2]);
     }
 
     #[test]

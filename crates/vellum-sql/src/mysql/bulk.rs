@@ -76,19 +76,21 @@ impl MysqlStore {
         let after = |first: Vec<Value>, keyset: Vec<Value>, n: Value| [first, keyset, vec![n]].concat();
         let (statement, params, decode): (&str, Vec<Value>, Decode) = match from {
             ExportFrom::Aggregates(None) => (&sql.aggregates_first, vec![app, n], aggregate),
-            ExportFrom::Aggregates(Some((h, i))) => {
-                (&sql.aggregates_after, after(vec![app], sql.keyset(bytes(&h), bytes(&i)), n), aggregate)
-            }
+            ExportFrom::Aggregates(Some((h, i))) => (
+                &sql.aggregates_after,
+                after(vec![app], sql.keyset(vec![bytes(&h), bytes(&i)]), n),
+                aggregate,
+            ),
             ExportFrom::Processes(None) => (&sql.processes_first, vec![app, n], process),
             ExportFrom::Processes(Some((h, i))) => {
-                (&sql.processes_after, after(vec![app], sql.keyset(bytes(&h), bytes(&i)), n), process)
+                (&sql.processes_after, after(vec![app], sql.keyset(vec![bytes(&h), bytes(&i)]), n), process)
             }
             ExportFrom::Offsets(None) => (&sql.offsets_first, vec![app, n], offset),
             ExportFrom::Offsets(Some(source)) => (&sql.offsets_after, vec![app, bytes(&source), n], offset),
             ExportFrom::Queue(None) => (&sql.queue_first, vec![app, n], queued),
             ExportFrom::Queue(Some(key)) => {
                 let (at, sequence) = (Value::Int(key.next_attempt_at.0), Value::Int(to_db(key.sequence)));
-                let keyset = sql.keyset3(at, sequence, bytes(&key.message_id));
+                let keyset = sql.keyset(vec![at, sequence, bytes(&key.message_id)]);
                 (&sql.queue_after, after(vec![app], keyset, n), queued)
             }
             // Offsets stay far below 2^63: a larger start matches nothing.
