@@ -27,6 +27,7 @@ const WRITER: &str = "bench.writer";
 const TYPES: u64 = 10;
 
 /// One workload's outcome on one provider.
+#[derive(Default)]
 struct Measured {
     ops: u64,
     elapsed: Duration,
@@ -197,7 +198,7 @@ async fn persist(store: &Arc<AnyStore>, writers: usize, duration: Duration, phas
             })
         })
         .collect();
-    let mut measured = Measured { ops: 0, elapsed: Duration::ZERO, latencies: Latencies::default() };
+    let mut measured = Measured::default();
     for task in tasks {
         let (n, latencies) = task.await.map_err(|e| Error::storage("a bench writer task failed", e))??;
         measured.ops += n;
@@ -214,7 +215,7 @@ where
     Fut: Future<Output = Result<()>>,
 {
     let started = Instant::now();
-    let mut measured = Measured { ops: 0, elapsed: Duration::ZERO, latencies: Latencies::default() };
+    let mut measured = Measured::default();
     while started.elapsed() < duration {
         let t = Instant::now();
         op().await?;

@@ -342,7 +342,7 @@ impl Demo {
                 after.events, after.aggregates, after.processes, after.queue, after.offsets
             ),
         ]);
-        if let Some(size) = store_size(&args.target.url, provider, &args.target.app) {
+        if let Some(size) = store_size(provider, &args.target.app) {
             t.row(["store size".to_owned(), bytes(size)]);
         }
         Ok(format!("vellum demo finished\n{t}"))

@@ -128,7 +128,7 @@ async fn stats_view(
     checksum: bool,
 ) -> Result<(String, Value)> {
     let stats = store.stats().await?;
-    let size = store_size(&args.target.url, provider, &args.target.app);
+    let size = store_size(provider, &args.target.app);
     let digest = if checksum { Some(bulk::checksum(store, 1000).await?) } else { None };
     let mut t = Table::new(["", ""]);
     t.row(["store".to_owned(), format!("{} (application {:?})", args.target.url, store.app_key())]);

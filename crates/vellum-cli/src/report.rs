@@ -1,10 +1,10 @@
 //! Output helpers shared by the subcommands: error chains, tables, latency percentiles, sizes.
 
 use std::fmt::Write as _;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use vellum::StoreUrl;
+use vellum::AnyProvider;
 
 /// An error and its sources as one line: `outer: inner: root` (line breaks some database
 /// errors carry become spaces).
@@ -137,37 +137,36 @@ pub fn bytes(n: u64) -> String {
     if unit == 0 { format!("{n} B") } else { format!("{value:.1} {}", UNITS[unit]) }
 }
 
-/// The bytes a store occupies on local disk, for file-based providers: the redb file of the
-/// application, or the SQLite database with its WAL. `None` for memory and servers.
-pub fn store_size(url: &str, provider: &vellum::AnyProvider, app_key: &str) -> Option<u64> {
-    match (StoreUrl::parse(url).ok()?, provider) {
-        (StoreUrl::Redb(_), vellum::AnyProvider::Redb(p)) => file_len(&p.file_path(app_key)),
-        (StoreUrl::Sqlite(file), _) => {
-            let wal = file.with_extension(format!(
-                "{}-wal",
-                file.extension().and_then(|e| e.to_str()).unwrap_or_default()
-            ));
-            Some(file_len(&file)? + file_len(&wal).unwrap_or(0))
-        }
+/// The file a file-based store lives in: the application's redb file, or the SQLite
+/// database. `None` for memory and servers.
+fn store_file(provider: &AnyProvider, app_key: &str) -> Option<PathBuf> {
+    match provider {
+        AnyProvider::Redb(p) => Some(p.file_path(app_key)),
+        AnyProvider::Sqlite(p) => p.path().map(Path::to_owned),
         _ => None,
     }
 }
 
+/// The bytes a store occupies on local disk (for SQLite, with its WAL); `None` for memory and
+/// servers.
+pub fn store_size(provider: &AnyProvider, app_key: &str) -> Option<u64> {
+    let file = store_file(provider, app_key)?;
+    let mut wal = file.clone().into_os_string();
+    wal.push("-wal");
+    let wal = if matches!(provider, AnyProvider::Sqlite(_)) { file_len(Path::new(&wal)) } else { None };
+    Some(file_len(&file)? + wal.unwrap_or(0))
+}
+
 /// Refuses to read a file-based store that does not exist yet: opening would create an empty
 /// one, so a mistyped application key or path would read as an empty store.
-pub fn require_existing(url: &str, provider: &vellum::AnyProvider, app_key: &str) -> vellum::Result<()> {
-    let path = match (StoreUrl::parse(url)?, provider) {
-        (StoreUrl::Redb(_), vellum::AnyProvider::Redb(p)) => p.file_path(app_key),
-        (StoreUrl::Sqlite(file), _) => file,
-        _ => return Ok(()),
-    };
-    if path.exists() {
-        return Ok(());
+pub fn require_existing(url: &str, provider: &AnyProvider, app_key: &str) -> vellum::Result<()> {
+    match store_file(provider, app_key) {
+        Some(path) if !path.exists() => Err(vellum::Error::storage(
+            format!("there is no store for application {app_key:?} at {url}"),
+            format!("{} does not exist", path.display()),
+        )),
+        _ => Ok(()),
     }
-    Err(vellum::Error::storage(
-        format!("there is no store for application {app_key:?} at {url}"),
-        format!("{} does not exist", path.display()),
-    ))
 }
 
 fn file_len(path: &Path) -> Option<u64> {
