@@ -26,6 +26,22 @@ macro_rules! dispatch {
     };
 }
 
+/// Like [`dispatch!`] for the SQL variants only; the others get [`AnyProvider::no_schema`].
+macro_rules! sql_dispatch {
+    ($value:expr, $inner:ident => $body:expr) => {
+        match $value {
+            #[cfg(feature = "sqlite")]
+            AnyProvider::Sqlite($inner) => $body,
+            #[cfg(feature = "postgres")]
+            AnyProvider::Postgres($inner) => $body,
+            #[cfg(feature = "mysql")]
+            AnyProvider::Mysql($inner) => $body,
+            #[allow(unreachable_patterns)]
+            other => Err(other.no_schema()),
+        }
+    };
+}
+
 /// Any of the providers this build has, as [`connect`](crate::connect) returns.
 #[derive(Debug, Clone)]
 #[non_exhaustive]
@@ -94,16 +110,7 @@ impl AnyProvider {
     /// [`Error::Unsupported`] for a provider without a schema; the database's error otherwise.
     #[allow(clippy::unused_async)] // without SQL features every arm is an error
     pub async fn create_schema(&self) -> Result<()> {
-        match self {
-            #[cfg(feature = "sqlite")]
-            Self::Sqlite(p) => p.create_schema().await,
-            #[cfg(feature = "postgres")]
-            Self::Postgres(p) => p.create_schema().await,
-            #[cfg(feature = "mysql")]
-            Self::Mysql(p) => p.create_schema().await,
-            #[allow(unreachable_patterns)]
-            _ => Err(self.no_schema()),
-        }
+        sql_dispatch!(self, p => p.create_schema().await)
     }
 
     /// Drops vellum's tables and all their data, if present.
@@ -112,16 +119,7 @@ impl AnyProvider {
     /// [`Error::Unsupported`] for a provider without a schema; the database's error otherwise.
     #[allow(clippy::unused_async)] // without SQL features every arm is an error
     pub async fn drop_schema(&self) -> Result<()> {
-        match self {
-            #[cfg(feature = "sqlite")]
-            Self::Sqlite(p) => p.drop_schema().await,
-            #[cfg(feature = "postgres")]
-            Self::Postgres(p) => p.drop_schema().await,
-            #[cfg(feature = "mysql")]
-            Self::Mysql(p) => p.drop_schema().await,
-            #[allow(unreachable_patterns)]
-            _ => Err(self.no_schema()),
-        }
+        sql_dispatch!(self, p => p.drop_schema().await)
     }
 
     /// The schema version stored in the database, `None` when it has no vellum schema.
@@ -130,16 +128,7 @@ impl AnyProvider {
     /// [`Error::Unsupported`] for a provider without a schema; the database's error otherwise.
     #[allow(clippy::unused_async)] // without SQL features every arm is an error
     pub async fn schema_version(&self) -> Result<Option<i64>> {
-        match self {
-            #[cfg(feature = "sqlite")]
-            Self::Sqlite(p) => p.schema_version().await,
-            #[cfg(feature = "postgres")]
-            Self::Postgres(p) => p.schema_version().await,
-            #[cfg(feature = "mysql")]
-            Self::Mysql(p) => p.schema_version().await,
-            #[allow(unreachable_patterns)]
-            _ => Err(self.no_schema()),
-        }
+        sql_dispatch!(self, p => p.schema_version().await)
     }
 
     #[allow(dead_code)]
