@@ -10,6 +10,8 @@ pub mod bulk;
 pub mod group;
 pub mod plan;
 pub mod schema;
+#[cfg(all(test, any(feature = "postgres", feature = "mysql")))]
+mod test_support;
 
 #[cfg(feature = "mysql")]
 pub mod mysql;

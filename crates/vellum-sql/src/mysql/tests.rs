@@ -21,6 +21,7 @@ use vellum_core::{
 
 use super::{MAX_KEY_BYTES, MysqlOptions, MysqlProvider};
 use crate::schema::SCHEMA_VERSION;
+use crate::test_support::event;
 
 const URL_VAR: &str = "VELLUM_MYSQL_URL";
 
@@ -112,18 +113,6 @@ where
         let db = tokio::time::timeout(Duration::from_secs(120), test(db)).await.expect("test timed out");
         db.drop_db().await;
     });
-}
-
-fn event(id: &str, name: &str) -> Envelope {
-    Envelope {
-        message_id: id.into(),
-        portable_name: name.into(),
-        source_handler: Some(Identity::new("<handler>", "<handler-key>")),
-        source_instance_id: "<instance>".into(),
-        media_type: "application/json".into(),
-        data: b"{}".to_vec(),
-        ..Envelope::default()
-    }
 }
 
 async fn persist(store: &impl Persister, ops: Vec<Operation>) -> vellum_core::PersistResult {

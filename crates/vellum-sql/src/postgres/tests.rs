@@ -11,12 +11,12 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use vellum_conformance::{Backend, Skip};
 use vellum_core::{
-    AggregateMetaData, Batch, DataStore, Envelope, Error, EventRepository, Identity, Operation, Persister,
-    Provider,
+    AggregateMetaData, Batch, DataStore, Error, EventRepository, Operation, Persister, Provider,
 };
 
 use super::{PostgresOptions, PostgresProvider, create_schema, drop_schema};
 use crate::schema::SCHEMA_VERSION;
+use crate::test_support::event;
 
 const URL_VAR: &str = "VELLUM_POSTGRES_URL";
 const CHILD_VAR: &str = "VELLUM_POSTGRES_LOCK_CHILD";
@@ -101,18 +101,6 @@ where
         let client = pg.client().await;
         drop_schema(&client, &pg.schema).await.expect("drop the test schema");
     });
-}
-
-fn event(id: &str, name: &str) -> Envelope {
-    Envelope {
-        message_id: id.into(),
-        portable_name: name.into(),
-        source_handler: Some(Identity::new("<handler>", "<handler-key>")),
-        source_instance_id: "<instance>".into(),
-        media_type: "application/json".into(),
-        data: b"{}".to_vec(),
-        ..Envelope::default()
-    }
 }
 
 // ---------------------------------------------------------------------------------------------
