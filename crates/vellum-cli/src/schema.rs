@@ -12,7 +12,7 @@ pub async fn run(args: SchemaArgs) -> Result<()> {
         SchemaAction::Status { url } => (url, "status"),
     };
     let provider = vellum::connect(url)?;
-    let expected = vellum::sql::schema::SCHEMA_VERSION;
+    let expected = vellum::sql::SCHEMA_VERSION;
     match action {
         "create" => {
             provider.create_schema().await?;

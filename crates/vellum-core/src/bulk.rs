@@ -595,6 +595,9 @@ mod tests {
         fn queue_revision(&mut self, _: &str) -> Result<Option<u64>> {
             Ok(None)
         }
+        fn timeouts_of(&mut self, _: &str, _: &str) -> Result<Vec<String>> {
+            Ok(Vec::new())
+        }
         fn offset(&mut self, _: &str) -> Result<u64> {
             Ok(0)
         }

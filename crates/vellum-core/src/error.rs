@@ -1,4 +1,5 @@
-//! The one error type every vellum API returns (DESIGN §2).
+//! The one error type every vellum API returns, and the [`ErrorKind`] an engine acts on
+//! (`docs/errors.md`).
 
 use crate::operation::Operation;
 
@@ -76,9 +77,12 @@ pub enum Error {
     #[error("{} errors: {}", .0.len(), join(.0))]
     Multiple(Vec<Error>),
 
-    /// The backing storage failed: I/O, the database server, or data that does not decode.
+    /// The backing storage failed or refused: I/O, the database server, a lost lock, or data
+    /// that does not decode. `kind` says which, so a caller can act without reading `context`.
     #[error("{context}")]
     Storage {
+        /// What kind of failure this is ([`ErrorKind::Storage`] when nothing more is known).
+        kind: ErrorKind,
         /// What vellum was doing, naming the application, file or table involved.
         context: String,
         /// The underlying error.
@@ -87,13 +91,95 @@ pub enum Error {
     },
 }
 
+/// What kind of failure an [`Error`] is, and so what a caller should do about it
+/// (`docs/errors.md` has the table).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ErrorKind {
+    /// An optimistic-concurrency precondition failed: reload and handle the message again.
+    Conflict,
+    /// An event with this message ID is already stored: the message was handled before.
+    DuplicateEvent,
+    /// A referenced message does not exist.
+    UnknownMessage,
+    /// The input cannot be stored as given (invalid batch or import, a key too long for the
+    /// provider, a character it cannot store, a row too large); the same input fails again.
+    InvalidInput,
+    /// The store was closed.
+    Closed,
+    /// Another engine holds the application's store. Retryable: the holder may let go.
+    Locked,
+    /// The store lost its exclusive lock and refuses every write: close it and open it again.
+    Fenced,
+    /// The storage cannot be reached right now (connection refused or reset, server restarting,
+    /// too many connections, a deadlock or busy timeout). Retryable.
+    Unavailable,
+    /// Stored data is damaged or does not decode. Not retryable: restore from a backup.
+    Corrupt,
+    /// The configuration is wrong: a bad URL, a schema newer than this build, a missing schema,
+    /// missing permissions. Not retryable until the configuration changes.
+    Misconfigured,
+    /// The provider does not offer this operation.
+    Unsupported,
+    /// Any other storage failure.
+    Storage,
+}
+
+impl ErrorKind {
+    /// Whether the same call, made again later, may succeed.
+    #[must_use]
+    pub fn is_retryable(self) -> bool {
+        matches!(self, Self::Unavailable | Self::Locked)
+    }
+}
+
 impl Error {
-    /// A storage error with a description of what was being done.
+    /// A storage error of kind [`ErrorKind::Storage`] with a description of what was being done.
     pub fn storage(
         context: impl Into<String>,
         source: impl Into<Box<dyn std::error::Error + Send + Sync>>,
     ) -> Self {
-        Self::Storage { context: context.into(), source: source.into() }
+        Self::storage_kind(ErrorKind::Storage, context, source)
+    }
+
+    /// A storage error of the given kind, with a description of what was being done.
+    pub fn storage_kind(
+        kind: ErrorKind,
+        context: impl Into<String>,
+        source: impl Into<Box<dyn std::error::Error + Send + Sync>>,
+    ) -> Self {
+        Self::Storage { kind, context: context.into(), source: source.into() }
+    }
+
+    /// What kind of failure this is.
+    #[must_use]
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            Self::Closed => ErrorKind::Closed,
+            Self::Locked { .. } => ErrorKind::Locked,
+            Self::Conflict { .. } => ErrorKind::Conflict,
+            Self::InvalidBatch(_) | Self::InvalidImport(_) => ErrorKind::InvalidInput,
+            Self::DuplicateEvent { .. } => ErrorKind::DuplicateEvent,
+            Self::UnknownMessage { .. } => ErrorKind::UnknownMessage,
+            Self::InvalidUrl { .. } => ErrorKind::Misconfigured,
+            Self::Unsupported(_) => ErrorKind::Unsupported,
+            Self::Multiple(errors) => errors.first().map_or(ErrorKind::Storage, Error::kind),
+            Self::Copy(_) => ErrorKind::Storage,
+            Self::Storage { kind, .. } => *kind,
+        }
+    }
+
+    /// Whether the same call, made again later, may succeed ([`ErrorKind::is_retryable`]).
+    #[must_use]
+    pub fn is_retryable(&self) -> bool {
+        self.kind().is_retryable()
+    }
+
+    /// Whether this is a failure of the storage itself (not a verdict on the input), which
+    /// fails a whole transaction.
+    #[must_use]
+    pub fn is_storage(&self) -> bool {
+        matches!(self, Self::Storage { .. })
     }
 
     /// A conflict on the operation at `index`.
@@ -163,5 +249,21 @@ mod tests {
         let source = std::error::Error::source(&err).map(ToString::to_string);
         assert_eq!(source.as_deref(), Some("disk on fire"));
         assert!(!err.is_conflict());
+        assert_eq!(err.kind(), ErrorKind::Storage);
+        assert!(!err.is_retryable());
+    }
+
+    #[test]
+    fn kinds_say_what_to_do() {
+        let unavailable = Error::storage_kind(ErrorKind::Unavailable, "connecting", "refused");
+        assert!(unavailable.is_retryable());
+        assert!(Error::Locked { app_key: "a".into() }.is_retryable());
+        assert!(!Error::Closed.is_retryable());
+        let fenced = Error::storage_kind(ErrorKind::Fenced, "writing", "lock lost");
+        assert_eq!(fenced.kind(), ErrorKind::Fenced);
+        assert!(!fenced.is_retryable());
+        assert_eq!(Error::Multiple(vec![fenced, unavailable]).kind(), ErrorKind::Fenced);
+        let invalid = Error::from(InvalidBatch::TimeOutOfRange { index: 0, message_id: "m".into() });
+        assert_eq!(invalid.kind(), ErrorKind::InvalidInput);
     }
 }

@@ -25,6 +25,9 @@ pub trait PreBatchState {
     fn process_revision(&mut self, handler_key: &str, instance_id: &str) -> Result<Option<u64>>;
     /// The stored revision of a queue message, `None` when absent.
     fn queue_revision(&mut self, message_id: &str) -> Result<Option<u64>>;
+    /// The IDs of the stored timeouts owned by a process instance (removed with it). A
+    /// [`Snapshot`](crate::plan::Snapshot) may answer with only those among the keys it holds.
+    fn timeouts_of(&mut self, handler_key: &str, instance_id: &str) -> Result<Vec<String>>;
     /// The stored consumer offset for a source application, 0 when none.
     fn offset(&mut self, application_key: &str) -> Result<u64>;
     /// Whether an event with this message ID is in the log.
@@ -200,6 +203,9 @@ mod tests {
         fn queue_revision(&mut self, id: &str) -> Result<Option<u64>> {
             self.asked.push(format!("queue {id}"));
             Ok(self.queue.get(id).copied())
+        }
+        fn timeouts_of(&mut self, _: &str, _: &str) -> Result<Vec<String>> {
+            Ok(Vec::new())
         }
         fn offset(&mut self, ak: &str) -> Result<u64> {
             self.asked.push(format!("offset {ak}"));

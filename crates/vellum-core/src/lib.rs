@@ -10,6 +10,7 @@
 
 mod batch;
 pub mod bulk;
+pub mod commit;
 mod cursor;
 mod envelope;
 mod error;
@@ -18,6 +19,7 @@ pub mod hash;
 mod model;
 pub mod observe;
 mod operation;
+pub mod plan;
 mod repository;
 mod set;
 pub mod time;
@@ -26,7 +28,7 @@ pub use batch::Batch;
 pub use bulk::{BulkStore, ExportFrom, QueueKey, Record, Section, StoreStats};
 pub use cursor::{DEFAULT_PAGE_SIZE, EventCursor, EventPageSource, EventQuery, PageFuture};
 pub use envelope::{Envelope, Identity};
-pub use error::{Error, InvalidBatch, Result};
+pub use error::{Error, ErrorKind, InvalidBatch, Result};
 pub use model::{AggregateMetaData, Event, Packet, PersistResult, ProcessInstance, QueueMessage};
 pub use operation::{EntityKey, Operation};
 pub use repository::{

@@ -3,9 +3,8 @@
 //! Aggregates, processes and offsets live in hash maps, so a page of them sorts the keys past
 //! the resume point: fine for a provider whose data fits in memory anyway.
 
-use vellum_core::bulk::check_import;
 use vellum_core::observe;
-use vellum_core::time::Micros;
+use vellum_core::plan::plan_import;
 use vellum_core::{
     AggregateMetaData, BulkStore, DataStore, ExportFrom, ProcessInstance, Record, Result, StoreStats,
 };
@@ -27,9 +26,9 @@ impl BulkStore for MemoryStore {
         let span = observe::bulk_span("memory", self.app_key(), true, records.len());
         let _entered = span.enter();
         let result = self.write().and_then(|mut db| {
-            let next_offset = db.events.next_offset();
-            check_import(&records, next_offset, &mut *db)?;
-            db.import(records);
+            let counters = db.counters();
+            let plan = plan_import(&records, &mut *db, counters)?;
+            db.apply(&plan);
             Ok(())
         });
         observe::record(&span, result)
@@ -94,31 +93,6 @@ impl Database {
                 .collect(),
             ExportFrom::Events(from) => {
                 self.events.slice(from, limit).into_iter().map(Record::Event).collect()
-            }
-        }
-    }
-
-    /// Writes records [`check_import`] accepted.
-    fn import(&mut self, records: Vec<Record>) {
-        for record in records {
-            match record {
-                Record::Aggregate(m) => {
-                    self.aggregates.insert(&m.handler_key, &m.instance_id, (m.revision, m.last_event_id));
-                }
-                Record::Process(p) => {
-                    self.processes.insert(&p.handler_key, &p.instance_id, (p.revision, p.packet));
-                }
-                Record::Offset { application_key, next_offset } => {
-                    self.offsets.insert(application_key, next_offset);
-                }
-                Record::Queue { sequence, message } => {
-                    // check_import verified the time is storable.
-                    let at = Micros::from_system_time(message.next_attempt_at).unwrap_or(Micros(i64::MAX));
-                    self.queue.put(sequence, message.revision, &message, at);
-                }
-                Record::Event(e) => {
-                    self.events.append(&e.envelope);
-                }
             }
         }
     }

@@ -1,9 +1,10 @@
-//! One application's data, and how a checked batch's effects are written to it.
+//! One application's data, and how a plan is written to it.
 
 use std::collections::HashMap;
 
-use vellum_core::eval::{Effect, PreBatchState};
-use vellum_core::{AggregateMetaData, Packet, PersistResult, ProcessInstance, Result};
+use vellum_core::eval::PreBatchState;
+use vellum_core::plan::{Counters, Plan, Write};
+use vellum_core::{AggregateMetaData, Packet, ProcessInstance, Result};
 
 use crate::keyed::Keyed2;
 use crate::log::EventLog;
@@ -41,42 +42,43 @@ impl Database {
         self.offsets.get(application_key).copied().unwrap_or(0)
     }
 
-    /// Writes the effects of a batch that passed evaluation, in batch order.
-    pub(crate) fn apply(&mut self, effects: &[Effect<'_>]) -> PersistResult {
-        let mut result = PersistResult::default();
-        for effect in effects {
-            match *effect {
-                Effect::PutAggregate { meta, revision } => self.aggregates.insert(
+    /// The application's counters as they stand.
+    pub(crate) fn counters(&self) -> Counters {
+        Counters { next_offset: self.events.next_offset(), next_sequence: self.queue.next_sequence() }
+    }
+
+    /// Applies a plan: the one write path of persists and imports alike.
+    pub(crate) fn apply(&mut self, plan: &Plan<'_>) {
+        for write in &plan.writes {
+            match *write {
+                Write::PutAggregate { meta, revision } => self.aggregates.insert(
                     &meta.handler_key,
                     &meta.instance_id,
                     (revision, meta.last_event_id.clone()),
                 ),
-                Effect::PutProcess { instance, revision } => self.processes.insert(
+                Write::PutProcess { instance, revision } => self.processes.insert(
                     &instance.handler_key,
                     &instance.instance_id,
                     (revision, instance.packet.clone()),
                 ),
-                Effect::RemoveProcess { handler_key, instance_id } => {
+                Write::RemoveProcess { handler_key, instance_id } => {
                     self.processes.remove(handler_key, instance_id);
                     self.queue.remove_timeouts(handler_key, instance_id);
                 }
-                Effect::AppendEvent { envelope } => {
-                    let offset = self.events.append(envelope);
-                    result.event_offsets.insert(envelope.message_id.clone(), offset);
+                Write::AppendEvent { offset, envelope } => self.events.append(offset, envelope),
+                Write::InsertQueue { message, revision, sequence, next_attempt_at } => {
+                    self.queue.put(sequence, revision, message, next_attempt_at);
                 }
-                Effect::InsertQueue { message, next_attempt_at } => {
-                    self.queue.insert(message, next_attempt_at);
-                }
-                Effect::UpdateQueue { message_id, revision, failure_count, next_attempt_at } => {
+                Write::UpdateQueue { message_id, revision, failure_count, next_attempt_at } => {
                     self.queue.update(message_id, revision, failure_count, next_attempt_at);
                 }
-                Effect::RemoveQueue { message_id } => self.queue.remove(message_id),
-                Effect::PutOffset { application_key, next_offset } => {
+                Write::RemoveQueue { message_id } => self.queue.remove(message_id),
+                Write::PutOffset { application_key, next_offset } => {
                     self.offsets.insert(application_key.to_owned(), next_offset);
                 }
             }
         }
-        result
+        self.queue.advance_sequence(plan.after.next_sequence);
     }
 }
 
@@ -91,6 +93,10 @@ impl PreBatchState for Database {
 
     fn queue_revision(&mut self, message_id: &str) -> Result<Option<u64>> {
         Ok(self.queue.revision(message_id))
+    }
+
+    fn timeouts_of(&mut self, handler_key: &str, instance_id: &str) -> Result<Vec<String>> {
+        Ok(self.queue.timeouts_of(handler_key, instance_id))
     }
 
     fn offset(&mut self, application_key: &str) -> Result<u64> {

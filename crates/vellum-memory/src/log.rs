@@ -24,8 +24,9 @@ impl EventLog {
         self.ids.contains(message_id)
     }
 
-    pub(crate) fn append(&mut self, envelope: &Envelope) -> u64 {
-        let offset = self.next_offset();
+    /// Appends an event; `offset` is the log's next offset (plans assign offsets densely).
+    pub(crate) fn append(&mut self, offset: u64, envelope: &Envelope) {
+        debug_assert_eq!(offset, self.next_offset(), "plans append at the next offset");
         self.ids.insert(envelope.message_id.clone());
         match self.by_type.get_mut(&envelope.portable_name) {
             Some(offsets) => offsets.push(offset),
@@ -37,7 +38,6 @@ impl EventLog {
             .get_mut_or_default(envelope.source_handler_key(), &envelope.source_instance_id)
             .push(offset);
         self.events.push(envelope.clone());
-        offset
     }
 
     /// Up to `limit` events from offset `from` on, whatever their type.

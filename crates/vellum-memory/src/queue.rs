@@ -31,9 +31,20 @@ impl Queue {
         self.messages.get(id).map(|e| e.revision)
     }
 
-    pub(crate) fn insert(&mut self, message: &QueueMessage, next_attempt_at: Micros) {
-        let sequence = self.next_sequence;
-        self.put(sequence, 1, message, next_attempt_at);
+    pub(crate) fn next_sequence(&self) -> u64 {
+        self.next_sequence
+    }
+
+    /// Moves the next enqueue sequence to at least `next` (a plan's counters after it).
+    pub(crate) fn advance_sequence(&mut self, next: u64) {
+        self.next_sequence = self.next_sequence.max(next);
+    }
+
+    pub(crate) fn timeouts_of(&self, handler_key: &str, instance_id: &str) -> Vec<String> {
+        self.timeouts
+            .get(handler_key, instance_id)
+            .map(|ids| ids.iter().cloned().collect())
+            .unwrap_or_default()
     }
 
     /// Stores a message with a given enqueue sequence and revision (bulk import); later

@@ -4,8 +4,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use parking_lot::{RwLockReadGuard, RwLockWriteGuard};
-use vellum_core::eval::evaluate;
 use vellum_core::observe;
+use vellum_core::plan::{Planned, plan_group};
 use vellum_core::{
     AggregateMetaData, AggregateRepository, Batch, DataStore, Error, EventCursor, EventPageSource,
     EventQuery, EventRepository, OffsetRepository, PageFuture, PersistResult, Persister, ProcessInstance,
@@ -129,10 +129,12 @@ impl Persister for MemoryStore {
         let span = observe::persist_span("memory", &self.shared.app_key, batch.len());
         let _entered = span.enter();
         let result = (|| {
-            batch.validate()?;
             let mut db = self.shared.write()?;
-            let effects = evaluate(&batch, &mut *db)?;
-            Ok(db.apply(&effects))
+            let counters = db.counters();
+            let Planned { mut outcomes, plan } =
+                plan_group(std::slice::from_ref(&batch), &mut *db, counters)?;
+            db.apply(&plan);
+            outcomes.pop().unwrap_or_else(|| Err(Error::storage("memory: planning a batch", "no outcome")))
         })();
         observe::record(&span, result)
     }

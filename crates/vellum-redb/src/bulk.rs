@@ -5,33 +5,25 @@
 //! `(handler key, instance ID)` order, offsets by source key, the queue through `queue_order`
 //! (queue order) and events by offset.
 //!
-//! An import is a request to the store's writer thread, like a batch, but it gets a write
-//! transaction of its own between two commit groups: it never interleaves with batches, and the
-//! counters (next offset, next enqueue sequence) are read and written by the one writer as
-//! always. It is checked ([`check_import`]) inside that transaction, so the check sees exactly
-//! the state it writes over; on any error the transaction is dropped, which aborts it.
+//! An import is a unit of work of the store's writer, like a group of batches, with a write
+//! transaction of its own: it is planned (`vellum_core::plan::plan_import`, which checks it)
+//! against that transaction and applied by the same code as batches.
 
 use std::ops::Bound;
-use std::sync::atomic::Ordering;
 
 use redb::{Key, ReadableTableMetadata, TableDefinition, Value};
-use tracing::{Instrument as _, Span};
-use vellum_core::bulk::{ImportError, check_import};
-use vellum_core::eval::Effect;
-use vellum_core::time::Micros;
 use vellum_core::{
     AggregateMetaData, BulkStore, DataStore, Event, ExportFrom, Packet, ProcessInstance, QueueKey, Record,
     Result, StoreStats, observe,
 };
 
 use crate::PROVIDER;
-use crate::file::{OpenFile, OrStorage, decode};
+use crate::file::{OrStorage, decode};
 use crate::layout::{
     AGGREGATES, AggregateRecord, EVENTS, OFFSETS, PROCESSES, ProcessRecord, QUEUE, QUEUE_ORDER,
 };
 use crate::store::RedbStore;
-use crate::tables::{Reader, WriteTables};
-use crate::writer::{ImportRequest, Msg};
+use crate::tables::Reader;
 
 /// The most records a page pre-allocates room for, so a huge `limit` costs nothing up front.
 const MAX_PREALLOCATED: usize = 1024;
@@ -50,69 +42,8 @@ impl BulkStore for RedbStore {
     }
 
     async fn import(&self, records: Vec<Record>) -> Result<()> {
-        let span = observe::bulk_span(PROVIDER, self.app_key(), true, records.len());
-        let request = |reply, ticket| {
-            // The writer thread does the work: hand it this span so the work shows inside it.
-            Msg::Import(ImportRequest { records, reply, ticket, span: Span::current() })
-        };
-        let outcome = self.call(request).instrument(span.clone()).await;
-        observe::record(&span, outcome)
+        self.writes().import(records).await
     }
-}
-
-/// Checks and writes `records` in one write transaction; on the writer thread only. On error
-/// nothing is written: the transaction is dropped uncommitted, which aborts it.
-pub(crate) fn import(file: &OpenFile, records: &[Record]) -> Result<()> {
-    if records.is_empty() {
-        return Ok(());
-    }
-    let path = file.path.as_path();
-    let txn = file.db.begin_write().or_storage(path)?;
-    {
-        let mut tables = WriteTables::open(&txn, path)?;
-        let next_offset = tables.next_offset();
-        check_import(records, next_offset, &mut tables)?;
-        for (index, record) in records.iter().enumerate() {
-            write(&mut tables, index, record)?;
-        }
-        tables.finish()?;
-    }
-    txn.commit().or_storage(path)?;
-    file.commits.fetch_add(1, Ordering::Relaxed);
-    Ok(())
-}
-
-/// Writes one record that [`check_import`] accepted, keeping its revision, offset and queue
-/// sequence. Aggregates, processes and offsets are plain puts, so they reuse the effects a
-/// batch writes; queue messages and events need their bookkeeping kept, not assigned.
-fn write(tables: &mut WriteTables<'_>, index: usize, record: &Record) -> Result<()> {
-    match record {
-        Record::Aggregate(meta) => {
-            tables.apply(&[Effect::PutAggregate { meta, revision: meta.revision }])?;
-        }
-        Record::Process(instance) => {
-            tables.apply(&[Effect::PutProcess { instance, revision: instance.revision }])?;
-        }
-        Record::Offset { application_key, next_offset } => {
-            tables.apply(&[Effect::PutOffset { application_key, next_offset: *next_offset }])?;
-        }
-        Record::Queue { sequence, message } => {
-            // check_import refused unstorable times already; this only avoids a panic path.
-            let at = Micros::from_system_time(message.next_attempt_at)
-                .ok_or_else(|| ImportError::TimeOutOfRange { index, record: record.describe() })?;
-            tables.put_queue(*sequence, message.revision, message, at)?;
-        }
-        Record::Event(event) => {
-            // check_import verified that the events continue the log, so the next offset is
-            // the event's own; a mismatch would mean a broken log, so refuse rather than shift.
-            let expected = tables.next_offset();
-            if event.offset != expected {
-                return Err(ImportError::OffsetGap { index, record: record.describe(), expected }.into());
-            }
-            tables.append_event(&event.envelope)?;
-        }
-    }
-    Ok(())
 }
 
 impl Reader<'_> {

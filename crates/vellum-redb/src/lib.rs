@@ -46,7 +46,9 @@ use std::sync::Arc;
 
 use tokio::sync::oneshot;
 use tracing::Instrument as _;
+use vellum_core::commit::{WriteQueue, block_on};
 use vellum_core::{Error, Provider, Result, observe};
+use writer::RedbExecutor;
 
 pub use store::RedbStore;
 
@@ -131,9 +133,9 @@ impl RedbProvider {
             .spawn(move || match span.in_scope(|| file::open(&dir, &key, options)) {
                 Ok(file) => {
                     let file = Arc::new(file);
-                    let (handle, requests) = std::sync::mpsc::channel();
-                    if opened.send(Ok((Arc::clone(&file), handle))).is_ok() {
-                        writer::run(file, requests);
+                    let (queue, writer) = WriteQueue::new(RedbExecutor { file: Arc::clone(&file) });
+                    if opened.send(Ok((file, queue))).is_ok() {
+                        block_on(writer);
                     }
                 }
                 Err(e) => {
@@ -141,10 +143,10 @@ impl RedbProvider {
                 }
             })
             .map_err(|e| Error::storage("cannot start the redb writer thread", e))?;
-        let (file, handle) = outcome
+        let (file, queue) = outcome
             .await
             .map_err(|e| Error::storage("the redb writer thread stopped while opening", e))??;
-        Ok(RedbStore::new(app_key.to_owned(), file, handle))
+        Ok(RedbStore::new(app_key.to_owned(), file, queue))
     }
 }
 

@@ -4,10 +4,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use parking_lot::{Mutex, RwLock};
+use parking_lot::RwLock;
 use redb::ReadableDatabase;
-use tokio::sync::oneshot;
-use tracing::{Instrument as _, Span};
+use tracing::Span;
+use vellum_core::commit::WriteQueue;
 use vellum_core::{
     AggregateMetaData, AggregateRepository, Batch, DataStore, Error, EventCursor, EventPageSource,
     EventQuery, EventRepository, OffsetRepository, PageFuture, PersistResult, Persister, ProcessInstance,
@@ -17,24 +17,6 @@ use vellum_core::{
 use crate::PROVIDER;
 use crate::file::{OpenFile, OrStorage, guarded};
 use crate::tables::Reader;
-use crate::writer::{Msg, Request, Ticket, WriterHandle};
-
-/// Cancels a still-queued batch when a `persist` future is dropped before its answer.
-struct CancelOnDrop(Option<Arc<Ticket>>);
-
-impl CancelOnDrop {
-    fn disarm(mut self) {
-        self.0 = None;
-    }
-}
-
-impl Drop for CancelOnDrop {
-    fn drop(&mut self) {
-        if let Some(ticket) = self.0.take() {
-            ticket.cancel();
-        }
-    }
-}
 
 /// An open store of one application in a [`RedbProvider`](crate::RedbProvider).
 ///
@@ -44,6 +26,8 @@ impl Drop for CancelOnDrop {
 #[derive(Debug)]
 pub struct RedbStore {
     shared: Arc<Shared>,
+    /// The queue to the store's writer thread.
+    writes: WriteQueue,
 }
 
 /// What the store and its event cursors share.
@@ -54,8 +38,6 @@ struct Shared {
     /// The open file; `None` once closed. Reads hold the read lock for their (short, blocking)
     /// duration, so `close` taking it away waits for them and never pulls a file from under one.
     file: RwLock<Option<Arc<OpenFile>>>,
-    /// The writer; `None` once closed.
-    writer: Mutex<Option<WriterHandle>>,
 }
 
 impl Shared {
@@ -74,26 +56,12 @@ impl Shared {
             f(&Reader { txn: &txn, file: &file.path })
         })
     }
-
-    /// Stops the writer and takes the file away; the caller decides whether to wait.
-    fn shut(&self) -> Option<(WriterHandle, Option<Arc<OpenFile>>)> {
-        let writer = self.writer.lock().take()?;
-        let file = self.file.write().take();
-        Some((writer, file))
-    }
 }
 
 impl RedbStore {
-    pub(crate) fn new(app_key: String, file: Arc<OpenFile>, writer: WriterHandle) -> Self {
+    pub(crate) fn new(app_key: String, file: Arc<OpenFile>, writes: WriteQueue) -> Self {
         let path = file.path.clone();
-        Self {
-            shared: Arc::new(Shared {
-                app_key,
-                path,
-                file: RwLock::new(Some(file)),
-                writer: Mutex::new(Some(writer)),
-            }),
-        }
+        Self { shared: Arc::new(Shared { app_key, path, file: RwLock::new(Some(file)) }), writes }
     }
 
     /// The path of the redb file holding this application's data.
@@ -121,39 +89,9 @@ impl RedbStore {
         self.shared.read(query, f)
     }
 
-    /// Sends the request `make` builds to the writer thread and awaits its answer.
-    ///
-    /// If this future is dropped while the request is still queued, the request is cancelled
-    /// (never applied); once the writer has taken it, it is applied whole or not at all (D10).
-    pub(crate) async fn call<T>(
-        &self,
-        make: impl FnOnce(oneshot::Sender<Result<T>>, Arc<Ticket>) -> Msg,
-    ) -> Result<T> {
-        let writer = self.writer()?;
-        let (reply, outcome) = oneshot::channel();
-        let ticket = Arc::new(Ticket::default());
-        writer.send(make(reply, Arc::clone(&ticket))).map_err(|_| Error::Closed)?;
-        drop(writer);
-        let pending = CancelOnDrop(Some(ticket));
-        // No answer means the writer stopped before taking the request: it was not applied.
-        let outcome = outcome.await.unwrap_or(Err(Error::Closed));
-        pending.disarm();
-        outcome
-    }
-
-    /// The writer's handle, or `Closed`.
-    fn writer(&self) -> Result<WriterHandle> {
-        self.shared.writer.lock().clone().ok_or(Error::Closed)
-    }
-
-    /// [`Persister::persist`] without its span.
-    async fn persist_untraced(&self, batch: Batch) -> Result<PersistResult> {
-        batch.validate()?;
-        if batch.is_empty() {
-            // Nothing to write, but a closed store still says so.
-            return self.writer().map(|_| PersistResult::default());
-        }
-        self.call(|reply, ticket| Msg::Persist(Request { batch, reply, ticket })).await
+    /// The queue to the writer (bulk import goes through it too).
+    pub(crate) fn writes(&self) -> &WriteQueue {
+        &self.writes
     }
 
     fn cursor(&self, query: EventQuery, min_offset: u64) -> Result<EventCursor> {
@@ -220,9 +158,7 @@ impl EventRepository for RedbStore {
 
 impl Persister for RedbStore {
     async fn persist(&self, batch: Batch) -> Result<PersistResult> {
-        let span = observe::persist_span(PROVIDER, &self.shared.app_key, batch.len());
-        let outcome = self.persist_untraced(batch).instrument(span.clone()).await;
-        observe::record(&span, outcome)
+        self.writes.persist(batch).await
     }
 }
 
@@ -232,31 +168,24 @@ impl DataStore for RedbStore {
     }
 
     async fn close(&self) -> Result<()> {
-        let (writer, file) = self.shared.shut().ok_or(Error::Closed)?;
-        let (ack, stopped) = oneshot::channel();
-        // The writer finishes the group in flight, drops its handle on the file, then answers.
-        let _ = writer.send(Msg::Stop(ack));
-        drop(writer);
-        let _ = stopped.await;
+        // Reads see `Closed` from here on; the writer drains the queue and lets go of its handle.
+        let file = self.shared.file.write().take();
+        self.writes.close().await?;
         match file.map(Arc::try_unwrap) {
             Some(Ok(file)) => {
                 let path = file.path.clone();
                 guarded(&path, || file.close())
             }
-            // Still referenced (cannot happen once the writer has answered): dropping closes it.
+            // Still referenced (cannot happen once the writer has let go): dropping closes it.
             Some(Err(_)) | None => Ok(()),
         }
     }
 }
 
 impl Drop for RedbStore {
-    /// A dropped store closes its file and releases its lock, as a closed one does (the writer
-    /// finishes its group in flight first).
+    /// A dropped store closes its file and releases its lock once the writer has drained its
+    /// queue, as a closed one does.
     fn drop(&mut self) {
-        if let Some((writer, file)) = self.shared.shut() {
-            let (ack, _) = oneshot::channel();
-            let _ = writer.send(Msg::Stop(ack));
-            drop(file);
-        }
+        drop(self.shared.file.write().take());
     }
 }

@@ -1,17 +1,15 @@
-//! The tables of one write transaction: the pre-batch state that [`evaluate`] reads, and the
-//! writing of a checked batch's effects. Also the reads, over a read transaction.
-//!
-//! [`evaluate`]: vellum_core::eval::evaluate
+//! The tables of one write transaction: the stored state plans are made against, and the
+//! applying of a plan. Also the reads, over a read transaction.
 
 use std::path::Path;
 
 use prost::Message;
 use redb::{ReadOnlyTable, ReadTransaction, ReadableTable, Table, WriteTransaction};
-use vellum_core::eval::{Effect, PreBatchState};
+use vellum_core::eval::PreBatchState;
+use vellum_core::plan::{Counters, Plan, Write};
 use vellum_core::time::Micros;
 use vellum_core::{
-    AggregateMetaData, Envelope, Error, Event, EventQuery, Packet, PersistResult, ProcessInstance,
-    QueueMessage, Result,
+    AggregateMetaData, Envelope, Error, Event, EventQuery, Packet, ProcessInstance, QueueMessage, Result,
 };
 
 use crate::file::{OrStorage, decode};
@@ -30,7 +28,7 @@ struct Revision {
 type StrTable<'t, V> = Table<'t, &'static str, V>;
 type PairTable<'t, V> = Table<'t, (&'static str, &'static str), V>;
 
-/// Every table, open in one write transaction, and the counters as they stand in it.
+/// Every table, open in one write transaction.
 pub(crate) struct WriteTables<'t> {
     file: &'t Path,
     counters: StrTable<'t, u64>,
@@ -44,20 +42,14 @@ pub(crate) struct WriteTables<'t> {
     queue_order: Table<'t, (i64, u64, &'static str), ()>,
     queue_timeouts: Table<'t, (&'static str, &'static str, &'static str), ()>,
     offsets: StrTable<'t, u64>,
-    next_offset: u64,
-    next_sequence: u64,
-    counters_changed: bool,
 }
 
 impl<'t> WriteTables<'t> {
     /// Opens every table in `txn`.
     pub(crate) fn open(txn: &'t WriteTransaction, file: &'t Path) -> Result<Self> {
-        let counters = txn.open_table(COUNTERS).or_storage(file)?;
-        let counter =
-            |name: &str| -> Result<u64> { Ok(counters.get(name).or_storage(file)?.map_or(0, |v| v.value())) };
-        let (next_offset, next_sequence) = (counter(NEXT_OFFSET)?, counter(NEXT_SEQUENCE)?);
         Ok(Self {
             file,
+            counters: txn.open_table(COUNTERS).or_storage(file)?,
             events: txn.open_table(EVENTS).or_storage(file)?,
             event_ids: txn.open_table(EVENT_IDS).or_storage(file)?,
             by_type: txn.open_table(EVENTS_BY_TYPE).or_storage(file)?,
@@ -68,101 +60,88 @@ impl<'t> WriteTables<'t> {
             queue_order: txn.open_table(QUEUE_ORDER).or_storage(file)?,
             queue_timeouts: txn.open_table(QUEUE_TIMEOUTS).or_storage(file)?,
             offsets: txn.open_table(OFFSETS).or_storage(file)?,
-            counters,
-            next_offset,
-            next_sequence,
-            counters_changed: false,
         })
     }
 
-    /// Writes the counters back; call once after the last batch, before committing.
-    pub(crate) fn finish(mut self) -> Result<()> {
-        if self.counters_changed {
-            self.counters.insert(NEXT_OFFSET, self.next_offset).or_storage(self.file)?;
-            self.counters.insert(NEXT_SEQUENCE, self.next_sequence).or_storage(self.file)?;
+    /// The stored counters.
+    pub(crate) fn counters(&self) -> Result<Counters> {
+        let counter = |name: &str| -> Result<u64> {
+            Ok(self.counters.get(name).or_storage(self.file)?.map_or(0, |v| v.value()))
+        };
+        Ok(Counters { next_offset: counter(NEXT_OFFSET)?, next_sequence: counter(NEXT_SEQUENCE)? })
+    }
+
+    /// Applies a plan (a group's batches or an import), then stores its counters.
+    pub(crate) fn apply(&mut self, plan: &Plan<'_>) -> Result<()> {
+        for write in &plan.writes {
+            self.write(write)?;
+        }
+        if plan.counters_changed() {
+            let file = self.file;
+            self.counters.insert(NEXT_OFFSET, plan.after.next_offset).or_storage(file)?;
+            self.counters.insert(NEXT_SEQUENCE, plan.after.next_sequence).or_storage(file)?;
         }
         Ok(())
     }
 
-    /// Writes the effects of a batch that passed evaluation, in batch order.
-    pub(crate) fn apply(&mut self, effects: &[Effect<'_>]) -> Result<PersistResult> {
+    fn write(&mut self, write: &Write<'_>) -> Result<()> {
         let file = self.file;
-        let mut result = PersistResult::default();
-        for effect in effects {
-            match *effect {
-                Effect::PutAggregate { meta, revision } => {
-                    let record = AggregateRecord { revision, last_event_id: meta.last_event_id.clone() };
-                    let key = (meta.handler_key.as_str(), meta.instance_id.as_str());
-                    self.aggregates.insert(key, record.encode_to_vec().as_slice()).or_storage(file)?;
-                }
-                Effect::PutProcess { instance, revision } => {
-                    let record = ProcessRecord {
-                        revision,
-                        media_type: instance.packet.media_type.clone(),
-                        data: instance.packet.data.clone(),
-                    };
-                    let key = (instance.handler_key.as_str(), instance.instance_id.as_str());
-                    self.processes.insert(key, record.encode_to_vec().as_slice()).or_storage(file)?;
-                }
-                Effect::RemoveProcess { handler_key, instance_id } => {
-                    self.processes.remove((handler_key, instance_id)).or_storage(file)?;
-                    for id in self.timeouts_of(handler_key, instance_id)? {
-                        self.remove_queue(&id)?;
-                    }
-                }
-                Effect::AppendEvent { envelope } => {
-                    #[cfg(test)]
-                    if envelope.message_id == crate::tests::INJECT_STORAGE_FAILURE {
-                        return Err(Error::storage("injected failure", Overflow("test")));
-                    }
-                    let offset = self.append_event(envelope)?;
-                    result.event_offsets.insert(envelope.message_id.clone(), offset);
-                }
-                Effect::InsertQueue { message, next_attempt_at } => {
-                    self.insert_queue(message, next_attempt_at)?;
-                }
-                Effect::UpdateQueue { message_id, revision, failure_count, next_attempt_at } => {
-                    self.update_queue(message_id, revision, failure_count, next_attempt_at)?;
-                }
-                Effect::RemoveQueue { message_id } => self.remove_queue(message_id)?,
-                Effect::PutOffset { application_key, next_offset } => {
-                    self.offsets.insert(application_key, next_offset).or_storage(file)?;
+        match *write {
+            Write::PutAggregate { meta, revision } => {
+                let record = AggregateRecord { revision, last_event_id: meta.last_event_id.clone() };
+                let key = (meta.handler_key.as_str(), meta.instance_id.as_str());
+                self.aggregates.insert(key, record.encode_to_vec().as_slice()).or_storage(file)?;
+            }
+            Write::PutProcess { instance, revision } => {
+                let record = ProcessRecord {
+                    revision,
+                    media_type: instance.packet.media_type.clone(),
+                    data: instance.packet.data.clone(),
+                };
+                let key = (instance.handler_key.as_str(), instance.instance_id.as_str());
+                self.processes.insert(key, record.encode_to_vec().as_slice()).or_storage(file)?;
+            }
+            Write::RemoveProcess { handler_key, instance_id } => {
+                self.processes.remove((handler_key, instance_id)).or_storage(file)?;
+                for id in self.owned_timeouts(handler_key, instance_id)? {
+                    self.remove_queue(&id)?;
                 }
             }
+            Write::AppendEvent { offset, envelope } => {
+                #[cfg(test)]
+                if envelope.message_id == crate::tests::INJECT_STORAGE_FAILURE {
+                    return Err(Error::storage("injected failure", "test"));
+                }
+                self.append_event(offset, envelope)?;
+            }
+            Write::InsertQueue { message, revision, sequence, next_attempt_at } => {
+                self.insert_queue(sequence, revision, message, next_attempt_at)?;
+            }
+            Write::UpdateQueue { message_id, revision, failure_count, next_attempt_at } => {
+                self.update_queue(message_id, revision, failure_count, next_attempt_at)?;
+            }
+            Write::RemoveQueue { message_id } => self.remove_queue(message_id)?,
+            Write::PutOffset { application_key, next_offset } => {
+                self.offsets.insert(application_key, next_offset).or_storage(file)?;
+            }
         }
-        Ok(result)
+        Ok(())
     }
 
-    /// The offset the next appended event gets, as it stands in this transaction.
-    pub(crate) fn next_offset(&self) -> u64 {
-        self.next_offset
-    }
-
-    /// Appends an event at the next offset, with its index entries, and returns the offset.
-    pub(crate) fn append_event(&mut self, envelope: &Envelope) -> Result<u64> {
+    /// Stores an event at `offset` with its index entries.
+    fn append_event(&mut self, offset: u64, envelope: &Envelope) -> Result<()> {
         let file = self.file;
-        let offset = self.next_offset;
         let id = envelope.message_id.as_str();
         self.events.insert(offset, envelope.to_bytes().as_slice()).or_storage(file)?;
         self.event_ids.insert(id, offset).or_storage(file)?;
         self.by_type.insert((envelope.portable_name.as_str(), offset), ()).or_storage(file)?;
         let source = (envelope.source_handler_key(), envelope.source_instance_id.as_str(), offset);
         self.by_source.insert(source, ()).or_storage(file)?;
-        self.next_offset = offset
-            .checked_add(1)
-            .ok_or_else(|| Error::storage("the event log is full", Overflow("next_offset")))?;
-        self.counters_changed = true;
-        Ok(offset)
+        Ok(())
     }
 
-    fn insert_queue(&mut self, message: &QueueMessage, at: Micros) -> Result<()> {
-        self.put_queue(self.next_sequence, 1, message, at)
-    }
-
-    /// Stores a message that is not queued yet with the given enqueue sequence and revision
-    /// (an import keeps both verbatim), with its index entries; later enqueues get higher
-    /// sequences than `sequence`.
-    pub(crate) fn put_queue(
+    /// Stores a message that is not queued yet, with its index entries.
+    fn insert_queue(
         &mut self,
         sequence: u64,
         revision: u64,
@@ -170,11 +149,6 @@ impl<'t> WriteTables<'t> {
         at: Micros,
     ) -> Result<()> {
         let file = self.file;
-        let after = sequence
-            .checked_add(1)
-            .ok_or_else(|| Error::storage("the enqueue sequence is exhausted", Overflow("next_sequence")))?;
-        self.next_sequence = self.next_sequence.max(after);
-        self.counters_changed = true;
         let envelope = &message.envelope;
         let record = QueueRecord {
             revision,
@@ -186,9 +160,8 @@ impl<'t> WriteTables<'t> {
         let id = message.id();
         self.queue.insert(id, record.encode_to_vec().as_slice()).or_storage(file)?;
         self.queue_order.insert((at.0, sequence, id), ()).or_storage(file)?;
-        if envelope.is_timeout() {
-            let owner = (envelope.source_handler_key(), envelope.source_instance_id.as_str(), id);
-            self.queue_timeouts.insert(owner, ()).or_storage(file)?;
+        if let Some((handler_key, instance_id)) = Write::timeout_owner(message) {
+            self.queue_timeouts.insert((handler_key, instance_id, id), ()).or_storage(file)?;
         }
         Ok(())
     }
@@ -226,7 +199,7 @@ impl<'t> WriteTables<'t> {
     }
 
     /// The IDs of the timeouts owned by a process instance.
-    fn timeouts_of(&self, handler_key: &str, instance_id: &str) -> Result<Vec<String>> {
+    fn owned_timeouts(&self, handler_key: &str, instance_id: &str) -> Result<Vec<String>> {
         let mut ids = Vec::new();
         for entry in self.queue_timeouts.range((handler_key, instance_id, "")..).or_storage(self.file)? {
             let (key, _) = entry.or_storage(self.file)?;
@@ -264,6 +237,10 @@ impl PreBatchState for WriteTables<'_> {
         Self::revision_of(&self.queue, message_id, self.file, "queue record")
     }
 
+    fn timeouts_of(&mut self, handler_key: &str, instance_id: &str) -> Result<Vec<String>> {
+        self.owned_timeouts(handler_key, instance_id)
+    }
+
     fn offset(&mut self, application_key: &str) -> Result<u64> {
         Ok(self.offsets.get(application_key).or_storage(self.file)?.map_or(0, |v| v.value()))
     }
@@ -273,7 +250,7 @@ impl PreBatchState for WriteTables<'_> {
     }
 }
 
-/// A counter that cannot advance.
+/// A stored value that cannot be represented (e.g. a key at the end of its range).
 #[derive(Debug)]
 struct Overflow(&'static str);
 

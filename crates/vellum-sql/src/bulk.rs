@@ -1,5 +1,5 @@
-//! Bulk export and import ([`vellum_core::bulk`]), the parts every dialect shares: the
-//! statement texts, the rows an import writes and the counters it leaves behind.
+//! Bulk export ([`vellum_core::bulk`]), the part every dialect shares: the statement texts.
+//! (Import is a unit of work of the store's writer, planned by `vellum_core::plan`.)
 //!
 //! A dialect's `bulk.rs` runs these statements on its own connections:
 //! - **Export** is keyset-paginated on an index: each page starts strictly after the last key
@@ -7,14 +7,6 @@
 //!   an event offset), so a page costs the same wherever it is in the table. Keys compare
 //!   bytewise in every dialect (SQLite BINARY, PostgreSQL `COLLATE "C"` columns, MySQL
 //!   `VARBINARY`), as Rust's `String` ordering does.
-//! - **Import** goes through the store's writer ([`crate::group::Committer::import`]), which
-//!   reads a [`Snapshot`](crate::plan::Snapshot) of the records' keys
-//!   ([`StateKeys::of_records`](crate::plan::StateKeys::of_records)), runs
-//!   `vellum_core::bulk::check_import` on it and writes [`ImportRows`] plus the counters of
-//!   [`counters_after`] in one transaction.
-
-use vellum_core::time::Micros;
-use vellum_core::{AggregateMetaData, Envelope, Error, Event, ProcessInstance, QueueMessage, Record, Result};
 
 /// How a dialect writes the shared statements.
 #[derive(Debug, Clone, Copy)]
@@ -28,63 +20,6 @@ pub struct Style<'a> {
     /// start of the app's rows), so MySQL uses the expanded `a > ? OR (a = ? AND b > ?)`,
     /// which it does; see [`BulkSql::keyset`] for the parameters each form takes.
     pub row_values: bool,
-}
-
-/// A table an import inserts into, with its columns in parameter order.
-#[derive(Debug, Clone, Copy)]
-pub struct Table {
-    /// The table name.
-    pub name: &'static str,
-    /// The column list.
-    pub columns: &'static str,
-    /// How many columns (parameters per row).
-    pub width: usize,
-}
-
-/// `vellum_event`: app key, offset, message ID, portable name, source handler key, source
-/// instance ID, encoded envelope.
-pub const EVENTS: Table = Table {
-    name: "vellum_event",
-    columns: "app_key, event_offset, message_id, portable_name, handler_key, instance_id, envelope",
-    width: 7,
-};
-/// `vellum_aggregate`: app key, handler key, instance ID, revision, last event ID.
-pub const AGGREGATES: Table = Table {
-    name: "vellum_aggregate",
-    columns: "app_key, handler_key, instance_id, revision, last_event_id",
-    width: 5,
-};
-/// `vellum_process`: app key, handler key, instance ID, revision, media type, data.
-pub const PROCESSES: Table = Table {
-    name: "vellum_process",
-    columns: "app_key, handler_key, instance_id, revision, media_type, data",
-    width: 6,
-};
-/// `vellum_queue`: app key, message ID, revision, failure count, `next_attempt_at` µs,
-/// sequence, timeout owner handler key and instance ID (NULL unless a timeout), envelope.
-pub const QUEUE: Table = Table {
-    name: "vellum_queue",
-    columns: "app_key, message_id, revision, failure_count, next_attempt_at, sequence, \
-              timeout_handler_key, timeout_instance_id, envelope",
-    width: 9,
-};
-/// `vellum_offset`: app key, source application key, next offset.
-pub const OFFSETS: Table =
-    Table { name: "vellum_offset", columns: "app_key, source_app_key, next_offset", width: 3 };
-
-impl Table {
-    /// `INSERT INTO <table> (<columns>)`, to be followed by the dialect's rows.
-    #[must_use]
-    pub fn insert_head(&self, style: Style<'_>) -> String {
-        format!("INSERT INTO {}{} ({})", style.tables, self.name, self.columns)
-    }
-
-    /// `INSERT INTO <table> (<columns>) VALUES (?, …)` for one row (`?` placeholders).
-    #[must_use]
-    pub fn insert_one(&self, style: Style<'_>) -> String {
-        let values = vec!["?"; self.width].join(", ");
-        style.render(&format!("{} VALUES ({values})", self.insert_head(style)))
-    }
 }
 
 impl Style<'_> {
@@ -214,98 +149,6 @@ fn keyset_condition(row_values: bool, columns: &[&str]) -> String {
     }
 }
 
-/// A queue record as columns.
-#[derive(Debug, Clone, Copy)]
-pub struct QueueRow<'a> {
-    /// The stored enqueue sequence, kept verbatim.
-    pub sequence: u64,
-    /// The message (revision and failure count kept verbatim).
-    pub message: &'a QueueMessage,
-    /// Its `next_attempt_at`.
-    pub next_attempt_at: Micros,
-    /// `(handler_key, instance_id)` of the owning process if the message is a timeout, as
-    /// ordinary enqueues store it (so the timeout cascade finds imported timeouts too).
-    pub timeout_owner: Option<(&'a str, &'a str)>,
-}
-
-/// The records of an import grouped by table, in import order within each table.
-#[derive(Debug, Default)]
-pub struct ImportRows<'a> {
-    /// Aggregate meta-data.
-    pub aggregates: Vec<&'a AggregateMetaData>,
-    /// Process instances.
-    pub processes: Vec<&'a ProcessInstance>,
-    /// `(source application key, next offset)`.
-    pub offsets: Vec<(&'a str, u64)>,
-    /// Queue messages.
-    pub queue: Vec<QueueRow<'a>>,
-    /// Events (their offsets already checked to continue the log).
-    pub events: Vec<&'a Event>,
-}
-
-impl<'a> ImportRows<'a> {
-    /// Groups records that `check_import` accepted.
-    ///
-    /// # Errors
-    /// A queue time outside the storable range (which `check_import` refuses first).
-    pub fn of(records: &'a [Record]) -> Result<Self> {
-        let mut rows = Self::default();
-        for record in records {
-            match record {
-                Record::Aggregate(m) => rows.aggregates.push(m),
-                Record::Process(p) => rows.processes.push(p),
-                Record::Offset { application_key, next_offset } => {
-                    rows.offsets.push((application_key, *next_offset));
-                }
-                Record::Queue { sequence, message } => {
-                    let next_attempt_at =
-                        Micros::from_system_time(message.next_attempt_at).ok_or_else(|| {
-                            Error::storage(
-                                "importing",
-                                format!("{} has an unstorable time", record.describe()),
-                            )
-                        })?;
-                    let env = &message.envelope;
-                    let timeout_owner =
-                        env.is_timeout().then(|| (env.source_handler_key(), env.source_instance_id.as_str()));
-                    rows.queue.push(QueueRow {
-                        sequence: *sequence,
-                        message,
-                        next_attempt_at,
-                        timeout_owner,
-                    });
-                }
-                Record::Event(e) => rows.events.push(e),
-            }
-        }
-        Ok(rows)
-    }
-}
-
-/// The event columns that are not the app key, offset or envelope: message ID, portable name,
-/// source handler key, source instance ID (as ordinary appends store them).
-#[must_use]
-pub fn event_keys(envelope: &Envelope) -> [&str; 4] {
-    [
-        &envelope.message_id,
-        &envelope.portable_name,
-        envelope.source_handler_key(),
-        &envelope.source_instance_id,
-    ]
-}
-
-/// The counters after importing `records` into a store whose counters are `(next_offset,
-/// next_sequence)`: the offset after the last imported event, and an enqueue sequence past
-/// every imported one (so later enqueues stay FIFO after imported ties).
-#[must_use]
-pub fn counters_after(records: &[Record], (next_offset, next_sequence): (u64, u64)) -> (u64, u64) {
-    records.iter().fold((next_offset, next_sequence), |(offset, sequence), record| match record {
-        Record::Event(e) => (e.offset.saturating_add(1), sequence),
-        Record::Queue { sequence: s, .. } => (offset, sequence.max(s.saturating_add(1))),
-        _ => (offset, sequence),
-    })
-}
-
 /// `usize` as a SQL `LIMIT`.
 #[must_use]
 pub fn limit(n: usize) -> i64 {
@@ -333,22 +176,5 @@ mod tests {
         assert_eq!(my.keyset(vec![1, 2, 3]), [1, 1, 2, 2, 3]);
         assert_eq!(my.keyset(vec![1, 2]), [1, 1, 2]);
         assert_eq!(pg.keyset(vec![1, 2]), [1, 2]);
-    }
-
-    #[test]
-    fn counters_follow_the_last_event_and_the_largest_sequence() {
-        let event = |offset| Record::Event(Event { offset, envelope: Envelope::default() });
-        let queued = |sequence| Record::Queue {
-            sequence,
-            message: QueueMessage {
-                revision: 1,
-                failure_count: 0,
-                next_attempt_at: std::time::UNIX_EPOCH,
-                envelope: Envelope::default(),
-            },
-        };
-        assert_eq!(counters_after(&[], (3, 9)), (3, 9));
-        assert_eq!(counters_after(&[event(3), queued(4), event(4)], (3, 9)), (5, 9));
-        assert_eq!(counters_after(&[queued(20), queued(11)], (0, 9)), (0, 21));
     }
 }

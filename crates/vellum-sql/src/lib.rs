@@ -1,15 +1,15 @@
 //! SQL providers for vellum: SQLite, PostgreSQL and MySQL/MariaDB.
 //!
 //! One crate, one module per dialect behind the features `sqlite`, `postgres` and `mysql` (all on
-//! by default). What every dialect shares is written once here: group planning ([`plan`]: which
-//! rows a group of batches reads, the pre-batch snapshot, the ordered writes) and group commit
-//! ([`group`]), and the statements and rows of bulk export/import ([`bulk`]). A dialect module holds only its schema, its statements, its connection handling
-//! and its exclusive lock.
+//! by default). Planning and group commit are `vellum_core`'s (`plan`, `commit`); what the
+//! dialects share is written once here (the export statements and the schema's integer
+//! mapping). A dialect module holds only its SQL, its row mapping, its connection handling and
+//! its exclusive lock.
 
-pub mod bulk;
-pub mod group;
-pub mod plan;
-pub mod schema;
+mod bulk;
+mod schema;
+
+pub use schema::SCHEMA_VERSION;
 #[cfg(all(test, any(feature = "postgres", feature = "mysql")))]
 mod test_support;
 

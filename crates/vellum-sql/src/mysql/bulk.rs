@@ -9,9 +9,8 @@
 
 use std::sync::LazyLock;
 
-use mysql_async::{Conn, Row, Value};
+use mysql_async::{Row, Value};
 use tracing::Instrument as _;
-use vellum_core::bulk::check_import;
 use vellum_core::time::Micros;
 use vellum_core::{
     AggregateMetaData, BulkStore, DataStore as _, Event, ExportFrom, Packet, ProcessInstance, QueueMessage,
@@ -19,32 +18,19 @@ use vellum_core::{
 };
 
 use super::store::{MysqlStore, bytes, decode_envelope};
-use super::writer::{MysqlWriter, Statements, TxError};
 use super::{PROVIDER, get_bytes, get_i64, get_string};
-use crate::bulk::{self, BulkSql, ImportRows, Style, counters_after, event_keys, limit};
-use crate::plan::StateKeys;
+use crate::bulk::{BulkSql, Style, limit};
 use crate::schema::{from_db, to_db};
 
-/// MySQL's statements: `?` placeholders, expanded keysets.
-struct BulkStatements {
-    export: BulkSql,
-    /// `INSERT INTO … VALUES ` heads for the writer's multi-row inserts, per table.
-    heads: [String; 5],
-}
-
-const STYLE: Style<'static> = Style { tables: "", numbered: false, row_values: false };
-
-static SQL: LazyLock<BulkStatements> = LazyLock::new(|| BulkStatements {
-    export: BulkSql::new(STYLE),
-    heads: [bulk::AGGREGATES, bulk::PROCESSES, bulk::OFFSETS, bulk::QUEUE, bulk::EVENTS]
-        .map(|table| format!("{} VALUES ", table.insert_head(STYLE))),
-});
+/// MySQL's export statements: `?` placeholders, expanded keysets.
+static SQL: LazyLock<BulkSql> =
+    LazyLock::new(|| BulkSql::new(Style { tables: "", numbered: false, row_values: false }));
 
 impl BulkStore for MysqlStore {
     async fn stats(&self) -> Result<StoreStats> {
         let app = bytes(self.app_key());
         let params = vec![app; 5];
-        let rows = self.shared().rows("stats", "counting records", &SQL.export.stats, params).await?;
+        let rows = self.shared().rows("stats", "counting records", &SQL.stats, params).await?;
         let mut counts = [0; 5];
         if let Some(mut row) = rows.into_iter().next() {
             for (i, count) in counts.iter_mut().enumerate() {
@@ -61,9 +47,7 @@ impl BulkStore for MysqlStore {
     }
 
     async fn import(&self, records: Vec<Record>) -> Result<()> {
-        let span = observe::bulk_span(PROVIDER, self.app_key(), true, records.len());
-        let result = self.import_through_writer(records).instrument(span.clone()).await;
-        observe::record(&span, result)
+        self.writes.import(records).await
     }
 }
 
@@ -72,7 +56,7 @@ impl MysqlStore {
     /// becomes a record.
     async fn export(&self, from: ExportFrom, n: usize) -> Result<Vec<Record>> {
         let app = bytes(self.app_key());
-        let (sql, n) = (&SQL.export, Value::Int(limit(n)));
+        let (sql, n) = (&*SQL, Value::Int(limit(n)));
         let after = |first: Vec<Value>, keyset: Vec<Value>, n: Value| [first, keyset, vec![n]].concat();
         let (statement, params, decode): (&str, Vec<Value>, Decode) = match from {
             ExportFrom::Aggregates(None) => (&sql.aggregates_first, vec![app, n], aggregate),
@@ -148,92 +132,4 @@ fn event(app_key: &str, mut row: Row) -> Result<Record> {
         offset: from_db(get_i64(&mut row, 0)?),
         envelope: decode_envelope(app_key, &get_bytes(&mut row, 1)?)?,
     }))
-}
-
-impl MysqlWriter {
-    /// Checks and writes an import in one transaction (see the module docs). A refused import
-    /// comes back as an error that is not `dead`, so the caller's `ROLLBACK` ends the reads'
-    /// transaction and the store stays usable.
-    pub(super) async fn import_transaction(
-        &self,
-        conn: &mut Conn,
-        records: &[Record],
-    ) -> Result<(), TxError> {
-        let (mut snapshot, counter_row) = self.read_state(conn, &StateKeys::of_records(records)).await?;
-        let before = (snapshot.next_offset, snapshot.next_sequence);
-        check_import(records, snapshot.next_offset, &mut snapshot).map_err(|e| (e, false))?;
-        let rows = ImportRows::of(records).map_err(|e| (e, false))?;
-        let [aggregates, processes, offsets, queue, events] = &SQL.heads;
-        let app = bytes(&self.app_key);
-        let mut statements = Statements { conn, writer: self };
-        let table_rows = [
-            (aggregates, rows.aggregates.iter().map(|m| aggregate_row(&app, m)).collect::<Vec<_>>()),
-            (processes, rows.processes.iter().map(|p| process_row(&app, p)).collect()),
-            (
-                offsets,
-                rows.offsets
-                    .iter()
-                    .map(|&(source, next)| vec![app.clone(), bytes(source), Value::Int(to_db(next))])
-                    .collect(),
-            ),
-            (queue, rows.queue.iter().map(|q| queue_row(&app, q)).collect()),
-            (events, rows.events.iter().map(|e| event_row(&app, e)).collect()),
-        ];
-        for (head, values) in table_rows {
-            statements.insert(head, "", values).await?;
-        }
-        let after = counters_after(records, before);
-        self.store_counters(conn, counter_row.then_some(before), after).await?;
-        self.commit(conn).await
-    }
-}
-
-fn aggregate_row(app: &Value, m: &AggregateMetaData) -> Vec<Value> {
-    vec![
-        app.clone(),
-        bytes(&m.handler_key),
-        bytes(&m.instance_id),
-        Value::Int(to_db(m.revision)),
-        bytes(&m.last_event_id),
-    ]
-}
-
-fn process_row(app: &Value, p: &ProcessInstance) -> Vec<Value> {
-    vec![
-        app.clone(),
-        bytes(&p.handler_key),
-        bytes(&p.instance_id),
-        Value::Int(to_db(p.revision)),
-        bytes(&p.packet.media_type),
-        Value::Bytes(p.packet.data.clone()),
-    ]
-}
-
-fn queue_row(app: &Value, q: &bulk::QueueRow<'_>) -> Vec<Value> {
-    let (handler, instance) =
-        q.timeout_owner.map_or((Value::NULL, Value::NULL), |(h, i)| (bytes(h), bytes(i)));
-    vec![
-        app.clone(),
-        bytes(q.message.id()),
-        Value::Int(to_db(q.message.revision)),
-        Value::Int(to_db(q.message.failure_count)),
-        Value::Int(q.next_attempt_at.0),
-        Value::Int(to_db(q.sequence)),
-        handler,
-        instance,
-        Value::Bytes(q.message.envelope.to_bytes()),
-    ]
-}
-
-fn event_row(app: &Value, e: &Event) -> Vec<Value> {
-    let [id, name, handler, instance] = event_keys(&e.envelope);
-    vec![
-        app.clone(),
-        Value::Int(to_db(e.offset)),
-        bytes(id),
-        bytes(name),
-        bytes(handler),
-        bytes(instance),
-        Value::Bytes(e.envelope.to_bytes()),
-    ]
 }

@@ -5,31 +5,27 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use mysql_async::prelude::Queryable;
 use mysql_async::{Conn, Pool, Row, Value};
-use tokio::sync::{Mutex, RwLock};
 use tracing::Instrument as _;
 use vellum_core::time::Micros;
 use vellum_core::{
     AggregateMetaData, AggregateRepository, Batch, DataStore, Envelope, Error, Event, EventCursor,
     EventPageSource, EventQuery, EventRepository, OffsetRepository, Operation, Packet, PageFuture,
-    PersistResult, Persister, ProcessInstance, ProcessRepository, QueueMessage, QueueRepository, Record,
-    Result, observe,
+    PersistResult, Persister, ProcessInstance, ProcessRepository, QueueMessage, QueueRepository, Result,
+    observe,
 };
 
 use super::PROVIDER;
 use super::writer::MysqlWriter;
 use super::{MAX_KEY_BYTES, get_bytes, get_i64, get_string, key_too_long, lock_name, storage_for};
-use crate::group::Committer;
 use crate::schema::from_db;
+use vellum_core::commit::WriteQueue;
 
 /// An open store of one application in a MySQL/MariaDB database.
 #[derive(Debug)]
 pub struct MysqlStore {
     shared: Arc<Shared>,
-    /// `None` once closed. Persists hold the read side while they wait, so `close` (the write
-    /// side) waits for every admitted persist.
-    committer: RwLock<Option<Committer>>,
-    /// The dedicated lock and writer connection (shared with the writer task).
-    conn: Arc<Mutex<Option<Conn>>>,
+    /// The queue to the store's writer, which owns the lock connection.
+    pub(super) writes: WriteQueue,
     lock_name: String,
     /// The server's `max_allowed_packet`: a row that cannot fit one packet fails its batch.
     max_packet: usize,
@@ -149,12 +145,12 @@ impl EventPageSource for Shared {
 impl MysqlStore {
     pub(super) fn new(app_key: String, database: &str, pool: Pool, conn: Conn, max_packet: usize) -> Self {
         let lock_name = lock_name(database, "app", &app_key);
-        let conn = Arc::new(Mutex::new(Some(conn)));
-        let writer = MysqlWriter::new(app_key.clone(), Arc::clone(&conn), max_packet);
+        let (writes, run_writer) =
+            WriteQueue::new(MysqlWriter::new(app_key.clone(), conn, lock_name.clone(), max_packet));
+        tokio::spawn(run_writer);
         Self {
             shared: Arc::new(Shared { app_key, pool, closed: AtomicBool::new(false) }),
-            committer: RwLock::new(Some(Committer::spawn(writer))),
-            conn,
+            writes,
             lock_name,
             max_packet,
         }
@@ -169,12 +165,6 @@ impl MysqlStore {
     /// What the store and its cursors share.
     pub(super) fn shared(&self) -> &Shared {
         &self.shared
-    }
-
-    /// Queues an import on the store's writer, behind the batches queued before it.
-    pub(super) async fn import_through_writer(&self, records: Vec<Record>) -> Result<()> {
-        let committer = self.committer.read().await;
-        committer.as_ref().ok_or(Error::Closed)?.import(records).await
     }
 
     fn cursor(&self, query: EventQuery, min_offset: u64) -> Result<EventCursor> {
@@ -390,20 +380,17 @@ fn check_keys(app_key: &str, batch: &Batch) -> Result<()> {
 
 impl Persister for MysqlStore {
     async fn persist(&self, batch: Batch) -> Result<PersistResult> {
-        let span = observe::persist_span(PROVIDER, &self.shared.app_key, batch.len());
-        let result = async {
-            let committer = self.committer.read().await;
-            let Some(committer) = committer.as_ref() else {
-                return Err(Error::Closed);
-            };
-            batch.validate()?;
+        // Refused here, before the writer sees it: such a row would make the server drop the
+        // connection, and the store's lock with it.
+        let checked = batch.validate().and_then(|()| {
             check_keys(&self.shared.app_key, &batch)?;
-            check_sizes(&self.shared.app_key, &batch, self.max_packet)?;
-            committer.persist(batch).await
+            check_sizes(&self.shared.app_key, &batch, self.max_packet)
+        });
+        if let Err(e) = checked {
+            let span = observe::persist_span(PROVIDER, &self.shared.app_key, batch.len());
+            return observe::record(&span, Err(e));
         }
-        .instrument(span.clone())
-        .await;
-        observe::record(&span, result)
+        self.writes.persist(batch).await
     }
 }
 
@@ -413,17 +400,9 @@ impl DataStore for MysqlStore {
     }
 
     async fn close(&self) -> Result<()> {
-        let Some(committer) = self.committer.write().await.take() else {
-            return Err(Error::Closed);
-        };
+        // Reads see `Closed` from here on; the writer drains the queue and releases the lock.
+        let closing = self.writes.close();
         self.shared.closed.store(true, Ordering::Release);
-        committer.shutdown().await;
-        if let Some(mut conn) = self.conn.lock().await.take() {
-            // Release the lock before returning so the key can be reopened at once; if the
-            // connection is already dead, the server has released it.
-            let _ = conn.exec_drop("DO RELEASE_LOCK(?)", (self.lock_name.as_str(),)).await;
-            let _ = conn.disconnect().await;
-        }
-        Ok(())
+        closing.await
     }
 }

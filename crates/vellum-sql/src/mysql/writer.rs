@@ -1,7 +1,8 @@
-//! The group-commit writer: one transaction per group on the store's lock connection.
+//! The store's executor for the commit engine (`vellum_core::commit`): one transaction per unit
+//! of work (a group of batches or an import) on the store's lock connection.
 //!
-//! Per group: one `UNION ALL` query reads the counter row and every row the preconditions look
-//! at; [`plan_group`] decides every batch; the writes go out as multi-row statements (events,
+//! Per unit: one `UNION ALL` query reads the counter row and every row planning looks at; the
+//! plan (`vellum_core::plan`) decides every batch; the writes go out as multi-row statements (events,
 //! aggregates and offsets in one statement each; process and queue writes coalesced per kind
 //! as far as reordering cannot change the result); one counter update; one `COMMIT`.
 //!
@@ -9,18 +10,15 @@
 //! `BEGIN` round trip is needed; every path ends it with `COMMIT` or `ROLLBACK`.
 
 use std::collections::HashSet;
-use std::sync::Arc;
 
 use mysql_async::prelude::Queryable;
 use mysql_async::{Conn, Row, Value};
-use tokio::sync::Mutex;
-use vellum_core::eval::Effect;
-use vellum_core::{Batch, Error, PersistResult, Record, Result};
+use vellum_core::commit::{Executor, Work};
+use vellum_core::plan::{Counters, Plan, Planned, QueueState, Snapshot, StateKeys, Write};
+use vellum_core::{Batch, Error, ErrorKind, PersistResult, Result};
 
 use super::store::bytes;
 use super::{get_i64, get_string, opt_i64, opt_string};
-use crate::group::GroupWriter;
-use crate::plan::{GroupPlan, QueueState, Snapshot, StateKeys, Write, plan_group};
 use crate::schema::{from_db, to_db};
 
 /// The most rows (or keys) one statement takes.
@@ -28,23 +26,27 @@ const MAX_ROWS: usize = 128;
 /// The most parameters one state query takes (the protocol allows 65535).
 const MAX_STATE_PARAMS: usize = 8192;
 
-/// The group-commit writer of one store.
+/// The executor of one store: runs each unit of work on the store's lock connection.
 pub(super) struct MysqlWriter {
     pub(super) app_key: String,
-    conn: Arc<Mutex<Option<Conn>>>,
-    /// Set when the connection (and with it the lock) is gone: every later commit fails.
+    /// The store's dedicated connection, which holds its `GET_LOCK` (out while a unit runs).
+    conn: Option<Conn>,
+    lock_name: String,
+    /// Set when the connection (and with it the lock) is gone: every later unit fails.
     lost: Option<String>,
     /// Bytes of parameters one statement may carry (half the server's `max_allowed_packet`).
     budget: usize,
 }
 
 impl MysqlWriter {
-    pub(super) fn new(app_key: String, conn: Arc<Mutex<Option<Conn>>>, max_packet: usize) -> Self {
-        Self { app_key, conn, lost: None, budget: (max_packet / 2).max(64 << 10) }
+    pub(super) fn new(app_key: String, conn: Conn, lock_name: String, max_packet: usize) -> Self {
+        Self { app_key, conn: Some(conn), lock_name, lost: None, budget: (max_packet / 2).max(64 << 10) }
     }
 
-    fn lost_error(&self, reason: &str) -> Error {
-        Error::storage(
+    /// The error of every unit once the lock connection is gone: the store is fenced.
+    fn fenced(&self, reason: &str) -> Error {
+        Error::storage_kind(
+            ErrorKind::Fenced,
             format!(
                 "mysql: the store of application {:?} lost its lock connection and refuses further \
                  writes; close it and open it again",
@@ -59,63 +61,60 @@ impl MysqlWriter {
     }
 
     /// A transaction error; an I/O error means the connection is gone. (For any other error,
-    /// `commit_group` probes the connection with a `ROLLBACK`.)
+    /// `settle` probes the connection with a `ROLLBACK`.)
     pub(super) fn tx_err(&self, what: &str, e: mysql_async::Error) -> TxError {
         let dead = matches!(e, mysql_async::Error::Io(_));
         (self.err(what, e), dead)
     }
 }
 
-impl GroupWriter for MysqlWriter {
+impl Executor for MysqlWriter {
     const PROVIDER: &'static str = super::PROVIDER;
 
     fn app_key(&self) -> &str {
         &self.app_key
     }
 
-    async fn commit(&mut self, batches: Arc<[Batch]>) -> Result<Vec<Result<PersistResult>>> {
-        self.commit_group(&batches).await
+    async fn execute(&mut self, work: Work<'_>) -> Result<Vec<Result<PersistResult>>> {
+        if let Some(reason) = &self.lost {
+            return Err(self.fenced(reason));
+        }
+        if let Work::Persist(batches) = work
+            && batches.iter().all(Batch::is_empty)
+        {
+            return Ok(batches.iter().map(|_| Ok(PersistResult::default())).collect());
+        }
+        // Out of `self` for the unit's length (its methods borrow `self` too); a unit whose
+        // future was dropped mid-way left no connection behind, and so no lock.
+        let Some(mut conn) = self.conn.take() else {
+            return Err(self.fenced("the lock connection was lost in an interrupted transaction"));
+        };
+        let result = self.transaction(&mut conn, work).await;
+        let result = self.settle(&mut conn, result).await;
+        self.conn = Some(conn);
+        result
     }
 
-    async fn import(&mut self, records: Vec<Record>) -> Result<()> {
-        if let Some(reason) = &self.lost {
-            return Err(self.lost_error(reason));
+    async fn release(self) {
+        // Release the lock before the store's close returns, so the key can be reopened at
+        // once; if the connection is already dead, the server has released it.
+        if let Some(mut conn) = self.conn {
+            let _ = conn.exec_drop("DO RELEASE_LOCK(?)", (self.lock_name.as_str(),)).await;
+            let _ = conn.disconnect().await;
         }
-        let shared = Arc::clone(&self.conn);
-        let mut guard = shared.lock().await;
-        let Some(conn) = guard.as_mut() else {
-            return Err(Error::Closed);
-        };
-        let result = self.import_transaction(conn, &records).await;
-        self.settle(conn, result).await
     }
 }
 
 impl MysqlWriter {
-    async fn commit_group(&mut self, batches: &[Batch]) -> Result<Vec<Result<PersistResult>>> {
-        if let Some(reason) = &self.lost {
-            return Err(self.lost_error(reason));
-        }
-        if batches.iter().all(Batch::is_empty) {
-            return Ok(batches.iter().map(|_| Ok(PersistResult::default())).collect());
-        }
-        let shared = Arc::clone(&self.conn);
-        let mut guard = shared.lock().await;
-        let Some(conn) = guard.as_mut() else {
-            return Err(Error::Closed);
-        };
-        let result = self.transaction(conn, batches).await;
-        self.settle(conn, result).await
-    }
-
     /// Ends a failed transaction with a `ROLLBACK`; if the connection is gone (or cannot roll
-    /// back), the lock is gone with it and the store writes no more.
+    /// back), the lock is gone with it and the store is fenced from now on.
     async fn settle<T>(&mut self, conn: &mut Conn, result: Result<T, TxError>) -> Result<T> {
         match result {
             Ok(value) => Ok(value),
             Err((e, dead)) => {
                 if dead || conn.query_drop("ROLLBACK").await.is_err() {
                     self.lost = Some(e.to_string());
+                    return Err(self.fenced(&e.to_string()));
                 }
                 Err(e)
             }
@@ -127,22 +126,25 @@ impl MysqlWriter {
 pub(super) type TxError = (Error, bool);
 
 impl MysqlWriter {
+    /// Reads the state `work` looks at, plans it, writes the plan and commits.
     async fn transaction(
         &self,
         conn: &mut Conn,
-        batches: &[Batch],
+        work: Work<'_>,
     ) -> Result<Vec<Result<PersistResult>>, TxError> {
-        let (mut snapshot, counter_row) = self.read_state(conn, &StateKeys::of(batches)).await?;
-        let before = (snapshot.next_offset, snapshot.next_sequence);
-        let plan = plan_group(batches, &mut snapshot);
+        let (mut snapshot, counter_row) = self.read_state(conn, &work.keys()).await?;
+        let counters = snapshot.counters;
+        // A refused import or a conflict is not the connection's fault (`ROLLBACK` ends the read).
+        let Planned { outcomes, plan } = work.plan(&mut snapshot, counters).map_err(|e| (e, false))?;
         if !plan.is_empty() {
             self.write(conn, &plan).await?;
-            let after = (plan.next_offset, plan.next_sequence);
-            self.store_counters(conn, counter_row.then_some(before), after).await?;
+            if plan.counters_changed() || !counter_row {
+                self.store_counters(conn, counter_row, plan.after).await?;
+            }
         }
-        // Also ends the read-only transaction of a group that writes nothing.
+        // Also ends the read-only transaction of a unit that writes nothing.
         self.commit(conn).await?;
-        Ok(plan.outcomes)
+        Ok(outcomes)
     }
 
     /// Reads the counter row and the rows of `keys` into a snapshot; also returns whether the
@@ -166,33 +168,30 @@ impl MysqlWriter {
         Ok((snapshot, counter_row))
     }
 
-    /// Stores the counters `after`: creates the counter row if there was none (`stored` is
-    /// `None`), else updates it if they changed.
-    pub(super) async fn store_counters(
+    /// Stores the counters: creates the counter row if there was none, else updates it.
+    async fn store_counters(
         &self,
         conn: &mut Conn,
-        stored: Option<(u64, u64)>,
-        (next_offset, next_sequence): (u64, u64),
+        row_exists: bool,
+        Counters { next_offset, next_sequence }: Counters,
     ) -> Result<(), TxError> {
         let (offset, sequence) = (Value::Int(to_db(next_offset)), Value::Int(to_db(next_sequence)));
-        match stored {
-            None => conn
+        if !row_exists {
+            return conn
                 .exec_drop(
                     "INSERT INTO vellum_app (app_key, next_offset, next_sequence) VALUES (?, ?, ?)",
                     vec![bytes(&self.app_key), offset, sequence],
                 )
                 .await
-                .map_err(|e| self.tx_err("creating the counter row", e)),
-            // This connection holds the app's lock, so the row read before is still current.
-            Some(before) if before != (next_offset, next_sequence) => conn
-                .exec_drop(
-                    "UPDATE vellum_app SET next_offset = ?, next_sequence = ? WHERE app_key = ?",
-                    vec![offset, sequence, bytes(&self.app_key)],
-                )
-                .await
-                .map_err(|e| self.tx_err("storing the counters", e)),
-            Some(_) => Ok(()),
+                .map_err(|e| self.tx_err("creating the counter row", e));
         }
+        // This connection holds the app's lock, so the row read before is still current.
+        conn.exec_drop(
+            "UPDATE vellum_app SET next_offset = ?, next_sequence = ? WHERE app_key = ?",
+            vec![offset, sequence, bytes(&self.app_key)],
+        )
+        .await
+        .map_err(|e| self.tx_err("storing the counters", e))
     }
 
     /// `COMMIT`. A failed COMMIT that the server did not itself reject may have committed: the
@@ -204,7 +203,7 @@ impl MysqlWriter {
         })
     }
 
-    async fn write(&self, conn: &mut Conn, plan: &GroupPlan<'_>) -> Result<(), TxError> {
+    async fn write(&self, conn: &mut Conn, plan: &Plan<'_>) -> Result<(), TxError> {
         let GroupRows { events, aggregates, offsets, processes, queue } = GroupRows::of(&self.app_key, plan);
         let mut statements = Statements { conn, writer: self };
         statements
@@ -249,7 +248,7 @@ struct GroupRows<'a> {
 }
 
 impl<'a> GroupRows<'a> {
-    fn of(app_key: &str, plan: &GroupPlan<'a>) -> Self {
+    fn of(app_key: &str, plan: &Plan<'a>) -> Self {
         let app = bytes(app_key);
         let mut events = Vec::new();
         let mut aggregates = Vec::new();
@@ -258,7 +257,7 @@ impl<'a> GroupRows<'a> {
         let mut queue = QueueStream::default();
         for write in &plan.writes {
             match *write {
-                Write::Event { offset, envelope } => events.push(vec![
+                Write::AppendEvent { offset, envelope } => events.push(vec![
                     app.clone(),
                     Value::Int(to_db(offset)),
                     bytes(&envelope.message_id),
@@ -267,15 +266,14 @@ impl<'a> GroupRows<'a> {
                     bytes(&envelope.source_instance_id),
                     Value::Bytes(envelope.to_bytes()),
                 ]),
-                Write::Enqueue { sequence, message, next_attempt_at } => {
+                Write::InsertQueue { message, revision, sequence, next_attempt_at } => {
                     let env = &message.envelope;
-                    let owner =
-                        env.is_timeout().then(|| (env.source_handler_key(), env.source_instance_id.as_str()));
+                    let owner = Write::timeout_owner(message);
                     let (hk, id) = owner.map_or((Value::NULL, Value::NULL), |(h, i)| (bytes(h), bytes(i)));
                     let row = vec![
                         app.clone(),
                         bytes(message.id()),
-                        Value::Int(1),
+                        Value::Int(to_db(revision)),
                         Value::Int(to_db(message.failure_count)),
                         Value::Int(next_attempt_at.0),
                         Value::Int(to_db(sequence)),
@@ -285,48 +283,42 @@ impl<'a> GroupRows<'a> {
                     ];
                     queue.insert(message.id(), owner, row);
                 }
-                Write::Other(effect) => match effect {
-                    Effect::PutAggregate { meta, revision } => aggregates.push(vec![
+                Write::PutAggregate { meta, revision } => aggregates.push(vec![
+                    app.clone(),
+                    bytes(&meta.handler_key),
+                    bytes(&meta.instance_id),
+                    Value::Int(to_db(revision)),
+                    bytes(&meta.last_event_id),
+                ]),
+                Write::PutProcess { instance, revision } => {
+                    let row = vec![
                         app.clone(),
-                        bytes(&meta.handler_key),
-                        bytes(&meta.instance_id),
+                        bytes(&instance.handler_key),
+                        bytes(&instance.instance_id),
                         Value::Int(to_db(revision)),
-                        bytes(&meta.last_event_id),
-                    ]),
-                    Effect::PutProcess { instance, revision } => {
-                        let row = vec![
-                            app.clone(),
-                            bytes(&instance.handler_key),
-                            bytes(&instance.instance_id),
-                            Value::Int(to_db(revision)),
-                            bytes(&instance.packet.media_type),
-                            Value::Bytes(instance.packet.data.clone()),
-                        ];
-                        processes.put((&instance.handler_key, &instance.instance_id), row);
-                    }
-                    Effect::RemoveProcess { handler_key, instance_id } => {
-                        processes.remove((handler_key, instance_id));
-                        queue.remove_timeouts((handler_key, instance_id));
-                    }
-                    Effect::UpdateQueue { message_id, revision, failure_count, next_attempt_at } => {
-                        let row = vec![
-                            Value::Int(to_db(revision)),
-                            Value::Int(to_db(failure_count)),
-                            Value::Int(next_attempt_at.0),
-                            app.clone(),
-                            bytes(message_id),
-                        ];
-                        queue.update(message_id, row);
-                    }
-                    Effect::RemoveQueue { message_id } => queue.remove(message_id),
-                    Effect::PutOffset { application_key, next_offset } => offsets.push(vec![
+                        bytes(&instance.packet.media_type),
+                        Value::Bytes(instance.packet.data.clone()),
+                    ];
+                    processes.put((&instance.handler_key, &instance.instance_id), row);
+                }
+                Write::RemoveProcess { handler_key, instance_id } => {
+                    processes.remove((handler_key, instance_id));
+                    queue.remove_timeouts((handler_key, instance_id));
+                }
+                Write::UpdateQueue { message_id, revision, failure_count, next_attempt_at } => {
+                    let row = vec![
+                        Value::Int(to_db(revision)),
+                        Value::Int(to_db(failure_count)),
+                        Value::Int(next_attempt_at.0),
                         app.clone(),
-                        bytes(application_key),
-                        Value::Int(to_db(next_offset)),
-                    ]),
-                    // Planned as `Write::Event` / `Write::Enqueue`.
-                    Effect::AppendEvent { .. } | Effect::InsertQueue { .. } => {}
-                },
+                        bytes(message_id),
+                    ];
+                    queue.update(message_id, row);
+                }
+                Write::RemoveQueue { message_id } => queue.remove(message_id),
+                Write::PutOffset { application_key, next_offset } => {
+                    offsets.push(vec![app.clone(), bytes(application_key), Value::Int(to_db(next_offset))]);
+                }
             }
         }
         processes.flush();
@@ -339,8 +331,10 @@ impl<'a> GroupRows<'a> {
 fn fill(snapshot: &mut Snapshot, mut row: Row) -> Result<bool> {
     match get_i64(&mut row, 0)? {
         0 => {
-            snapshot.next_offset = from_db(get_i64(&mut row, 4)?);
-            snapshot.next_sequence = from_db(get_i64(&mut row, 5)?);
+            snapshot.counters = Counters {
+                next_offset: from_db(get_i64(&mut row, 4)?),
+                next_sequence: from_db(get_i64(&mut row, 5)?),
+            };
             return Ok(true);
         }
         1 => {

@@ -393,13 +393,13 @@ impl PostgresProvider {
             .batch_execute("SET plan_cache_mode = force_generic_plan; SET enable_seqscan = off")
             .await
             .map_err(|e| storage(app_key, "configuring the lock connection", e))?;
-        let lock = Arc::new(LockConn::new(conn, key, backend_pid, fenced));
-        let writer = PgWriter::new(app_key.to_owned(), Arc::clone(&lock), &self.inner.sql).await?;
+        let lock = Arc::new(LockConn::new(conn, key, fenced));
+        let writer = PgWriter::new(app_key.to_owned(), lock, &self.inner.sql).await?;
         Ok(PostgresStore::new(
             app_key.to_owned(),
             self.inner.pool.clone(),
             Arc::clone(&self.inner.sql),
-            lock,
+            backend_pid,
             writer,
         ))
     }

@@ -4,7 +4,7 @@
 
 use vellum_core::Error;
 
-use crate::bulk::{self, BulkSql, Style};
+use crate::bulk::{BulkSql, Style};
 
 /// Checks a schema name: 1 to 63 characters, lowercase ASCII letters, digits and `_`, not
 /// starting with a digit and not starting with `pg_` (reserved by PostgreSQL).
@@ -121,12 +121,8 @@ pub(crate) struct Sql {
     pub update_queue: String,
     pub delete_queue: String,
     pub store_counters: String,
-    // Bulk export (pool) and import (writer; events use `insert_events`).
+    // Bulk export (pool).
     pub bulk: BulkSql,
-    pub import_aggregates: String,
-    pub import_processes: String,
-    pub import_offsets: String,
-    pub import_queue: String,
 }
 
 impl Sql {
@@ -137,22 +133,8 @@ impl Sql {
         let prefix = format!("{s}.");
         // `C`-collated key columns compare bytewise in keysets and ORDER BY alike.
         let style = Style { tables: &prefix, numbered: true, row_values: true };
-        let import = |table: bulk::Table, arrays: &str| {
-            format!("{} SELECT $1, * FROM UNNEST({arrays})", table.insert_head(style))
-        };
         Self {
             bulk: BulkSql::new(style),
-            import_aggregates: import(bulk::AGGREGATES, "$2::text[], $3::text[], $4::bigint[], $5::text[]"),
-            import_processes: import(
-                bulk::PROCESSES,
-                "$2::text[], $3::text[], $4::bigint[], $5::text[], $6::bytea[]",
-            ),
-            import_offsets: import(bulk::OFFSETS, "$2::text[], $3::bigint[]"),
-            import_queue: import(
-                bulk::QUEUE,
-                "$2::text[], $3::bigint[], $4::bigint[], $5::bigint[], $6::bigint[], $7::text[], $8::text[], \
-                 $9::bytea[]",
-            ),
             ensure_app: format!(
                 "INSERT INTO {s}.vellum_app (app_key, next_offset, next_sequence) VALUES ($1, 0, 0) \
                  ON CONFLICT (app_key) DO NOTHING"
@@ -262,8 +244,8 @@ impl Sql {
             insert_queue: format!(
                 "INSERT INTO {s}.vellum_queue (app_key, message_id, revision, failure_count, next_attempt_at, \
                  sequence, timeout_handler_key, timeout_instance_id, envelope) \
-                 SELECT $1, m, 1, f, t, q, th, ti, e FROM UNNEST($2::text[], $3::bigint[], $4::bigint[], \
-                 $5::bigint[], $6::text[], $7::text[], $8::bytea[]) AS u(m, f, t, q, th, ti, e)"
+                 SELECT $1, m, r, f, t, q, th, ti, e FROM UNNEST($2::text[], $3::bigint[], $4::bigint[], \
+                 $5::bigint[], $6::bigint[], $7::text[], $8::text[], $9::bytea[]) AS u(m, r, f, t, q, th, ti, e)"
             ),
             update_queue: format!(
                 "UPDATE {s}.vellum_queue SET revision = $3, failure_count = $4, next_attempt_at = $5 \

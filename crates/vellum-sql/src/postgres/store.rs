@@ -12,23 +12,23 @@ use vellum_core::time::Micros;
 use vellum_core::{
     AggregateMetaData, AggregateRepository, Batch, DataStore, Envelope, Error, Event, EventCursor,
     EventPageSource, EventQuery, EventRepository, OffsetRepository, Packet, PageFuture, PersistResult,
-    Persister, ProcessInstance, ProcessRepository, QueueMessage, QueueRepository, Record, Result, observe,
+    Persister, ProcessInstance, ProcessRepository, QueueMessage, QueueRepository, Result, observe,
 };
 
 use super::PROVIDER;
 use super::sql::Sql;
 use super::storage;
-use super::writer::{LockConn, PgWriter};
-use crate::group::Committer;
+use super::writer::PgWriter;
 use crate::schema::from_db;
+use vellum_core::commit::WriteQueue;
 
 /// An open store of one application in a [`PostgresProvider`](super::PostgresProvider).
 ///
 /// Holds the application's advisory lock on a dedicated connection until closed or dropped.
 pub struct PostgresStore {
     shared: Arc<Shared>,
-    committer: tokio::sync::RwLock<Option<Committer>>,
-    lock: tokio::sync::Mutex<Option<Arc<LockConn>>>,
+    /// The queue to the store's writer, which owns the lock connection.
+    pub(super) writes: WriteQueue,
     backend_pid: i32,
 }
 
@@ -147,14 +147,14 @@ impl PostgresStore {
         app_key: String,
         pool: Pool,
         sql: Arc<Sql>,
-        lock: Arc<LockConn>,
-        writer: PgWriter,
+        backend_pid: i32,
+        executor: PgWriter,
     ) -> Self {
-        let backend_pid = lock.backend_pid;
+        let (writes, run_writer) = WriteQueue::new(executor);
+        tokio::spawn(run_writer);
         Self {
             shared: Arc::new(Shared { app_key, pool, sql, closed: AtomicBool::new(false) }),
-            committer: tokio::sync::RwLock::new(Some(Committer::spawn(writer))),
-            lock: tokio::sync::Mutex::new(Some(lock)),
+            writes,
             backend_pid,
         }
     }
@@ -168,13 +168,6 @@ impl PostgresStore {
     /// What the store and its cursors share.
     pub(super) fn shared(&self) -> &Shared {
         &self.shared
-    }
-
-    /// Queues an import on the store's writer, behind the batches queued before it.
-    pub(super) async fn import_through_writer(&self, records: Vec<Record>) -> Result<()> {
-        self.shared.check_open()?;
-        let committer = self.committer.read().await;
-        committer.as_ref().ok_or(Error::Closed)?.import(records).await
     }
 
     fn cursor(&self, query: EventQuery, min_offset: u64) -> Result<EventCursor> {
@@ -271,16 +264,7 @@ impl EventRepository for PostgresStore {
 
 impl Persister for PostgresStore {
     async fn persist(&self, batch: Batch) -> Result<PersistResult> {
-        let span = observe::persist_span(PROVIDER, &self.shared.app_key, batch.len());
-        let result = async {
-            self.shared.check_open()?;
-            batch.validate()?;
-            let committer = self.committer.read().await;
-            committer.as_ref().ok_or(Error::Closed)?.persist(batch).await
-        }
-        .instrument(span.clone())
-        .await;
-        observe::record(&span, result)
+        self.writes.persist(batch).await
     }
 }
 
@@ -290,17 +274,9 @@ impl DataStore for PostgresStore {
     }
 
     async fn close(&self) -> Result<()> {
-        if self.shared.closed.swap(true, Ordering::AcqRel) {
-            return Err(Error::Closed);
-        }
-        // Waits for admitted persists, then drains the queue: no batch is split by close.
-        let committer = self.committer.write().await.take();
-        if let Some(committer) = committer {
-            committer.shutdown().await;
-        }
-        if let Some(lock) = self.lock.lock().await.take() {
-            lock.unlock().await;
-        }
-        Ok(())
+        // Reads see `Closed` from here on; the writer drains the queue and releases the lock.
+        let closing = self.writes.close();
+        self.shared.closed.store(true, Ordering::Release);
+        closing.await
     }
 }

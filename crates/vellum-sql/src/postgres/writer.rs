@@ -16,14 +16,12 @@ use std::task::Poll;
 
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{Client, Statement};
-use vellum_core::eval::Effect;
-use vellum_core::{Batch, Error, Operation, PersistResult, Record, Result};
+use vellum_core::commit::{Executor, Work};
+use vellum_core::plan::{Counters, Planned, QueueState, Snapshot, StateKeys, Write, plan_group};
+use vellum_core::{Batch, Error, ErrorKind, Operation, PersistResult, Result};
 
-use super::bulk::ImportStatements;
 use super::sql::{STALE, Sql};
 use super::storage;
-use crate::group::GroupWriter;
-use crate::plan::{QueueState, Snapshot, StateKeys, Write, plan_group};
 use crate::schema::{from_db, to_db};
 
 /// A store's dedicated connection: either connected by vellum from a URL's configuration, or
@@ -40,15 +38,13 @@ pub(crate) struct LockConn {
     conn: Conn,
     /// The advisory lock key.
     pub key: i64,
-    /// The server process holding the lock (`pg_backend_pid()`), for diagnostics and tests.
-    pub backend_pid: i32,
     /// Set when the connection's task ended (the lock is gone).
     pub fenced: Arc<AtomicBool>,
 }
 
 impl LockConn {
-    pub(crate) fn new(conn: Conn, key: i64, backend_pid: i32, fenced: Arc<AtomicBool>) -> Self {
-        Self { conn, key, backend_pid, fenced }
+    pub(crate) fn new(conn: Conn, key: i64, fenced: Arc<AtomicBool>) -> Self {
+        Self { conn, key, fenced }
     }
 
     pub(crate) fn client(&self) -> &Client {
@@ -100,11 +96,7 @@ pub(crate) struct PgWriter {
     pub(super) conn: Arc<LockConn>,
     st: Prepared,
     /// The app's counters after the last commit, if known (this writer is their only writer).
-    pub(super) counters: Option<(u64, u64)>,
-    /// The import statements, prepared on the first import.
-    pub(super) import: Option<ImportStatements>,
-    /// The statement texts (for preparing the import statements).
-    pub(super) sql: Arc<Sql>,
+    counters: Option<Counters>,
 }
 
 pub(super) type PgResult<T> = std::result::Result<T, tokio_postgres::Error>;
@@ -182,11 +174,12 @@ impl PgWriter {
             delete_queue: next()?,
             store_counters: next()?,
         };
-        Ok(Self { app_key, conn, st, counters: None, import: None, sql: Arc::clone(sql) })
+        Ok(Self { app_key, conn, st, counters: None })
     }
 
     fn fenced_error(&self) -> Error {
-        Error::storage(
+        Error::storage_kind(
+            ErrorKind::Fenced,
             format!(
                 "postgres: the store of application {:?} lost its lock connection (advisory lock {}); \
                  it accepts no more writes, close and reopen it",
@@ -244,8 +237,8 @@ impl PgWriter {
         )?;
         let mut s = Snapshot::default();
         if let Some(row) = counters {
-            s.next_offset = from_db(row.try_get(0)?);
-            s.next_sequence = from_db(row.try_get(1)?);
+            s.counters =
+                Counters { next_offset: from_db(row.try_get(0)?), next_sequence: from_db(row.try_get(1)?) };
         }
         // One row per key asked, with a NULL revision when absent.
         for row in aggregates {
@@ -273,34 +266,46 @@ impl PgWriter {
         Ok(s)
     }
 
-    async fn try_commit(&mut self, batches: &[Batch]) -> Result<Vec<Result<PersistResult>>> {
-        if batches.iter().all(Batch::is_empty) {
-            return Ok(plan_group(batches, &mut Snapshot::default()).outcomes);
-        }
-        // Forget the counters until this group's outcome is known.
-        if let Some(counters) = self.counters.take() {
-            match self.commit_assumed(batches, counters).await {
-                Ok(Some(outcomes)) => return Ok(outcomes),
-                Ok(None) => {} // stale assumptions: nothing was written; read and retry
-                Err(e) => return Err(storage(&self.app_key, "committing a group of batches", e)),
+    /// Runs a unit of work: a group through the one-round-trip path when the counters are
+    /// known, otherwise (and when its assumptions did not hold) by reading the state first.
+    async fn try_execute(&mut self, work: Work<'_>) -> Result<Vec<Result<PersistResult>>> {
+        if let Work::Persist(batches) = work {
+            if batches.iter().all(Batch::is_empty) {
+                return Ok(batches.iter().map(|_| Ok(PersistResult::default())).collect());
+            }
+            // Forget the counters until this group's outcome is known.
+            if let Some(counters) = self.counters.take() {
+                match self.commit_assumed(batches, counters).await {
+                    Ok(Some(outcomes)) => return Ok(outcomes),
+                    Ok(None) => {} // stale assumptions: nothing was written; read and retry
+                    Err(e) => return Err(storage(&self.app_key, "committing a group of batches", e)),
+                }
             }
         }
-        let keys = StateKeys::of(batches);
-        let mut snapshot =
-            self.snapshot(&keys).await.map_err(|e| storage(&self.app_key, "reading the group's state", e))?;
-        let before = (snapshot.next_offset, snapshot.next_sequence);
-        let plan = plan_group(batches, &mut snapshot);
+        let known = self.counters.take();
+        let mut snapshot = self
+            .snapshot(&work.keys())
+            .await
+            .map_err(|e| storage(&self.app_key, "reading the state to plan against", e))?;
+        let before = snapshot.counters;
+        let Planned { outcomes, plan } = match work.plan(&mut snapshot, before) {
+            Ok(planned) => planned,
+            Err(e) => {
+                // Refused before anything was sent (an import's check).
+                self.counters = known.or(Some(before));
+                return Err(e);
+            }
+        };
         if plan.is_empty() {
             self.counters = Some(before);
-            return Ok(plan.outcomes);
+            return Ok(outcomes);
         }
-        let after = (plan.next_offset, plan.next_sequence);
         let writes = Writes::of(&plan.writes);
-        self.execute(&writes, (after != before).then_some(after), None)
+        self.send_writes(&writes, plan.counters_changed().then_some(plan.after), None)
             .await
-            .map_err(|e| storage(&self.app_key, "committing a group of batches", e))?;
-        self.counters = Some(after);
-        Ok(plan.outcomes)
+            .map_err(|e| storage(&self.app_key, "committing", e))?;
+        self.counters = Some(plan.after);
+        Ok(outcomes)
     }
 
     /// The one-round-trip path: plans the group against the state its batches expect (each
@@ -312,17 +317,20 @@ impl PgWriter {
     async fn commit_assumed(
         &mut self,
         batches: &[Batch],
-        (next_offset, next_sequence): (u64, u64),
+        counters: Counters,
     ) -> PgResult<Option<Vec<Result<PersistResult>>>> {
-        let (mut snapshot, expected) = Expected::of(batches, next_offset, next_sequence);
-        let plan = plan_group(batches, &mut snapshot);
+        let (mut snapshot, expected) = Expected::of(batches, counters);
+        // The assumed snapshot answers every question, so planning cannot fail.
+        let Ok(Planned { outcomes, plan }) = plan_group(batches, &mut snapshot, counters) else {
+            return Ok(None);
+        };
         if plan.is_empty() {
             // Every batch failed against assumed state: let the read path decide.
             return Ok(None);
         }
-        let after = (plan.next_offset, plan.next_sequence);
+        let after = plan.after;
         let writes = Writes::of(&plan.writes);
-        let changed = after != (next_offset, next_sequence);
+        let changed = plan.counters_changed();
         let simple = batches.iter().flat_map(Batch::iter).all(|op| {
             matches!(
                 op,
@@ -332,12 +340,12 @@ impl PgWriter {
         let result = if simple {
             self.execute_simple(&writes, after, &expected).await
         } else {
-            self.execute(&writes, changed.then_some(after), Some(&expected)).await
+            self.send_writes(&writes, changed.then_some(after), Some(&expected)).await
         };
         match result {
             Ok(()) => {
                 self.counters = Some(after);
-                Ok(Some(plan.outcomes))
+                Ok(Some(outcomes))
             }
             Err(e) if e.code().is_some_and(|c| c.code() == STALE) => {
                 // The pipelined COMMIT ended the aborted transaction; make sure of it.
@@ -353,11 +361,12 @@ impl PgWriter {
     async fn execute_simple(
         &self,
         writes: &Writes<'_>,
-        (next_offset, next_sequence): (u64, u64),
+        Counters { next_offset, next_sequence }: Counters,
         expected: &Expected<'_>,
     ) -> PgResult<()> {
         let app: &str = &self.app_key;
-        let (old_offset, old_sequence) = (to_db(expected.next_offset), to_db(expected.next_sequence));
+        let (old_offset, old_sequence) =
+            (to_db(expected.counters.next_offset), to_db(expected.counters.next_sequence));
         let (next_offset, next_sequence) = (to_db(next_offset), to_db(next_sequence));
         let (events, aggregates, offsets) = (&writes.events, &writes.aggregates, &writes.offsets);
         let params: [&(dyn ToSql + Sync); 23] = [
@@ -389,10 +398,10 @@ impl PgWriter {
     }
 
     /// Sends `BEGIN`, every write in order, the counters and `COMMIT` in one pipeline.
-    async fn execute(
+    async fn send_writes(
         &self,
         w: &Writes<'_>,
-        counters: Option<(u64, u64)>,
+        counters: Option<Counters>,
         expected: Option<&Expected<'_>>,
     ) -> PgResult<()> {
         let c = self.conn.client();
@@ -452,6 +461,7 @@ impl PgWriter {
                             &[
                                 &app,
                                 &q.ids,
+                                &q.revisions,
                                 &q.failures,
                                 &q.times,
                                 &q.sequences,
@@ -474,7 +484,7 @@ impl PgWriter {
                 }
             }
         }
-        if let Some((next_offset, next_sequence)) = counters {
+        if let Some(Counters { next_offset, next_sequence }) = counters {
             let (next_offset, next_sequence) = (to_db(next_offset), to_db(next_sequence));
             steps.push(Box::pin(async move {
                 c.execute(&st.store_counters, &[&app, &next_offset, &next_sequence]).await
@@ -485,38 +495,35 @@ impl PgWriter {
     }
 }
 
-impl GroupWriter for PgWriter {
+impl Executor for PgWriter {
     const PROVIDER: &'static str = super::PROVIDER;
 
     fn app_key(&self) -> &str {
         &self.app_key
     }
 
-    async fn commit(&mut self, batches: Arc<[Batch]>) -> Result<Vec<Result<PersistResult>>> {
+    async fn execute(&mut self, work: Work<'_>) -> Result<Vec<Result<PersistResult>>> {
         if self.conn.is_fenced() {
             return Err(self.fenced_error());
         }
-        let result = self.try_commit(&batches).await;
+        let result = self.try_execute(work).await;
         self.settle(result).await
     }
 
-    async fn import(&mut self, records: Vec<Record>) -> Result<()> {
-        if self.conn.is_fenced() {
-            return Err(self.fenced_error());
-        }
-        let result = self.try_import(&records).await;
-        self.settle(result).await
+    async fn release(self) {
+        self.conn.unlock().await;
     }
 }
 
 impl PgWriter {
-    /// After a commit or an import: a failure that ended the session fences the store; any
-    /// other failure leaves the session out of its (aborted) transaction.
+    /// After a unit of work: a failure that ended the session fences the store; any other
+    /// failure leaves the session out of its (aborted) transaction.
     async fn settle<T>(&mut self, result: Result<T>) -> Result<T> {
         match result {
             Ok(value) => Ok(value),
             // Refused before anything was sent.
             Err(e @ Error::InvalidImport(_)) => Err(e),
+            Err(e) if e.kind() == ErrorKind::Fenced => Err(e),
             Err(e) if self.conn.is_fenced() || ends_session(&e) => {
                 // The session is gone (or going): so is the lock. Never write again.
                 self.conn.fenced.store(true, Ordering::Release);
@@ -568,15 +575,14 @@ struct Expected<'a> {
     queue_ti: Vec<Option<&'a str>>,
     offset_src: Vec<&'a str>,
     offset_r: Vec<i64>,
-    next_offset: u64,
-    next_sequence: u64,
+    counters: Counters,
 }
 
 impl<'a> Expected<'a> {
     /// The statement that verifies this state, raising `STALE` if it does not hold.
     fn verify<'s>(&'s self, c: &'s Client, statement: &'s Statement, app: &'s str) -> Pending<'s> {
         Box::pin(async move {
-            let (offset, sequence) = (to_db(self.next_offset), to_db(self.next_sequence));
+            let (offset, sequence) = (to_db(self.counters.next_offset), to_db(self.counters.next_sequence));
             let params: [&(dyn ToSql + Sync); 16] = [
                 &app,
                 &self.events,
@@ -601,9 +607,9 @@ impl<'a> Expected<'a> {
 
     /// Each key as the first operation touching it expects it (revision 0: absent; events:
     /// absent), with the given counters.
-    fn of(batches: &'a [Batch], next_offset: u64, next_sequence: u64) -> (Snapshot, Self) {
-        let mut s = Snapshot { next_offset, next_sequence, ..Snapshot::default() };
-        let mut x = Expected { next_offset, next_sequence, ..Expected::default() };
+    fn of(batches: &'a [Batch], counters: Counters) -> (Snapshot, Self) {
+        let mut s = Snapshot { counters, ..Snapshot::default() };
+        let mut x = Expected { counters, ..Expected::default() };
         let mut seen_aggregates = HashSet::new();
         let mut seen_processes = HashSet::new();
         let mut seen_queue = HashSet::new();
@@ -699,6 +705,7 @@ pub(super) struct OffsetRows<'a> {
 #[derive(Default)]
 struct QueueRows<'a> {
     ids: Vec<&'a str>,
+    revisions: Vec<i64>,
     failures: Vec<i64>,
     times: Vec<i64>,
     sequences: Vec<i64>,
@@ -736,7 +743,7 @@ impl<'a> Writes<'a> {
         let mut enqueues: Option<QueueRows<'a>> = None;
         for write in writes {
             match *write {
-                Write::Event { offset, envelope } => {
+                Write::AppendEvent { offset, envelope } => {
                     let e = &mut w.events;
                     e.offsets.push(to_db(offset));
                     e.ids.push(&envelope.message_id);
@@ -745,30 +752,70 @@ impl<'a> Writes<'a> {
                     e.instances.push(&envelope.source_instance_id);
                     e.envelopes.push(envelope.to_bytes());
                 }
-                Write::Enqueue { sequence, message, next_attempt_at } => {
+                Write::InsertQueue { message, revision, sequence, next_attempt_at } => {
                     let q = enqueues.get_or_insert_with(QueueRows::default);
-                    let env = &message.envelope;
-                    let timeout = env.is_timeout();
+                    let owner = Write::timeout_owner(message);
                     q.ids.push(message.id());
+                    q.revisions.push(to_db(revision));
                     q.failures.push(to_db(message.failure_count));
                     q.times.push(next_attempt_at.0);
                     q.sequences.push(to_db(sequence));
-                    q.handlers.push(timeout.then(|| env.source_handler_key()));
-                    q.instances.push(timeout.then_some(env.source_instance_id.as_str()));
-                    q.envelopes.push(env.to_bytes());
+                    q.handlers.push(owner.map(|o| o.0));
+                    q.instances.push(owner.map(|o| o.1));
+                    q.envelopes.push(message.envelope.to_bytes());
                 }
-                Write::Other(effect) => {
-                    let ordered = matches!(
-                        effect,
-                        Effect::PutProcess { .. }
-                            | Effect::RemoveProcess { .. }
-                            | Effect::UpdateQueue { .. }
-                            | Effect::RemoveQueue { .. }
-                    );
-                    if ordered && let Some(q) = enqueues.take() {
-                        w.ordered.push(Ordered::Enqueue(q));
+                Write::PutAggregate { meta, revision } => {
+                    let a = &mut w.aggregates;
+                    let key = (meta.handler_key.as_str(), meta.instance_id.as_str());
+                    if let Some(&i) = aggregate_index.get(&key) {
+                        a.revisions[i] = to_db(revision);
+                        a.last_ids[i] = &meta.last_event_id;
+                    } else {
+                        aggregate_index.insert(key, a.handlers.len());
+                        a.handlers.push(key.0);
+                        a.instances.push(key.1);
+                        a.revisions.push(to_db(revision));
+                        a.last_ids.push(&meta.last_event_id);
                     }
-                    w.push_effect(effect, &mut aggregate_index, &mut offset_index);
+                }
+                Write::PutOffset { application_key, next_offset } => {
+                    let o = &mut w.offsets;
+                    if let Some(&i) = offset_index.get(application_key) {
+                        o.values[i] = to_db(next_offset);
+                    } else {
+                        offset_index.insert(application_key, o.sources.len());
+                        o.sources.push(application_key);
+                        o.values.push(to_db(next_offset));
+                    }
+                }
+                // Process and queue writes interact (the timeout cascade): they keep their order,
+                // after the enqueues that came before them.
+                Write::PutProcess { instance, revision } => w.push_ordered(
+                    &mut enqueues,
+                    Ordered::PutProcess {
+                        handler: &instance.handler_key,
+                        instance: &instance.instance_id,
+                        revision: to_db(revision),
+                        media_type: &instance.packet.media_type,
+                        data: &instance.packet.data,
+                    },
+                ),
+                Write::RemoveProcess { handler_key, instance_id } => w.push_ordered(
+                    &mut enqueues,
+                    Ordered::RemoveProcess { handler: handler_key, instance: instance_id },
+                ),
+                Write::UpdateQueue { message_id, revision, failure_count, next_attempt_at } => w
+                    .push_ordered(
+                        &mut enqueues,
+                        Ordered::UpdateQueue {
+                            id: message_id,
+                            revision: to_db(revision),
+                            failure_count: to_db(failure_count),
+                            next_attempt_at: next_attempt_at.0,
+                        },
+                    ),
+                Write::RemoveQueue { message_id } => {
+                    w.push_ordered(&mut enqueues, Ordered::RemoveQueue { id: message_id });
                 }
             }
         }
@@ -778,58 +825,11 @@ impl<'a> Writes<'a> {
         w
     }
 
-    fn push_effect(
-        &mut self,
-        effect: Effect<'a>,
-        aggregate_index: &mut HashMap<(&'a str, &'a str), usize>,
-        offset_index: &mut HashMap<&'a str, usize>,
-    ) {
-        match effect {
-            Effect::PutAggregate { meta, revision } => {
-                let a = &mut self.aggregates;
-                let key = (meta.handler_key.as_str(), meta.instance_id.as_str());
-                if let Some(&i) = aggregate_index.get(&key) {
-                    a.revisions[i] = to_db(revision);
-                    a.last_ids[i] = &meta.last_event_id;
-                } else {
-                    aggregate_index.insert(key, a.handlers.len());
-                    a.handlers.push(key.0);
-                    a.instances.push(key.1);
-                    a.revisions.push(to_db(revision));
-                    a.last_ids.push(&meta.last_event_id);
-                }
-            }
-            Effect::PutOffset { application_key, next_offset } => {
-                let o = &mut self.offsets;
-                if let Some(&i) = offset_index.get(application_key) {
-                    o.values[i] = to_db(next_offset);
-                } else {
-                    offset_index.insert(application_key, o.sources.len());
-                    o.sources.push(application_key);
-                    o.values.push(to_db(next_offset));
-                }
-            }
-            Effect::PutProcess { instance, revision } => self.ordered.push(Ordered::PutProcess {
-                handler: &instance.handler_key,
-                instance: &instance.instance_id,
-                revision: to_db(revision),
-                media_type: &instance.packet.media_type,
-                data: &instance.packet.data,
-            }),
-            Effect::RemoveProcess { handler_key, instance_id } => {
-                self.ordered.push(Ordered::RemoveProcess { handler: handler_key, instance: instance_id });
-            }
-            Effect::UpdateQueue { message_id, revision, failure_count, next_attempt_at } => {
-                self.ordered.push(Ordered::UpdateQueue {
-                    id: message_id,
-                    revision: to_db(revision),
-                    failure_count: to_db(failure_count),
-                    next_attempt_at: next_attempt_at.0,
-                });
-            }
-            Effect::RemoveQueue { message_id } => self.ordered.push(Ordered::RemoveQueue { id: message_id }),
-            // plan_group turns these into Write::Event and Write::Enqueue.
-            Effect::AppendEvent { .. } | Effect::InsertQueue { .. } => {}
+    /// Appends a process or queue write after the enqueues collected so far.
+    fn push_ordered(&mut self, enqueues: &mut Option<QueueRows<'a>>, step: Ordered<'a>) {
+        if let Some(q) = enqueues.take() {
+            self.ordered.push(Ordered::Enqueue(q));
         }
+        self.ordered.push(step);
     }
 }

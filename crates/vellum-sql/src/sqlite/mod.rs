@@ -8,8 +8,8 @@
 //!   never fails half-way with `SQLITE_BUSY`), and every connection has a busy timeout, so
 //!   writers of other applications in the same file, in this process or another, queue up
 //!   instead of failing (SPEC §8 W7).
-//! - **Group commit.** Each store has one writer connection driven by the shared
-//!   [`crate::group::Committer`]: concurrent `persist` calls queue up and each group
+//! - **Group commit.** Each store has one writer connection driven by the shared commit
+//!   engine (`vellum_core::commit`): concurrent `persist` calls queue up and each group
 //!   commits in one transaction with one counter-row update and one `fsync`. The transaction
 //!   runs on a blocking thread (`spawn_blocking`), so neither multi-threaded nor
 //!   current-thread runtimes are ever blocked by SQLite or the disk.
@@ -56,10 +56,10 @@ use vellum_core::{Error, Provider, Result, observe};
 pub use schema::{create_schema, drop_schema};
 pub use store::SqliteStore;
 
-use crate::group::Committer;
 use lock::AppLock;
 use store::{Readers, Shared};
-use writer::SqliteWriter;
+use vellum_core::commit::WriteQueue;
+use writer::SqliteExecutor;
 
 /// The provider's name in tracing spans.
 const PROVIDER: &str = "sqlite";
@@ -263,12 +263,12 @@ impl SqliteProvider {
     }
 
     async fn open_store(&self, app_key: &str) -> Result<SqliteStore> {
-        let lock = Arc::new(match &*self.source {
+        let lock = match &*self.source {
             Source::File(path) => AppLock::acquire(path, app_key)?,
             Source::Connection { conn, path } => {
                 AppLock::acquire_for_connection(path.as_deref(), conn, app_key)?
             }
-        });
+        };
         let key: Arc<str> = Arc::from(app_key);
         let options = self.options.clone();
         let (conn, readers) = match &*self.source {
@@ -305,11 +305,11 @@ impl SqliteProvider {
                 (Arc::clone(conn), Readers::Shared(Arc::clone(conn)))
             }
         };
-        let writer = SqliteWriter { app_key: Arc::clone(&key), conn, _lock: Arc::clone(&lock) };
+        let (writes, run_writer) = WriteQueue::new(SqliteExecutor { app_key: Arc::clone(&key), conn, lock });
+        tokio::spawn(run_writer);
         Ok(SqliteStore {
             shared: Arc::new(Shared { app_key: key, closed: AtomicBool::new(false), readers }),
-            committer: tokio::sync::RwLock::new(Some(Committer::spawn(writer))),
-            lock: Mutex::new(Some(lock)),
+            writes,
         })
     }
 }

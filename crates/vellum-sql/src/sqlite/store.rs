@@ -6,7 +6,6 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use rusqlite::{Connection, OpenFlags, OptionalExtension, Row, params};
-use tracing::Instrument as _;
 use vellum_core::time::Micros;
 use vellum_core::{
     AggregateMetaData, AggregateRepository, Batch, DataStore, Envelope, Error, Event, EventCursor,
@@ -15,9 +14,8 @@ use vellum_core::{
 };
 
 use super::PROVIDER;
-use super::lock::AppLock;
-use crate::group::Committer;
 use crate::schema::from_db;
+use vellum_core::commit::WriteQueue;
 
 /// Where a store's reads run.
 #[derive(Debug)]
@@ -180,8 +178,8 @@ impl EventPageSource for Shared {
 #[derive(Debug)]
 pub struct SqliteStore {
     pub(crate) shared: Arc<Shared>,
-    pub(crate) committer: tokio::sync::RwLock<Option<Committer>>,
-    pub(crate) lock: Mutex<Option<Arc<AppLock>>>,
+    /// The queue to the store's writer, which holds the store's lock.
+    pub(crate) writes: WriteQueue,
 }
 
 impl SqliteStore {
@@ -307,18 +305,7 @@ impl EventRepository for SqliteStore {
 
 impl Persister for SqliteStore {
     async fn persist(&self, batch: Batch) -> Result<PersistResult> {
-        let span = observe::persist_span(PROVIDER, &self.shared.app_key, batch.len());
-        let result = async {
-            let committer = self.committer.read().await;
-            let committer = committer.as_ref().ok_or(Error::Closed)?;
-            if batch.is_empty() {
-                return Ok(PersistResult::default());
-            }
-            committer.persist(batch).await
-        }
-        .instrument(span.clone())
-        .await;
-        observe::record(&span, result)
+        self.writes.persist(batch).await
     }
 }
 
@@ -328,17 +315,11 @@ impl DataStore for SqliteStore {
     }
 
     async fn close(&self) -> Result<()> {
-        // The write lock waits for admitted persists; later ones find no committer.
-        let mut committer = self.committer.write().await;
-        let Some(running) = committer.take() else {
-            return Err(Error::Closed);
-        };
+        // Reads see `Closed` from here on; the writer drains the queue and releases the lock.
+        let closing = self.writes.close();
         self.shared.closed.store(true, Ordering::Release);
-        running.shutdown().await;
-        drop(committer);
         self.shared.readers.clear();
-        drop(self.lock.lock().unwrap_or_else(PoisonError::into_inner).take());
-        Ok(())
+        closing.await
     }
 }
 

@@ -1,68 +1,61 @@
-//! The group-commit writer: one connection per store, one `BEGIN IMMEDIATE` transaction per
-//! group, run on a blocking thread so the async runtime never waits on SQLite or on `fsync`.
+//! The store's executor for the commit engine ([`vellum_core::commit`]): one connection per
+//! store, one `BEGIN IMMEDIATE` transaction per unit of work (a group of batches or an import),
+//! run on a blocking thread so the async runtime never waits on SQLite or on `fsync`.
 
 use std::sync::{Arc, Mutex, PoisonError};
 
 use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
-use vellum_core::eval::Effect;
-use vellum_core::{Batch, Error, PersistResult, Record, Result};
+use vellum_core::commit::{Executor, Work};
+use vellum_core::plan::{Counters, Planned, QueueState, Snapshot, StateKeys, Write};
+use vellum_core::{Error, PersistResult, Result};
 
-use crate::group::GroupWriter;
-use crate::plan::{QueueState, Snapshot, StateKeys, Write, plan_group};
 use crate::schema::{from_db, to_db};
 
 use super::lock::AppLock;
 
-/// Commits groups of batches for one application.
+/// Runs a store's units of work on its writer connection.
 #[derive(Debug)]
-pub(crate) struct SqliteWriter {
+pub(crate) struct SqliteExecutor {
     pub(crate) app_key: Arc<str>,
     pub(crate) conn: Arc<Mutex<Connection>>,
-    /// Held until the writer is gone, so the key stays locked while queued batches commit.
-    pub(crate) _lock: Arc<AppLock>,
+    /// The store's lock: held until the queue is drained, released with the executor.
+    pub(crate) lock: AppLock,
 }
 
-impl GroupWriter for SqliteWriter {
+impl Executor for SqliteExecutor {
     const PROVIDER: &'static str = super::PROVIDER;
 
     fn app_key(&self) -> &str {
         &self.app_key
     }
 
-    async fn import(&mut self, records: Vec<Record>) -> Result<()> {
+    async fn execute(&mut self, work: Work<'_>) -> Result<Vec<Result<PersistResult>>> {
+        let work = work.to_shared();
         let conn = Arc::clone(&self.conn);
         let app_key = Arc::clone(&self.app_key);
         let task = tokio::task::spawn_blocking(move || {
+            // A panic inside a transaction rolled it back while unwinding (the `Transaction`
+            // drops), so the connection is usable again.
             let mut conn = conn.lock().unwrap_or_else(PoisonError::into_inner);
-            super::bulk::import(&mut conn, &app_key, &records)
+            transaction(&mut conn, &app_key, work.as_work())
         });
         let outcome = task.await.map_err(|e| {
-            Error::storage(format!("sqlite: importing records for application {:?}", self.app_key), e)
+            Error::storage(format!("sqlite: the writer task for application {:?} failed", self.app_key), e)
         });
         outcome.and_then(|o| o)
     }
 
-    async fn commit(&mut self, batches: Arc<[Batch]>) -> Result<Vec<Result<PersistResult>>> {
-        let conn = Arc::clone(&self.conn);
-        let app_key = Arc::clone(&self.app_key);
-        let task = tokio::task::spawn_blocking(move || {
-            // A panic inside a commit rolled its transaction back while unwinding (the
-            // `Transaction` drops), so the connection is usable again.
-            let mut conn = conn.lock().unwrap_or_else(PoisonError::into_inner);
-            commit_group(&mut conn, &app_key, &batches)
-        });
-        let outcome = task.await.map_err(|e| {
-            Error::storage(format!("sqlite: committing a group for application {:?}", self.app_key), e)
-        });
-        outcome.and_then(|o| o)
+    async fn release(self) {
+        drop(self.lock);
     }
 }
 
-/// Runs one group in one immediate transaction: read the pre-batch state, plan, write, commit.
-pub(crate) fn commit_group(
+/// Runs one unit of work in one immediate transaction: read the state it looks at, plan,
+/// write, commit.
+pub(crate) fn transaction(
     conn: &mut Connection,
     app_key: &str,
-    batches: &[Batch],
+    work: Work<'_>,
 ) -> Result<Vec<Result<PersistResult>>> {
     let err = |what: &'static str| {
         move |e: rusqlite::Error| Error::storage(format!("sqlite: {what} for application {app_key:?}"), e)
@@ -70,28 +63,28 @@ pub(crate) fn commit_group(
     let tx = conn
         .transaction_with_behavior(TransactionBehavior::Immediate)
         .map_err(err("beginning a write transaction"))?;
-    let (mut snapshot, stored) = read_snapshot(&tx, app_key, StateKeys::of(batches))?;
-    let plan = plan_group(batches, &mut snapshot);
+    let mut snapshot = read_snapshot(&tx, app_key, work.keys())?;
+    let counters = snapshot.counters;
+    let Planned { outcomes, plan } = work.plan(&mut snapshot, counters)?;
     if plan.is_empty() {
         // Nothing to write: the transaction rolls back when dropped, without a flush.
-        return Ok(plan.outcomes);
+        return Ok(outcomes);
     }
     for write in &plan.writes {
-        execute(&tx, app_key, write).map_err(err("writing a batch"))?;
+        execute(&tx, app_key, write).map_err(err("writing"))?;
     }
-    if stored != Some((plan.next_offset, plan.next_sequence)) {
-        store_counters(&tx, app_key, (plan.next_offset, plan.next_sequence))
-            .map_err(err("storing the application counters"))?;
+    if plan.counters_changed() {
+        store_counters(&tx, app_key, plan.after).map_err(err("storing the application counters"))?;
     }
     tx.commit().map_err(err("committing a write transaction"))?;
-    Ok(plan.outcomes)
+    Ok(outcomes)
 }
 
 /// Creates or updates the application's counter row.
 pub(crate) fn store_counters(
     tx: &Transaction<'_>,
     app_key: &str,
-    (next_offset, next_sequence): (u64, u64),
+    Counters { next_offset, next_sequence }: Counters,
 ) -> rusqlite::Result<()> {
     tx.prepare_cached(
         "INSERT INTO vellum_app (app_key, next_offset, next_sequence) VALUES (?1, ?2, ?3) \
@@ -102,14 +95,8 @@ pub(crate) fn store_counters(
     .map(drop)
 }
 
-/// Reads the counter row and the rows of `keys` (what a group's preconditions or an import's
-/// check look at). Also returns the stored counters, `None` when the application has no
-/// counter row yet.
-pub(crate) fn read_snapshot(
-    tx: &Transaction<'_>,
-    app_key: &str,
-    keys: StateKeys,
-) -> Result<(Snapshot, Option<(u64, u64)>)> {
+/// Reads the counter row and the rows of `keys` (what planning a unit of work looks at).
+fn read_snapshot(tx: &Transaction<'_>, app_key: &str, keys: StateKeys) -> Result<Snapshot> {
     let err = |what: &'static str| {
         move |e: rusqlite::Error| {
             Error::storage(format!("sqlite: reading {what} for application {app_key:?}"), e)
@@ -122,10 +109,8 @@ pub(crate) fn read_snapshot(
             s.query_row([app_key], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?))).optional()
         })
         .map_err(err("the application counters"))?;
-    let counters = counters.map(|(offset, sequence)| (from_db(offset), from_db(sequence)));
     if let Some((offset, sequence)) = counters {
-        snapshot.next_offset = offset;
-        snapshot.next_sequence = sequence;
+        snapshot.counters = Counters { next_offset: from_db(offset), next_sequence: from_db(sequence) };
     }
 
     if !keys.aggregates.is_empty() {
@@ -206,13 +191,14 @@ pub(crate) fn read_snapshot(
             }
         }
     }
-    Ok((snapshot, counters))
+    Ok(snapshot)
 }
 
 /// Executes one planned write.
+#[allow(clippy::too_many_lines)] // one statement per kind of write
 fn execute(tx: &Transaction<'_>, app_key: &str, write: &Write<'_>) -> rusqlite::Result<()> {
     match *write {
-        Write::Event { offset, envelope } => {
+        Write::AppendEvent { offset, envelope } => {
             tx.prepare_cached(
                 "INSERT INTO vellum_event \
                  (app_key, event_offset, message_id, portable_name, handler_key, instance_id, envelope) \
@@ -228,38 +214,27 @@ fn execute(tx: &Transaction<'_>, app_key: &str, write: &Write<'_>) -> rusqlite::
                 envelope.to_bytes(),
             ])?;
         }
-        Write::Enqueue { sequence, message, next_attempt_at } => {
-            let env = &message.envelope;
-            let (owner_key, owner_id) = if env.is_timeout() {
-                (Some(env.source_handler_key()), Some(env.source_instance_id.as_str()))
-            } else {
-                (None, None)
-            };
+        Write::InsertQueue { message, revision, sequence, next_attempt_at } => {
+            let (owner_key, owner_id) = Write::timeout_owner(message).unzip();
             tx.prepare_cached(
                 "INSERT INTO vellum_queue \
                  (app_key, message_id, revision, failure_count, next_attempt_at, sequence, \
                   timeout_handler_key, timeout_instance_id, envelope) \
-                 VALUES (?1, ?2, 1, ?3, ?4, ?5, ?6, ?7, ?8)",
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
             )?
             .execute(params![
                 app_key,
-                env.message_id,
+                message.id(),
+                to_db(revision),
                 to_db(message.failure_count),
                 next_attempt_at.0,
                 to_db(sequence),
                 owner_key,
                 owner_id,
-                env.to_bytes(),
+                message.envelope.to_bytes(),
             ])?;
         }
-        Write::Other(effect) => execute_effect(tx, app_key, effect)?,
-    }
-    Ok(())
-}
-
-fn execute_effect(tx: &Transaction<'_>, app_key: &str, effect: Effect<'_>) -> rusqlite::Result<()> {
-    match effect {
-        Effect::PutAggregate { meta, revision } => {
+        Write::PutAggregate { meta, revision } => {
             tx.prepare_cached(
                 "INSERT INTO vellum_aggregate (app_key, handler_key, instance_id, revision, last_event_id) \
                  VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (app_key, handler_key, instance_id) \
@@ -273,7 +248,7 @@ fn execute_effect(tx: &Transaction<'_>, app_key: &str, effect: Effect<'_>) -> ru
                 meta.last_event_id
             ])?;
         }
-        Effect::PutProcess { instance, revision } => {
+        Write::PutProcess { instance, revision } => {
             tx.prepare_cached(
                 "INSERT INTO vellum_process (app_key, handler_key, instance_id, revision, media_type, data) \
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT (app_key, handler_key, instance_id) \
@@ -289,7 +264,7 @@ fn execute_effect(tx: &Transaction<'_>, app_key: &str, effect: Effect<'_>) -> ru
                 instance.packet.data,
             ])?;
         }
-        Effect::RemoveProcess { handler_key, instance_id } => {
+        Write::RemoveProcess { handler_key, instance_id } => {
             tx.prepare_cached(
                 "DELETE FROM vellum_process WHERE app_key = ?1 AND handler_key = ?2 AND instance_id = ?3",
             )?
@@ -300,7 +275,7 @@ fn execute_effect(tx: &Transaction<'_>, app_key: &str, effect: Effect<'_>) -> ru
             )?
             .execute(params![app_key, handler_key, instance_id])?;
         }
-        Effect::UpdateQueue { message_id, revision, failure_count, next_attempt_at } => {
+        Write::UpdateQueue { message_id, revision, failure_count, next_attempt_at } => {
             tx.prepare_cached(
                 "UPDATE vellum_queue SET revision = ?3, failure_count = ?4, next_attempt_at = ?5 \
                  WHERE app_key = ?1 AND message_id = ?2",
@@ -313,19 +288,17 @@ fn execute_effect(tx: &Transaction<'_>, app_key: &str, effect: Effect<'_>) -> ru
                 next_attempt_at.0
             ])?;
         }
-        Effect::RemoveQueue { message_id } => {
+        Write::RemoveQueue { message_id } => {
             tx.prepare_cached("DELETE FROM vellum_queue WHERE app_key = ?1 AND message_id = ?2")?
                 .execute(params![app_key, message_id])?;
         }
-        Effect::PutOffset { application_key, next_offset } => {
+        Write::PutOffset { application_key, next_offset } => {
             tx.prepare_cached(
                 "INSERT INTO vellum_offset (app_key, source_app_key, next_offset) VALUES (?1, ?2, ?3) \
                  ON CONFLICT (app_key, source_app_key) DO UPDATE SET next_offset = excluded.next_offset",
             )?
             .execute(params![app_key, application_key, to_db(next_offset)])?;
         }
-        // Planned as `Write::Event` / `Write::Enqueue`; never passed here.
-        Effect::AppendEvent { .. } | Effect::InsertQueue { .. } => {}
     }
     Ok(())
 }

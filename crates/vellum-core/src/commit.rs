@@ -1,0 +1,455 @@
+//! The commit engine: one writer per store, group commit, imports in queue order, draining on
+//! close. Written once; a provider supplies an [`Executor`] that runs one unit of [`Work`] in
+//! one transaction (`docs/close-and-cancellation.md`).
+//!
+//! - Concurrent `persist` calls queue up. The writer takes every waiting batch (at most
+//!   [`MAX_GROUP`]) and commits them as one group; a lone batch commits at once.
+//! - A batch whose caller dropped its future before the writer took it is skipped, never
+//!   committed; once taken it commits whole or not at all with its group. Dropping never blocks.
+//! - A group whose transaction fails as a whole (a storage error, not a conflict) is retried
+//!   one batch per transaction, so only the culprit fails.
+//! - An import commits after the batches queued before it and before those queued after, in a
+//!   transaction of its own.
+//! - Closing stops the queue; the writer commits what was queued, then releases the store's
+//!   lock ([`Executor::release`]). Because the writer itself releases, a `close` whose future
+//!   is dropped part-way still ends with the lock released once the queue is drained.
+//!
+//! The engine is a future ([`WriteQueue::new`] returns it): an async provider spawns it on its
+//! runtime, a provider with blocking storage runs it on a thread of its own with [`block_on`].
+//! The store keeps the [`WriteQueue`].
+
+use std::future::Future;
+use std::pin::pin;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::task::{Context, Poll, Wake, Waker};
+use std::thread::Thread;
+
+use tokio::sync::{mpsc, oneshot};
+use tracing::{Instrument as _, Span};
+
+use crate::batch::Batch;
+use crate::bulk::Record;
+use crate::error::{Error, Result};
+use crate::eval::PreBatchState;
+use crate::model::PersistResult;
+use crate::observe;
+use crate::plan::{Counters, Planned, StateKeys, plan_group, plan_import};
+
+/// The most batches one group (one transaction) takes; bounds transaction size and latency.
+pub const MAX_GROUP: usize = 256;
+
+/// One unit of work for an [`Executor`]: one transaction. Shared, so an executor that runs it
+/// on another thread can keep it ([`Work::to_shared`]) without copying.
+#[derive(Debug, Clone, Copy)]
+pub enum Work<'a> {
+    /// Commit these batches as one group (see [`Work::plan`]).
+    Persist(&'a Arc<[Batch]>),
+    /// Import these records (see [`Work::plan`]).
+    Import(&'a Arc<[Record]>),
+}
+
+/// A [`Work`] that owns its share of the batches or records.
+#[derive(Debug, Clone)]
+pub enum SharedWork {
+    /// See [`Work::Persist`].
+    Persist(Arc<[Batch]>),
+    /// See [`Work::Import`].
+    Import(Arc<[Record]>),
+}
+
+impl SharedWork {
+    /// The work, borrowed.
+    #[must_use]
+    pub fn as_work(&self) -> Work<'_> {
+        match self {
+            Self::Persist(batches) => Work::Persist(batches),
+            Self::Import(records) => Work::Import(records),
+        }
+    }
+}
+
+impl<'a> Work<'a> {
+    /// The work with its own share of the batches or records (no copy).
+    #[must_use]
+    pub fn to_shared(self) -> SharedWork {
+        match self {
+            Self::Persist(batches) => SharedWork::Persist(Arc::clone(batches)),
+            Self::Import(records) => SharedWork::Import(Arc::clone(records)),
+        }
+    }
+
+    /// Plans the work against the stored `state` and `counters`: [`plan_group`] or
+    /// [`plan_import`]. `Err`: a storage error, or a refused import; nothing is to be written.
+    pub fn plan<S: PreBatchState + ?Sized>(self, state: &mut S, counters: Counters) -> Result<Planned<'a>> {
+        match self {
+            Self::Persist(batches) => plan_group(batches, state, counters),
+            Self::Import(records) => {
+                Ok(Planned { outcomes: Vec::new(), plan: plan_import(records, state, counters)? })
+            }
+        }
+    }
+
+    /// The stored rows planning this work reads.
+    #[must_use]
+    pub fn keys(self) -> StateKeys {
+        match self {
+            Self::Persist(batches) => StateKeys::of(batches),
+            Self::Import(records) => StateKeys::of_records(records),
+        }
+    }
+}
+
+/// Runs units of work against one store's storage; a provider implements it once.
+pub trait Executor: Send + 'static {
+    /// The provider's name in tracing spans.
+    const PROVIDER: &'static str;
+
+    /// The application key of the store.
+    fn app_key(&self) -> &str;
+
+    /// Runs `work` in one transaction and returns one outcome per batch (none for an import).
+    /// `Err` means the transaction failed as a whole and nothing of it was committed.
+    fn execute(&mut self, work: Work<'_>) -> impl Future<Output = Result<Vec<Result<PersistResult>>>> + Send;
+
+    /// Called once, after the last unit of work: releases the store's lock and connections.
+    fn release(self) -> impl Future<Output = ()> + Send;
+}
+
+/// A batch or an import waiting for the writer.
+enum Job {
+    Persist { batch: Batch, reply: oneshot::Sender<Result<PersistResult>> },
+    Import { records: Vec<Record>, reply: oneshot::Sender<Result<()>>, span: Span },
+}
+
+impl Job {
+    /// Whether the caller still waits for the outcome (it drops the receiver with its future).
+    fn is_wanted(&self) -> bool {
+        match self {
+            Self::Persist { reply, .. } => !reply.is_closed(),
+            Self::Import { reply, .. } => !reply.is_closed(),
+        }
+    }
+}
+
+/// A store's queue to its writer: what `persist`, bulk import and `close` go through.
+/// Dropping it closes the queue like [`WriteQueue::close`], without waiting.
+#[derive(Debug)]
+pub struct WriteQueue {
+    provider: &'static str,
+    app_key: Arc<str>,
+    /// `None` once closed.
+    open: Mutex<Option<Open>>,
+}
+
+#[derive(Debug)]
+struct Open {
+    sender: mpsc::UnboundedSender<Job>,
+    /// Fires when the writer has drained the queue and released the store.
+    done: oneshot::Receiver<()>,
+}
+
+impl WriteQueue {
+    /// A queue and the writer that serves it. The writer must be run (spawned on a runtime,
+    /// or on a thread with [`block_on`]); it ends once the queue is closed or dropped and
+    /// drained, after calling [`Executor::release`].
+    pub fn new<E: Executor>(executor: E) -> (Self, impl Future<Output = ()> + Send + 'static) {
+        let app_key = Arc::from(executor.app_key());
+        let (sender, receiver) = mpsc::unbounded_channel();
+        let (finished, done) = oneshot::channel();
+        let writer = async move {
+            run(executor, receiver).await;
+            let _ = finished.send(());
+        };
+        let open = Mutex::new(Some(Open { sender, done }));
+        (Self { provider: E::PROVIDER, app_key, open }, writer)
+    }
+
+    /// Whether the queue was closed.
+    #[must_use]
+    pub fn is_closed(&self) -> bool {
+        self.lock().is_none()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Option<Open>> {
+        // The guarded value is only ever replaced whole, so a poisoned lock holds a valid one.
+        self.open.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn send(&self, job: Job) -> Result<()> {
+        let open = self.lock();
+        let open = open.as_ref().ok_or(Error::Closed)?;
+        open.sender.send(job).map_err(|_| Error::Closed)
+    }
+
+    /// Queues a batch and waits for its outcome, inside a `vellum.persist` span. An empty batch
+    /// commits nothing and succeeds (unless the queue is closed).
+    ///
+    /// # Cancel safety
+    /// Dropping the future before the writer took the batch cancels it: it is never committed.
+    /// Dropped later, the batch commits whole or not at all with its group.
+    pub async fn persist(&self, batch: Batch) -> Result<PersistResult> {
+        let span = observe::persist_span(self.provider, &self.app_key, batch.len());
+        let outcome = async {
+            if batch.is_empty() {
+                return if self.is_closed() { Err(Error::Closed) } else { Ok(PersistResult::default()) };
+            }
+            let (reply, outcome) = oneshot::channel();
+            self.send(Job::Persist { batch, reply })?;
+            outcome.await.map_err(|_| Error::Closed)?
+        };
+        let outcome = outcome.instrument(span.clone()).await;
+        observe::record(&span, outcome)
+    }
+
+    /// Queues an import behind every batch queued so far and waits for its outcome, inside a
+    /// `vellum.import` span (which the writer enters while it works on it).
+    ///
+    /// # Cancel safety
+    /// As [`WriteQueue::persist`]: skipped if dropped before the writer takes it, otherwise
+    /// committed whole or not at all.
+    pub async fn import(&self, records: Vec<Record>) -> Result<()> {
+        let span = observe::bulk_span(self.provider, &self.app_key, true, records.len());
+        let outcome = async {
+            let (reply, outcome) = oneshot::channel();
+            self.send(Job::Import { records, reply, span: Span::current() })?;
+            outcome.await.map_err(|_| Error::Closed)?
+        };
+        let outcome = outcome.instrument(span.clone()).await;
+        observe::record(&span, outcome)
+    }
+
+    /// Closes the queue and waits until everything queued is committed and the executor has
+    /// released the store. The first call succeeds; later ones return [`Error::Closed`].
+    ///
+    /// # Cancel safety
+    /// The queue is closed when the future is first polled. Dropping it after that changes
+    /// nothing: the writer drains the queue and releases the store on its own.
+    pub async fn close(&self) -> Result<()> {
+        let Open { sender, done } = self.lock().take().ok_or(Error::Closed)?;
+        drop(sender);
+        // An error means the writer is gone already (it panicked, or its runtime shut down).
+        let _ = done.await;
+        Ok(())
+    }
+}
+
+async fn run<E: Executor>(mut executor: E, mut receiver: mpsc::UnboundedReceiver<Job>) {
+    let mut jobs = Vec::new();
+    let mut group = Vec::new();
+    while receiver.recv_many(&mut jobs, MAX_GROUP).await > 0 {
+        for job in jobs.drain(..).filter(Job::is_wanted) {
+            match job {
+                Job::Persist { batch, reply } => group.push((batch, reply)),
+                Job::Import { records, reply, span } => {
+                    // Batches queued before the import commit before it.
+                    commit_group(&mut executor, &mut group).await;
+                    let records = Arc::from(records);
+                    let outcome = executor.execute(Work::Import(&records)).instrument(span).await;
+                    let _ = reply.send(outcome.map(drop));
+                }
+            }
+        }
+        commit_group(&mut executor, &mut group).await;
+        let_answered_callers_queue_up().await;
+    }
+    executor.release().await;
+}
+
+type Reply = oneshot::Sender<Result<PersistResult>>;
+
+/// Commits the batches in `group` (emptying it) and answers their callers.
+async fn commit_group<E: Executor>(executor: &mut E, group: &mut Vec<(Batch, Reply)>) {
+    if group.is_empty() {
+        return;
+    }
+    let (batches, replies): (Vec<_>, Vec<_>) = group.drain(..).unzip();
+    let batches: Arc<[Batch]> = batches.into();
+    match transaction(executor, &batches).await {
+        Ok(outcomes) => send_all(replies, outcomes),
+        Err(e) if batches.len() == 1 => send_all(replies, vec![Err(e)]),
+        Err(_) => {
+            // Find the culprit: one transaction per batch (copies only on this rare path).
+            for (batch, reply) in batches.iter().zip(replies) {
+                let outcome = transaction(executor, &Arc::from([batch.clone()])).await;
+                send_all(vec![reply], outcome.unwrap_or_else(|e| vec![Err(e)]));
+            }
+        }
+    }
+}
+
+/// One group transaction inside its `vellum.commit` span.
+async fn transaction<E: Executor>(
+    executor: &mut E,
+    batches: &Arc<[Batch]>,
+) -> Result<Vec<Result<PersistResult>>> {
+    let span = observe::commit_span(E::PROVIDER, executor.app_key(), batches.len());
+    let result = executor.execute(Work::Persist(batches)).instrument(span.clone()).await;
+    observe::record(&span, result)
+}
+
+fn send_all(replies: Vec<Reply>, outcomes: Vec<Result<PersistResult>>) {
+    let mut outcomes = outcomes.into_iter();
+    for reply in replies {
+        let outcome = outcomes.next().unwrap_or_else(|| {
+            Err(Error::storage("group commit", "the executor returned fewer outcomes than batches"))
+        });
+        // A caller that dropped its future no longer wants the answer.
+        let _ = reply.send(outcome);
+    }
+}
+
+/// Callers just answered usually persist again at once; yielding lets them queue up so the next
+/// group takes them all rather than the first comer alone (microseconds, and nothing for a batch
+/// that arrives while the writer is idle).
+async fn let_answered_callers_queue_up() {
+    for _ in 0..2 {
+        YieldOnce(false).await;
+    }
+}
+
+/// Returns `Pending` once (waking itself), then `Ready`: a runtime-independent yield.
+struct YieldOnce(bool);
+
+impl Future for YieldOnce {
+    type Output = ();
+
+    fn poll(mut self: std::pin::Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        if self.0 {
+            return Poll::Ready(());
+        }
+        self.0 = true;
+        cx.waker().wake_by_ref();
+        Poll::Pending
+    }
+}
+
+/// Runs a future to completion on the current thread, parking while it waits. For a writer
+/// that runs on a thread of its own (its storage calls block).
+pub fn block_on<F: Future>(future: F) -> F::Output {
+    struct Unpark(Thread);
+    impl Wake for Unpark {
+        fn wake(self: Arc<Self>) {
+            self.0.unpark();
+        }
+        fn wake_by_ref(self: &Arc<Self>) {
+            self.0.unpark();
+        }
+    }
+    let waker = Waker::from(Arc::new(Unpark(std::thread::current())));
+    let mut cx = Context::from_waker(&waker);
+    let mut future = pin!(future);
+    loop {
+        if let Poll::Ready(output) = future.as_mut().poll(&mut cx) {
+            return output;
+        }
+        std::thread::park();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use super::*;
+
+    /// Records what the engine asks of it; a batch with 2 operations fails its transaction.
+    struct Log(Arc<Mutex<Vec<String>>>);
+
+    impl Log {
+        fn push(&self, entry: String) {
+            self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(entry);
+        }
+    }
+
+    impl Executor for Log {
+        const PROVIDER: &'static str = "test";
+
+        fn app_key(&self) -> &'static str {
+            "app"
+        }
+
+        async fn execute(&mut self, work: Work<'_>) -> Result<Vec<Result<PersistResult>>> {
+            match work {
+                Work::Persist(batches) => {
+                    self.push(format!("commit {}", batches.len()));
+                    if batches.iter().any(|b| b.len() == 2) {
+                        return Err(Error::storage("test", "poisoned batch"));
+                    }
+                    Ok(batches.iter().map(|_| Ok(PersistResult::default())).collect())
+                }
+                Work::Import(records) => {
+                    self.push(format!("import {}", records.len()));
+                    Ok(Vec::new())
+                }
+            }
+        }
+
+        async fn release(self) {
+            self.push("release".into());
+        }
+    }
+
+    fn batch(ops: usize) -> Batch {
+        let op = |i: usize| crate::Operation::SaveOffset {
+            application_key: format!("a{i}"),
+            current_offset: 0,
+            next_offset: 1,
+        };
+        Batch::from((0..ops).map(op).collect::<Vec<_>>())
+    }
+
+    fn entries(log: &Arc<Mutex<Vec<String>>>) -> Vec<String> {
+        log.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
+    }
+
+    #[test]
+    fn imports_split_groups_culprits_fail_alone_and_close_releases() {
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let (queue, writer) = WriteQueue::new(Log(Arc::clone(&log)));
+        let callers = async {
+            // Polled in order on this one thread, so all are queued before the writer runs.
+            let (a, b, import, c, bad) = tokio::join!(
+                queue.persist(batch(1)),
+                queue.persist(batch(1)),
+                queue.import(Vec::new()),
+                queue.persist(batch(1)),
+                queue.persist(batch(2)),
+            );
+            assert!(a.is_ok() && b.is_ok() && import.is_ok() && c.is_ok());
+            assert!(bad.unwrap_err().is_storage());
+            queue.close().await.unwrap();
+            assert!(queue.close().await.is_err());
+        };
+        block_on(async { tokio::join!(writer, callers) });
+        let expected = ["commit 2", "import 0", "commit 2", "commit 1", "commit 1", "release"];
+        assert_eq!(entries(&log), expected);
+    }
+
+    #[test]
+    fn a_dropped_close_still_drains_and_releases() {
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let (queue, writer) = WriteQueue::new(Log(Arc::clone(&log)));
+        let (reply, outcome) = oneshot::channel();
+        queue.send(Job::Persist { batch: batch(1), reply }).unwrap();
+        // Polled once (the queue closes), then dropped while it waits for the writer.
+        let mut close = Box::pin(queue.close());
+        assert!(close.as_mut().poll(&mut Context::from_waker(Waker::noop())).is_pending());
+        drop(close);
+        assert!(queue.is_closed());
+        block_on(writer);
+        assert!(block_on(outcome).unwrap().is_ok());
+        assert_eq!(entries(&log), ["commit 1", "release"]);
+    }
+
+    #[test]
+    fn a_batch_dropped_while_queued_is_never_committed() {
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let (queue, writer) = WriteQueue::new(Log(Arc::clone(&log)));
+        let (reply, outcome) = oneshot::channel();
+        queue.send(Job::Persist { batch: batch(1), reply }).unwrap();
+        drop(outcome);
+        drop(queue);
+        block_on(writer);
+        assert_eq!(entries(&log), ["release"]);
+    }
+}
