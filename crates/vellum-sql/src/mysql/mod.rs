@@ -62,7 +62,7 @@ use std::time::Duration;
 use mysql_async::prelude::Queryable;
 use mysql_async::{Conn, Opts, OptsBuilder, Pool, PoolConstraints, PoolOpts, Row, Value};
 use tracing::Instrument as _;
-use vellum_core::{Error, Provider, Result, observe};
+use vellum_core::{Error, ErrorKind, Provider, Result, observe};
 
 pub use lock::lock_name;
 pub use schema::{create_schema, drop_schema};
@@ -305,19 +305,37 @@ async fn open_on(conn: &mut Conn, app_key: &str, options: &MysqlOptions) -> Resu
     Ok((database, max_packet))
 }
 
-/// A storage error with context.
+/// A storage error with context, of the kind the driver error says it is.
 pub(crate) fn storage(what: &str, source: mysql_async::Error) -> Error {
-    Error::storage(format!("mysql: {what}"), source)
+    Error::storage_kind(kind_of(&source), format!("mysql: {what}"), source)
 }
 
-/// A storage error naming the application.
+/// A storage error naming the application, of the kind the driver error says it is.
 pub(crate) fn storage_for(app_key: &str, what: &str, source: mysql_async::Error) -> Error {
-    Error::storage(format!("mysql: {what} for application {app_key:?}"), source)
+    Error::storage_kind(kind_of(&source), format!("mysql: {what} for application {app_key:?}"), source)
+}
+
+/// What a driver error means for the caller (`docs/errors.md`).
+fn kind_of(error: &mysql_async::Error) -> ErrorKind {
+    match error {
+        mysql_async::Error::Io(_) => ErrorKind::Unavailable,
+        mysql_async::Error::Server(server) => match server.code {
+            // Too many connections, lock wait timeout, deadlock, server shutting down.
+            1040 | 1205 | 1213 | 1053 => ErrorKind::Unavailable,
+            // Access denied, unknown database, missing privileges.
+            1044 | 1045 | 1049 | 1142 => ErrorKind::Misconfigured,
+            // A value too long, a packet too large, a string the column cannot hold.
+            1406 | 1153 | 1366 => ErrorKind::InvalidInput,
+            _ => ErrorKind::Storage,
+        },
+        _ => ErrorKind::Storage,
+    }
 }
 
 /// The error for a key over [`MAX_KEY_BYTES`].
 pub(crate) fn key_too_long(app_key: &str, field: &str, len: usize) -> Error {
-    Error::storage(
+    Error::storage_kind(
+        ErrorKind::InvalidInput,
         format!("mysql: cannot store data of application {app_key:?}"),
         format!("{field} is {len} bytes long; this provider stores keys of at most {MAX_KEY_BYTES} bytes"),
     )

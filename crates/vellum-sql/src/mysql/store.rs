@@ -8,7 +8,7 @@ use mysql_async::{Conn, Pool, Row, Value};
 use tracing::Instrument as _;
 use vellum_core::time::Micros;
 use vellum_core::{
-    AggregateMetaData, AggregateRepository, Batch, DataStore, Envelope, Error, Event, EventCursor,
+    AggregateMetaData, AggregateRepository, Batch, DataStore, Envelope, Error, ErrorKind, Event, EventCursor,
     EventPageSource, EventQuery, EventRepository, OffsetRepository, Operation, Packet, PageFuture,
     PersistResult, Persister, ProcessInstance, ProcessRepository, QueueMessage, QueueRepository, Result,
     observe,
@@ -325,7 +325,8 @@ fn check_sizes(app_key: &str, batch: &Batch, max_packet: usize) -> Result<()> {
             _ => 0,
         };
         if len > limit {
-            return Err(Error::storage(
+            return Err(Error::storage_kind(
+                ErrorKind::InvalidInput,
                 format!("mysql: cannot store data of application {app_key:?}"),
                 format!(
                     "operation {index} ({}) needs about {len} bytes, more than fits the server's \

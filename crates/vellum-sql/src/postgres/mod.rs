@@ -55,7 +55,7 @@ use std::time::Duration;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use tokio_postgres::{Client, NoTls};
 use tracing::Instrument as _;
-use vellum_core::{Error, Provider, Result, observe};
+use vellum_core::{Error, ErrorKind, Provider, Result, observe};
 
 use crate::schema::SCHEMA_VERSION;
 use sql::Sql;
@@ -68,9 +68,33 @@ const PROVIDER: &str = "postgres";
 /// The default schema name.
 pub const DEFAULT_SCHEMA: &str = "vellum";
 
-/// A storage error naming the application and what was being done.
+/// A storage error naming the application and what was being done, of the kind a driver error
+/// says it is (`docs/errors.md`).
 fn storage(app_key: &str, doing: &str, e: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Error {
-    Error::storage(format!("postgres: {doing} for application {app_key:?}"), e)
+    let source = e.into();
+    let kind = source.downcast_ref::<tokio_postgres::Error>().map_or(ErrorKind::Storage, kind_of);
+    Error::storage_kind(kind, format!("postgres: {doing} for application {app_key:?}"), source)
+}
+
+/// What a driver error means for the caller.
+fn kind_of(error: &tokio_postgres::Error) -> ErrorKind {
+    if let Some(db) = error.as_db_error() {
+        let code = db.code().code();
+        return match code {
+            // Connection exceptions, shutdown and restart, too many connections, and
+            // serialization failures or deadlocks: try again.
+            _ if code.starts_with("08") => ErrorKind::Unavailable,
+            "57P01" | "57P02" | "57P03" | "53300" | "40001" | "40P01" => ErrorKind::Unavailable,
+            // Authentication, a missing database, missing privileges.
+            _ if code.starts_with("28") => ErrorKind::Misconfigured,
+            "3D000" | "42501" => ErrorKind::Misconfigured,
+            // A character the encoding cannot hold (NUL), a value or index row too long.
+            "22021" | "22001" | "54000" => ErrorKind::InvalidInput,
+            _ => ErrorKind::Storage,
+        };
+    }
+    let io = std::error::Error::source(error).is_some_and(<dyn std::error::Error>::is::<std::io::Error>);
+    if error.is_closed() || io { ErrorKind::Unavailable } else { ErrorKind::Storage }
 }
 
 /// How a [`PostgresProvider`] is set up.
