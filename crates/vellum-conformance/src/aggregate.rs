@@ -10,8 +10,8 @@ use crate::harness::{Backend, Harness};
 #[doc(hidden)]
 #[macro_export]
 macro_rules! __aggregate_tests {
-    ($make:expr) => {
-        $crate::__tests!($make;
+    ($make:expr $(, $(#[$attr:meta])*)?) => {
+        $crate::__tests!($make, [$($(#[$attr])*)?];
             aggregate::aggregate_save_new_with_revision_zero,
             aggregate::aggregate_save_new_with_nonzero_revision_conflicts,
             aggregate::aggregate_save_existing_increments_revision,

@@ -18,8 +18,8 @@ use crate::harness::{Backend, Harness};
 #[doc(hidden)]
 #[macro_export]
 macro_rules! __batch_tests {
-    ($make:expr) => {
-        $crate::__tests!($make;
+    ($make:expr $(, $(#[$attr:meta])*)?) => {
+        $crate::__tests!($make, [$($(#[$attr])*)?];
             batch::batch_queue_save_and_remove_of_one_message_is_invalid,
             batch::batch_process_save_and_remove_of_one_instance_is_invalid,
             batch::batch_two_offsets_of_one_source_are_invalid,

@@ -21,8 +21,8 @@ use crate::harness::{Backend, Harness};
 #[doc(hidden)]
 #[macro_export]
 macro_rules! __bulk_tests {
-    ($make:expr) => {
-        $crate::__tests!($make;
+    ($make:expr $(, $(#[$attr:meta])*)?) => {
+        $crate::__tests!($make, [$($(#[$attr])*)?];
             bulk::bulk_empty_store_exports_nothing,
             bulk::bulk_copy_round_trips_and_continues_identically,
             bulk::bulk_export_pages_agree_with_one_page,

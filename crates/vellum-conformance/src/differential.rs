@@ -25,7 +25,8 @@ use crate::model::{Model, ModelError};
 #[doc(hidden)]
 #[macro_export]
 macro_rules! __differential_tests {
-    ($make:expr) => {
+    ($make:expr $(, $(#[$attr:meta])*)?) => {
+        $($(#[$attr])*)?
         #[test]
         fn differential_against_model() {
             $crate::differential::run("differential_against_model", $make);

@@ -19,8 +19,8 @@ use crate::harness::{Backend, Harness};
 #[doc(hidden)]
 #[macro_export]
 macro_rules! __event_tests {
-    ($make:expr) => {
-        $crate::__tests!($make;
+    ($make:expr $(, $(#[$attr:meta])*)?) => {
+        $crate::__tests!($make, [$($(#[$attr])*)?];
             event::event_save_batch_loads_by_type,
             event::event_save_batch_reports_offsets,
             event::event_concurrent_single_event_batches,

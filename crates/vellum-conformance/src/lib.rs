@@ -34,35 +34,56 @@ pub use harness::{Backend, Harness, Skip, TEST_TIMEOUT, run, runtime};
 ///
 /// `$make` names an async function (or closure) returning `Result<B, Skip>` for some
 /// [`Backend`] `B`; it is called once per test, so each test gets fresh storage.
+///
+/// Attributes after it go on every generated `#[test]`, e.g. to ignore the suite, saying why,
+/// when its database server is not configured:
+///
+/// ```ignore
+/// vellum_conformance::conformance_tests!(
+///     backend,
+///     #[cfg_attr(not(vellum_postgres), ignore = "VELLUM_POSTGRES_URL is not set")]
+/// );
+/// ```
 #[macro_export]
 macro_rules! conformance_tests {
-    ($make:expr) => {
-        $crate::__aggregate_tests!($make);
-        $crate::__batch_tests!($make);
-        $crate::__bulk_tests!($make);
-        $crate::__event_tests!($make);
-        $crate::__offset_tests!($make);
-        $crate::__process_tests!($make);
-        $crate::__provider_tests!($make);
-        $crate::__queue_tests!($make);
-        $crate::__differential_tests!($make);
+    ($make:expr $(, $(#[$attr:meta])*)?) => {
+        $crate::__aggregate_tests!($make, $($(#[$attr])*)?);
+        $crate::__batch_tests!($make, $($(#[$attr])*)?);
+        $crate::__bulk_tests!($make, $($(#[$attr])*)?);
+        $crate::__event_tests!($make, $($(#[$attr])*)?);
+        $crate::__offset_tests!($make, $($(#[$attr])*)?);
+        $crate::__process_tests!($make, $($(#[$attr])*)?);
+        $crate::__provider_tests!($make, $($(#[$attr])*)?);
+        $crate::__queue_tests!($make, $($(#[$attr])*)?);
+        $crate::__differential_tests!($make, $($(#[$attr])*)?);
     };
 }
 
-/// Generates one `#[test]` per listed conformance function.
+/// Generates one `#[test]` per listed conformance function, each with the attributes in `[…]`.
 #[doc(hidden)]
 #[macro_export]
 macro_rules! __tests {
-    ($make:expr; $($module:ident :: $name:ident),* $(,)?) => {
+    ($make:expr, $attrs:tt; $($module:ident :: $name:ident),* $(,)?) => {
         $(
-            #[test]
-            fn $name() {
-                $crate::run(
-                    concat!(stringify!($module), "::", stringify!($name)),
-                    $make,
-                    |backend| async move { $crate::$module::$name(&*backend).await },
-                );
-            }
+            $crate::__test!($make, $attrs, $module::$name);
         )*
+    };
+}
+
+/// Generates the `#[test]` of one conformance function (a macro of its own, so that the
+/// attribute list repeats once per test).
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __test {
+    ($make:expr, [$(#[$attr:meta])*], $module:ident :: $name:ident) => {
+        $(#[$attr])*
+        #[test]
+        fn $name() {
+            $crate::run(
+                concat!(stringify!($module), "::", stringify!($name)),
+                $make,
+                |backend| async move { $crate::$module::$name(&*backend).await },
+            );
+        }
     };
 }

@@ -11,8 +11,8 @@ use crate::harness::{Backend, Harness};
 #[doc(hidden)]
 #[macro_export]
 macro_rules! __offset_tests {
-    ($make:expr) => {
-        $crate::__tests!($make;
+    ($make:expr $(, $(#[$attr:meta])*)?) => {
+        $crate::__tests!($make, [$($(#[$attr])*)?];
             offset::offset_save_new_from_zero,
             offset::offset_save_new_with_nonzero_current_conflicts,
             offset::offset_save_existing,

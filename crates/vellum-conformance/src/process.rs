@@ -18,8 +18,8 @@ use crate::harness::{Backend, Harness};
 #[doc(hidden)]
 #[macro_export]
 macro_rules! __process_tests {
-    ($make:expr) => {
-        $crate::__tests!($make;
+    ($make:expr $(, $(#[$attr:meta])*)?) => {
+        $crate::__tests!($make, [$($(#[$attr])*)?];
             process::process_save_new_with_revision_zero,
             process::process_save_new_with_nonzero_revision_conflicts,
             process::process_save_existing_increments_revision,

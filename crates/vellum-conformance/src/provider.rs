@@ -23,8 +23,8 @@ use crate::harness::{Backend, Harness};
 #[doc(hidden)]
 #[macro_export]
 macro_rules! __provider_tests {
-    ($make:expr) => {
-        $crate::__tests!($make;
+    ($make:expr $(, $(#[$attr:meta])*)?) => {
+        $crate::__tests!($make, [$($(#[$attr])*)?];
             provider::provider_open_two_app_keys_yields_distinct_stores,
             provider::provider_reopen_after_close,
             provider::provider_close_open_store_succeeds,

@@ -16,8 +16,8 @@ use crate::harness::{Backend, Harness};
 #[doc(hidden)]
 #[macro_export]
 macro_rules! __queue_tests {
-    ($make:expr) => {
-        $crate::__tests!($make;
+    ($make:expr $(, $(#[$attr:meta])*)?) => {
+        $crate::__tests!($make, [$($(#[$attr])*)?];
             queue::queue_update_changes_retry_state,
             queue::queue_save_as_loaded_increments_revision,
             queue::queue_update_reorders_messages,

@@ -1,6 +1,7 @@
 //! PostgreSQL dialect tests: the conformance suite (which includes hostile keys and data), locking
-//! and fencing, schema management and caller-owned pools. They need `VELLUM_POSTGRES_URL` and skip without it; each
-//! test works in its own randomly named schema and drops it afterwards.
+//! and fencing, schema management and caller-owned pools. They need `VELLUM_POSTGRES_URL`: built
+//! without it, they are reported as ignored (see `build.rs`); with it, a server that cannot be
+//! reached fails them. Each test works in its own randomly named schema and drops it afterwards.
 
 use std::collections::HashMap;
 use std::hash::{BuildHasher, RandomState};
@@ -69,16 +70,25 @@ impl Backend for Pg {
     }
 }
 
+/// A fresh schema on the server of `VELLUM_POSTGRES_URL`, which must be set: the tests run only
+/// when it was set at build time (without it they are ignored).
+fn fresh() -> Pg {
+    let url = url().unwrap_or_else(|| panic!("{URL_VAR} is not set; the PostgreSQL tests need a server"));
+    Pg { url, schema: unique_schema() }
+}
+
 #[allow(clippy::unused_async)]
 async fn backend() -> Result<Pg, Skip> {
-    let url = url().ok_or_else(|| Skip(format!("{URL_VAR} is not set")))?;
-    Ok(Pg { url, schema: unique_schema() })
+    Ok(fresh())
 }
 
 mod conformance {
     use super::backend;
 
-    vellum_conformance::conformance_tests!(backend);
+    vellum_conformance::conformance_tests!(
+        backend,
+        #[cfg_attr(not(vellum_postgres), ignore = "VELLUM_POSTGRES_URL is not set")]
+    );
 }
 
 /// Runs `test` against a fresh backend on a multi-threaded runtime, tearing it down after.
@@ -89,13 +99,7 @@ where
 {
     let rt = vellum_conformance::runtime();
     rt.block_on(async {
-        let pg = match backend().await {
-            Ok(pg) => pg,
-            Err(Skip(reason)) => {
-                eprintln!("skipped: {reason}");
-                return;
-            }
-        };
+        let pg = fresh();
         let pg: &'static Pg = Box::leak(Box::new(pg));
         tokio::time::timeout(Duration::from_secs(120), test(pg)).await.expect("test timed out");
         let client = pg.client().await;
@@ -106,6 +110,7 @@ where
 // ---------------------------------------------------------------------------------------------
 // Locking and fencing (D8)
 
+#[cfg_attr(not(vellum_postgres), ignore = "VELLUM_POSTGRES_URL is not set")]
 #[test]
 fn second_open_in_process_is_locked_and_close_releases() {
     run(|pg| async move {
@@ -124,6 +129,7 @@ fn second_open_in_process_is_locked_and_close_releases() {
 
 /// Child mode for the cross-process tests: opens the key named in the environment, reports it,
 /// and holds it until killed. Without the variable it does nothing.
+#[cfg_attr(not(vellum_postgres), ignore = "VELLUM_POSTGRES_URL is not set")]
 #[test]
 fn lock_holder_child_process() {
     let Ok(spec) = std::env::var(CHILD_VAR) else { return };
@@ -143,6 +149,7 @@ fn lock_holder_child_process() {
     });
 }
 
+#[cfg_attr(not(vellum_postgres), ignore = "VELLUM_POSTGRES_URL is not set")]
 #[test]
 fn open_held_by_another_process_is_locked_until_it_is_killed() {
     run(|pg| async move {
@@ -196,6 +203,7 @@ fn open_held_by_another_process_is_locked_until_it_is_killed() {
     });
 }
 
+#[cfg_attr(not(vellum_postgres), ignore = "VELLUM_POSTGRES_URL is not set")]
 #[test]
 fn terminating_the_lock_session_fences_the_store() {
     run(|pg| async move {
@@ -212,8 +220,10 @@ fn terminating_the_lock_session_fences_the_store() {
             let result =
                 store.persist(Batch::from(vec![Operation::SaveEvent(event(&format!("<e{i}>"), "A"))])).await;
             match result {
-                Err(Error::Storage { context, .. }) => {
-                    assert!(context.contains("lost its lock connection"), "unclear error: {context}");
+                Err(e @ Error::Storage { .. }) => {
+                    assert_eq!(e.kind(), vellum_core::ErrorKind::Fenced, "{e}");
+                    assert!(!e.is_retryable());
+                    assert!(e.to_string().contains("lost its lock connection"), "unclear error: {e}");
                 }
                 other => panic!("persist after losing the lock: expected a storage error, got {other:?}"),
             }
@@ -236,6 +246,7 @@ fn terminating_the_lock_session_fences_the_store() {
 // ---------------------------------------------------------------------------------------------
 // Schema management
 
+#[cfg_attr(not(vellum_postgres), ignore = "VELLUM_POSTGRES_URL is not set")]
 #[test]
 fn create_and_drop_schema_are_idempotent() {
     run(|pg| async move {
@@ -254,6 +265,7 @@ fn create_and_drop_schema_are_idempotent() {
     });
 }
 
+#[cfg_attr(not(vellum_postgres), ignore = "VELLUM_POSTGRES_URL is not set")]
 #[test]
 fn opening_migrates_automatically() {
     run(|pg| async move {
@@ -268,6 +280,7 @@ fn opening_migrates_automatically() {
     });
 }
 
+#[cfg_attr(not(vellum_postgres), ignore = "VELLUM_POSTGRES_URL is not set")]
 #[test]
 fn no_migrate_without_schema_is_a_clear_error() {
     run(|pg| async move {
@@ -283,6 +296,7 @@ fn no_migrate_without_schema_is_a_clear_error() {
     });
 }
 
+#[cfg_attr(not(vellum_postgres), ignore = "VELLUM_POSTGRES_URL is not set")]
 #[test]
 fn newer_schema_version_is_refused() {
     run(|pg| async move {
@@ -321,6 +335,7 @@ fn invalid_schema_names_are_rejected() {
 // ---------------------------------------------------------------------------------------------
 // Caller-owned pool and group commit
 
+#[cfg_attr(not(vellum_postgres), ignore = "VELLUM_POSTGRES_URL is not set")]
 #[test]
 fn caller_owned_pool_is_never_closed() {
     run(|pg| async move {
@@ -340,6 +355,7 @@ fn caller_owned_pool_is_never_closed() {
     });
 }
 
+#[cfg_attr(not(vellum_postgres), ignore = "VELLUM_POSTGRES_URL is not set")]
 #[test]
 fn concurrent_persists_group_and_keep_offsets_dense() {
     run(|pg| async move {
@@ -388,5 +404,17 @@ fn concurrent_persists_group_and_keep_offsets_dense() {
         all.sort_unstable();
         assert_eq!(all, (1..=200).collect::<Vec<u64>>());
         store.close().await.unwrap();
+    });
+}
+
+/// A server that cannot be reached is `Unavailable`, which a caller may retry (needs no server).
+#[test]
+fn an_unreachable_server_is_unavailable() {
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    runtime.block_on(async {
+        let provider = PostgresProvider::from_url("postgres://postgres@127.0.0.1:1/test").unwrap();
+        let err = provider.open("app").await.unwrap_err();
+        assert_eq!(err.kind(), vellum_core::ErrorKind::Unavailable, "{err:?}");
+        assert!(err.is_retryable());
     });
 }
