@@ -2,10 +2,8 @@
 //!
 //! Export pages are pooled reads. Their keysets are written out as `a > ? OR (a = ? AND b > ?)`
 //! because MariaDB scans a row-value comparison from the start of the app's rows instead of
-//! seeking (see [`crate::bulk::Style::row_values`]). An import is a job of the store's writer
-//! ([`crate::group::Committer::import`]), on the lock connection between two groups: one
-//! transaction that reads the records' keys with the writer's state query, checks them, writes
-//! multi-row inserts within the packet budget, stores the counters and commits.
+//! seeking (see [`crate::bulk::Style::row_values`]). An import is a unit of work of the store's
+//! writer, planned and written like a group of batches (see `writer.rs`).
 
 use std::sync::LazyLock;
 
