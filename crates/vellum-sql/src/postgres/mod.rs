@@ -16,9 +16,9 @@
 //! - **Fencing.** The same connection is the store's only writer, so a store that lost its lock
 //!   (its session ended, e.g. `pg_terminate_backend`) cannot write through another session; its
 //!   connection task is watched and every later persist fails with a clear error.
-//! - **Group commit.** [`Committer`](crate::group::Committer) queues concurrent persists and the
-//!   store's writer commits each group in one transaction, usually in ONE round trip:
-//!   1. It plans the group ([`plan_group`](crate::plan::plan_group)) against the state the
+//! - **Group commit.** The commit engine (`vellum_core::commit`) queues concurrent persists and
+//!   the store's writer commits each group in one transaction, usually in ONE round trip:
+//!   1. It plans the group (`vellum_core::plan::plan_group`) against the state the
 //!      batches themselves expect (each key as the first batch touching it expects it: the
 //!      submitted revision, events absent) and the counters it left after its last commit
 //!      (it is the app's only writer while it holds the lock).
