@@ -914,6 +914,9 @@ pub async fn event_cursor_after_store_close_returns_closed<B: Backend>(b: &B) {
     let mut fresh = h.store.load_events_by_type(&[TYPE_A], 0).await.unwrap();
     let mut partly = h.store.load_events_by_type(&[TYPE_A], 0).await.unwrap().with_page_size(2);
     let mut by_src = h.store.load_events_by_source(DEFAULT_HANDLER_KEY, "<instance>").await.unwrap();
+    let mut buffered = h.store.load_events_by_type(&[TYPE_A], 0).await.unwrap().with_page_size(4);
+    let mut empty_filter = h.store.load_events_by_type(&[], 0).await.unwrap();
+    assert_eq!(buffered.next().await.unwrap(), Some(at(0, &envelopes[0])), "three more are buffered");
     assert_eq!(partly.next().await.unwrap(), Some(at(0, &envelopes[0])));
     assert_eq!(partly.next().await.unwrap(), Some(at(1, &envelopes[1])));
     h.close().await;
@@ -923,6 +926,10 @@ pub async fn event_cursor_after_store_close_returns_closed<B: Backend>(b: &B) {
     assert!(matches!(got, Err(Error::Closed)), "expected Closed, got {got:?}");
     let got = by_src.next().await;
     assert!(matches!(got, Err(Error::Closed)), "expected Closed, got {got:?}");
+    let got = buffered.next().await;
+    assert!(matches!(got, Err(Error::Closed)), "buffered events after close: expected Closed, got {got:?}");
+    let got = empty_filter.next().await;
+    assert!(matches!(got, Err(Error::Closed)), "empty filter after close: expected Closed, got {got:?}");
 }
 
 /// D9: after close, `next_event_offset`, `load_events_by_type` and `load_events_by_source` return

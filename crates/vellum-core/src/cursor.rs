@@ -12,7 +12,7 @@ use std::sync::Arc;
 use futures_core::Stream;
 
 use crate::envelope::Envelope;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::model::Event;
 
 /// Which events a result holds.
@@ -73,6 +73,10 @@ pub trait EventPageSource: Send + Sync {
     /// Up to `limit` events matching `query` with `offset >= from`, in ascending offset order.
     /// Must return [`Error::Closed`](crate::Error::Closed) once the store is closed.
     fn load_page<'a>(&'a self, query: &'a EventQuery, from: u64, limit: usize) -> PageFuture<'a>;
+
+    /// Whether the store was closed (or dropped): the cursor then returns
+    /// [`Error::Closed`](crate::Error::Closed) even for events it still holds.
+    fn is_closed(&self) -> bool;
 }
 
 /// The default number of events fetched per page.
@@ -122,7 +126,15 @@ impl EventCursor {
     /// Calling again after `None` looks for events committed since. Dropping the returned future
     /// loses nothing: the cursor's position only moves when an event is handed out.
     pub async fn next(&mut self) -> Result<Option<Event>> {
-        if self.closed || self.query.is_empty() {
+        if self.closed {
+            return Ok(None);
+        }
+        // A closed store hands out nothing, not even events already buffered
+        // (`docs/events.md#cursors-and-closed-stores`).
+        if self.source.is_closed() {
+            return Err(Error::Closed);
+        }
+        if self.query.is_empty() {
             return Ok(None);
         }
         if self.buffer.is_empty() {

@@ -74,6 +74,10 @@ impl EventPageSource for Shared {
     fn load_page<'a>(&'a self, query: &'a EventQuery, from: u64, limit: usize) -> PageFuture<'a> {
         Box::pin(async move { Ok(self.read()?.events.page(query, from, limit)) })
     }
+
+    fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
+    }
 }
 
 impl AggregateRepository for MemoryStore {

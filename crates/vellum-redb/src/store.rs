@@ -110,6 +110,10 @@ impl EventPageSource for Shared {
         };
         Box::pin(async move { self.read(name, |r| r.events(query, from, limit)) })
     }
+
+    fn is_closed(&self) -> bool {
+        self.file.read().is_none()
+    }
 }
 
 impl AggregateRepository for RedbStore {

@@ -140,6 +140,10 @@ impl EventPageSource for Shared {
             }
         })
     }
+
+    fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
+    }
 }
 
 impl PostgresStore {

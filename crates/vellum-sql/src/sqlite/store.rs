@@ -168,6 +168,10 @@ impl EventPageSource for Shared {
                 .collect()
         })
     }
+
+    fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
+    }
 }
 
 /// An open store of one application in a SQLite database.
