@@ -8,6 +8,9 @@
 
 mod bulk;
 mod schema;
+mod store;
+
+pub use store::{Dialect, SqlStore};
 
 pub use schema::SCHEMA_VERSION;
 #[cfg(all(test, any(feature = "postgres", feature = "mysql")))]

@@ -1,4 +1,4 @@
-//! Bulk export and import ([`vellum_core::BulkStore`]) of a [`MysqlStore`].
+//! Bulk export ([`vellum_core::BulkStore`]) of a MySQL store.
 //!
 //! Export pages are pooled reads. Their keysets are written out as `a > ? OR (a = ? AND b > ?)`
 //! because MariaDB scans a row-value comparison from the start of the app's rows instead of
@@ -8,15 +8,13 @@
 use std::sync::LazyLock;
 
 use mysql_async::{Row, Value};
-use tracing::Instrument as _;
 use vellum_core::time::Micros;
 use vellum_core::{
-    AggregateMetaData, BulkStore, DataStore as _, Event, ExportFrom, Packet, ProcessInstance, QueueMessage,
-    Record, Result, StoreStats, observe,
+    AggregateMetaData, Event, ExportFrom, Packet, ProcessInstance, QueueMessage, Record, Result, StoreStats,
 };
 
-use super::store::{MysqlStore, bytes, decode_envelope};
-use super::{PROVIDER, get_bytes, get_i64, get_string};
+use super::reads::{MysqlReads, bytes, decode_envelope};
+use super::{get_bytes, get_i64, get_string};
 use crate::bulk::{BulkSql, Style, limit};
 use crate::schema::{from_db, to_db};
 
@@ -24,11 +22,11 @@ use crate::schema::{from_db, to_db};
 static SQL: LazyLock<BulkSql> =
     LazyLock::new(|| BulkSql::new(Style { tables: "", numbered: false, row_values: false }));
 
-impl BulkStore for MysqlStore {
-    async fn stats(&self) -> Result<StoreStats> {
-        let app = bytes(self.app_key());
-        let params = vec![app; 5];
-        let rows = self.shared().rows("stats", "counting records", &SQL.stats, params).await?;
+impl MysqlReads {
+    /// Record counts.
+    pub(super) async fn counts(&self) -> Result<StoreStats> {
+        let params = vec![bytes(&self.app_key); 5];
+        let rows = self.rows("counting records", &SQL.stats, params).await?;
         let mut counts = [0; 5];
         if let Some(mut row) = rows.into_iter().next() {
             for (i, count) in counts.iter_mut().enumerate() {
@@ -39,21 +37,11 @@ impl BulkStore for MysqlStore {
         Ok(StoreStats { aggregates, processes, offsets, queue, events })
     }
 
-    async fn export_page(&self, from: ExportFrom, limit: usize) -> Result<Vec<Record>> {
-        let span = observe::bulk_span(PROVIDER, self.app_key(), false, limit);
-        self.export(from, limit).instrument(span).await
-    }
-
-    async fn import(&self, records: Vec<Record>) -> Result<()> {
-        self.writes.import(records).await
-    }
-}
-
-impl MysqlStore {
     /// One export page: the statement and parameters of `from`'s section, and how a row of it
     /// becomes a record.
-    async fn export(&self, from: ExportFrom, n: usize) -> Result<Vec<Record>> {
-        let app = bytes(self.app_key());
+    /// One export page.
+    pub(super) async fn export_rows(&self, from: ExportFrom, n: usize) -> Result<Vec<Record>> {
+        let app = bytes(&self.app_key);
         let (sql, n) = (&*SQL, Value::Int(limit(n)));
         let after = |first: Vec<Value>, keyset: Vec<Value>, n: Value| [first, keyset, vec![n]].concat();
         let (statement, params, decode): (&str, Vec<Value>, Decode) = match from {
@@ -80,8 +68,8 @@ impl MysqlStore {
                 (&sql.events, vec![app, Value::Int(i64::try_from(from).unwrap_or(i64::MAX)), n], event)
             }
         };
-        let rows = self.shared().rows("export", "exporting records", statement, params).await?;
-        rows.into_iter().map(|row| decode(self.app_key(), row)).collect()
+        let rows = self.rows("exporting records", statement, params).await?;
+        rows.into_iter().map(|row| decode(&self.app_key, row)).collect()
     }
 }
 

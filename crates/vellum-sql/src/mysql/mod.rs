@@ -12,23 +12,23 @@
 //!   row that would not fit one packet fails its batch with an error saying so before it is
 //!   sent (the server would drop the connection, and with it the store's lock).
 //! - **Integers and times.** u64 values are bit-cast into `BIGINT`; queue times are `BIGINT`
-//!   microseconds (SPEC D6): no `TIMESTAMP` (2038, session time zones; SPEC §8 W3, W6).
-//! - **Group commit** ([`crate::group`]): one writer per store commits every waiting batch in one
+//!   microseconds (docs/queue.md#time-precision-and-range): no `TIMESTAMP` (2038, session time zones).
+//! - **Group commit** (`vellum_core::commit`): one writer per store commits every waiting batch in one
 //!   transaction. It reads the counter row and every row the group's preconditions look at in
-//!   *one* `UNION ALL` query, plans the group with the shared rules ([`crate::plan`]), then
+//!   *one* `UNION ALL` query, plans the group with the shared rules (`vellum_core::plan`), then
 //!   writes with multi-row statements: one `INSERT` for all events, one upsert for all
 //!   aggregates and one for all consumer offsets, and queue/process writes coalesced per kind
 //!   where reordering cannot change the result; then one counter update and one `COMMIT`. A
 //!   one-event batch costs five round trips (read, events, aggregates, counter, commit), as
 //!   many as the naive one-transaction-per-batch loop. Conflicts are decided by the plan, never
-//!   by affected-row counts (which `CLIENT_FOUND_ROWS` would change; SPEC §8 W6).
-//! - **Exclusivity (D8)**: `GET_LOCK(name, 0)` on a dedicated connection held for the store's
+//!   by affected-row counts (which `CLIENT_FOUND_ROWS` would change).
+//! - **Exclusivity** (docs/locking.md#mysql-and-mariadb): `GET_LOCK(name, 0)` on a dedicated connection held for the store's
 //!   lifetime; see `lock.rs`. The same connection is the group-commit writer's, so a store whose
 //!   lock connection died can no longer write; it then refuses every further write with a
 //!   storage error saying so.
 //! - **Reads** take a connection from a `mysql_async::Pool` per statement and return it at
 //!   once; event cursors page by offset (`event_offset >= ? ORDER BY event_offset LIMIT ?`) and
-//!   hold no connection between pages (D11). Statements are prepared and cached per connection
+//!   hold no connection between pages (docs/events.md#cursors). Statements are prepared and cached per connection
 //!   by `mysql_async`; `IN` lists are padded to powers of two and multi-row inserts use a few
 //!   fixed row counts, so the number of distinct statements stays small.
 //! - **SQL text** uses only bound parameters (never SQL built from data), no double-quoted
@@ -50,8 +50,8 @@
 
 mod bulk;
 mod lock;
+mod reads;
 mod schema;
-mod store;
 mod writer;
 
 #[cfg(test)]
@@ -62,11 +62,25 @@ use std::time::Duration;
 use mysql_async::prelude::Queryable;
 use mysql_async::{Conn, Opts, OptsBuilder, Pool, PoolConstraints, PoolOpts, Row, Value};
 use tracing::Instrument as _;
+use vellum_core::commit::WriteQueue;
 use vellum_core::{Error, ErrorKind, Provider, Result, observe};
+use writer::MysqlWriter;
 
 pub use lock::lock_name;
+pub use reads::MysqlReads;
 pub use schema::{create_schema, drop_schema};
-pub use store::MysqlStore;
+
+/// An open store of one application in a MySQL/MariaDB database; holds the application's
+/// `GET_LOCK` on a dedicated connection until closed or dropped.
+pub type MysqlStore = crate::SqlStore<MysqlReads>;
+
+impl MysqlStore {
+    /// The `GET_LOCK` name this store holds (see [`lock_name`]).
+    #[must_use]
+    pub fn lock_name(&self) -> &str {
+        &self.dialect().lock_name
+    }
+}
 
 /// The provider's name in tracing spans.
 const PROVIDER: &str = "mysql";
@@ -239,7 +253,17 @@ impl MysqlProvider {
             .map_err(|e| storage_for(app_key, "opening the store's lock connection", e))?;
         match open_on(&mut conn, app_key, &self.options).await {
             Ok((database, max_packet)) => {
-                Ok(MysqlStore::new(app_key.to_owned(), &database, self.pool.clone(), conn, max_packet))
+                let name = lock_name(&database, "app", app_key);
+                let executor = MysqlWriter::new(app_key.to_owned(), conn, name.clone(), max_packet);
+                let (writes, run_writer) = WriteQueue::new(executor);
+                tokio::spawn(run_writer);
+                let reads = MysqlReads {
+                    app_key: app_key.to_owned(),
+                    pool: self.pool.clone(),
+                    lock_name: name,
+                    max_packet,
+                };
+                Ok(MysqlStore::new(reads, writes))
             }
             Err(e) => {
                 // Best effort: the server frees the lock with the session anyway.

@@ -17,7 +17,7 @@ use vellum_core::commit::{Executor, Work};
 use vellum_core::plan::{Counters, Plan, Planned, QueueState, Snapshot, StateKeys, Write};
 use vellum_core::{Batch, Error, ErrorKind, PersistResult, Result};
 
-use super::store::bytes;
+use super::reads::bytes;
 use super::{get_i64, get_string, opt_i64, opt_string};
 use crate::schema::{from_db, to_db};
 

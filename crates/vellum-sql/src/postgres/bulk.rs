@@ -1,4 +1,4 @@
-//! Bulk export and import ([`vellum_core::BulkStore`]) of a [`PostgresStore`].
+//! Bulk export ([`vellum_core::BulkStore`]) of a PostgreSQL store.
 //!
 //! Export pages are pooled reads with cached prepared statements (keysets on the `C`-collated
 //! primary keys and the queue-order index). An import is a unit of work of the store's writer,
@@ -7,53 +7,39 @@
 
 use vellum_core::time::Micros;
 use vellum_core::{
-    AggregateMetaData, BulkStore, DataStore as _, ExportFrom, Packet, ProcessInstance, QueueMessage, Record,
-    Result, StoreStats, observe,
+    AggregateMetaData, ExportFrom, Packet, ProcessInstance, QueueMessage, Record, Result, StoreStats,
 };
 
-use super::PROVIDER;
+use super::reads::PostgresReads;
 use super::storage;
-use super::store::PostgresStore;
 use crate::bulk::limit;
 use crate::schema::{from_db, to_db};
 
-impl BulkStore for PostgresStore {
-    async fn stats(&self) -> Result<StoreStats> {
-        let s = self.shared();
-        let app = s.app_key.as_str();
+impl PostgresReads {
+    /// Record counts.
+    pub(super) async fn counts(&self) -> Result<StoreStats> {
+        let app = self.app_key.as_str();
         let doing = "counting records";
-        let rows = s.query("stats", doing, &s.sql.bulk.stats, &[&app, &app, &app, &app, &app]).await?;
+        let rows = self.query(doing, &self.sql.bulk.stats, &[&app, &app, &app, &app, &app]).await?;
         let row = rows.first().ok_or_else(|| storage(app, doing, "no row returned"))?;
         let mut counts = [0; 5];
         for (i, count) in counts.iter_mut().enumerate() {
-            *count = from_db(s.get::<i64>(row, i, doing)?);
+            *count = from_db(self.get::<i64>(row, i, doing)?);
         }
         let [aggregates, processes, offsets, queue, events] = counts;
         Ok(StoreStats { aggregates, processes, offsets, queue, events })
     }
 
-    async fn export_page(&self, from: ExportFrom, limit: usize) -> Result<Vec<Record>> {
-        let span = observe::bulk_span(PROVIDER, self.app_key(), false, limit);
-        tracing::Instrument::instrument(self.export(from, limit), span).await
-    }
-
-    async fn import(&self, records: Vec<Record>) -> Result<()> {
-        self.writes.import(records).await
-    }
-}
-
-impl PostgresStore {
-    async fn export(&self, from: ExportFrom, n: usize) -> Result<Vec<Record>> {
-        let s = self.shared();
+    /// One export page.
+    pub(super) async fn export_rows(&self, from: ExportFrom, n: usize) -> Result<Vec<Record>> {
+        let s = self;
         let (app, n, sql) = (s.app_key.as_str(), limit(n), &s.sql.bulk);
         let doing = "exporting records";
         match from {
             ExportFrom::Aggregates(after) => {
                 let rows = match &after {
-                    None => s.query("export", doing, &sql.aggregates_first, &[&app, &n]).await?,
-                    Some((h, i)) => {
-                        s.query("export", doing, &sql.aggregates_after, &[&app, h, i, &n]).await?
-                    }
+                    None => s.query(doing, &sql.aggregates_first, &[&app, &n]).await?,
+                    Some((h, i)) => s.query(doing, &sql.aggregates_after, &[&app, h, i, &n]).await?,
                 };
                 rows.iter()
                     .map(|row| {
@@ -68,8 +54,8 @@ impl PostgresStore {
             }
             ExportFrom::Processes(after) => {
                 let rows = match &after {
-                    None => s.query("export", doing, &sql.processes_first, &[&app, &n]).await?,
-                    Some((h, i)) => s.query("export", doing, &sql.processes_after, &[&app, h, i, &n]).await?,
+                    None => s.query(doing, &sql.processes_first, &[&app, &n]).await?,
+                    Some((h, i)) => s.query(doing, &sql.processes_after, &[&app, h, i, &n]).await?,
                 };
                 rows.iter()
                     .map(|row| {
@@ -87,8 +73,8 @@ impl PostgresStore {
             }
             ExportFrom::Offsets(after) => {
                 let rows = match &after {
-                    None => s.query("export", doing, &sql.offsets_first, &[&app, &n]).await?,
-                    Some(source) => s.query("export", doing, &sql.offsets_after, &[&app, source, &n]).await?,
+                    None => s.query(doing, &sql.offsets_first, &[&app, &n]).await?,
+                    Some(source) => s.query(doing, &sql.offsets_after, &[&app, source, &n]).await?,
                 };
                 rows.iter()
                     .map(|row| {
@@ -101,11 +87,11 @@ impl PostgresStore {
             }
             ExportFrom::Queue(after) => {
                 let rows = match after {
-                    None => s.query("export", doing, &sql.queue_first, &[&app, &n]).await?,
+                    None => s.query(doing, &sql.queue_first, &[&app, &n]).await?,
                     Some(key) => {
                         let (at, sequence, id) =
                             (key.next_attempt_at.0, to_db(key.sequence), &key.message_id);
-                        s.query("export", doing, &sql.queue_after, &[&app, &at, &sequence, id, &n]).await?
+                        s.query(doing, &sql.queue_after, &[&app, &at, &sequence, id, &n]).await?
                     }
                 };
                 rows.iter()
@@ -124,11 +110,10 @@ impl PostgresStore {
                     .collect()
             }
             ExportFrom::Events(offset) => {
-                s.check_open()?;
                 // Offsets stay far below 2^63: a larger start matches nothing.
                 let Ok(offset) = i64::try_from(offset) else { return Ok(Vec::new()) };
-                let rows = s.query("export", doing, &sql.events, &[&app, &offset, &n]).await?;
-                Ok(s.events(&rows, doing)?.into_iter().map(Record::Event).collect())
+                let rows = s.query(doing, &sql.events, &[&app, &offset, &n]).await?;
+                Ok(s.events_of(&rows, doing)?.into_iter().map(Record::Event).collect())
             }
         }
     }

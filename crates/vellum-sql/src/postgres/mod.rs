@@ -4,12 +4,12 @@
 //! - **Schema.** Every table lives in one PostgreSQL schema (option [`PostgresOptions::schema`],
 //!   default `vellum`), so several deployments or test runs share a database without meeting.
 //!   Keys are `TEXT COLLATE "C"` (byte-wise order and equality; no locale folding), envelopes
-//!   are `BYTEA` holding the encoded envelope (SPEC D7), queue times `BIGINT` microseconds plus
-//!   an enqueue sequence (D6). Opening a store creates the schema when missing unless
+//!   are `BYTEA` holding the encoded envelope (docs/events.md#envelopes-are-stored-exactly), queue times `BIGINT` microseconds plus
+//!   an enqueue sequence (docs/queue.md#queue-order). Opening a store creates the schema when missing unless
 //!   [`PostgresOptions::migrate`] is off; a database at a newer version is refused.
 //! - **Reads** run on a `deadpool` pool with prepared, cached statements; event cursors page by
-//!   offset with a fresh pooled query per page, holding nothing between pages (D11).
-//! - **Exclusivity (D8).** Each open store owns one dedicated connection (not from the pool),
+//!   offset with a fresh pooled query per page, holding nothing between pages (docs/events.md#cursors).
+//! - **Exclusivity** (docs/locking.md#postgresql). Each open store owns one dedicated connection (not from the pool),
 //!   which takes `pg_try_advisory_lock(key)` at open (`key` = 64-bit FNV-1a of schema and app
 //!   key): `false` means another engine holds it, so the open fails with `Locked` at once. The
 //!   server drops the lock when that session ends, so a killed holder frees the key.
@@ -36,12 +36,12 @@
 //!
 //!   The writer's statements are prepared once, planned generically with sequential scans off
 //!   (they are key probes whatever the table size was when planned).
-//! - **Abandoned persists (D10).** A batch whose `persist` future was dropped while queued is
+//! - **Abandoned persists** (docs/close-and-cancellation.md#cancellation). A batch whose `persist` future was dropped while queued is
 //!   skipped by the shared committer; one already taken commits whole or not at all.
 
 mod bulk;
+mod reads;
 mod sql;
-mod store;
 mod writer;
 
 #[cfg(test)]
@@ -55,11 +55,24 @@ use std::time::Duration;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use tokio_postgres::{Client, NoTls};
 use tracing::Instrument as _;
+use vellum_core::commit::WriteQueue;
 use vellum_core::{Error, ErrorKind, Provider, Result, observe};
 
 use crate::schema::SCHEMA_VERSION;
+pub use reads::PostgresReads;
 use sql::Sql;
-pub use store::PostgresStore;
+
+/// An open store of one application in a PostgreSQL database; holds the application's advisory
+/// lock on a dedicated connection until closed or dropped.
+pub type PostgresStore = crate::SqlStore<PostgresReads>;
+
+impl PostgresStore {
+    /// The process ID of the server session holding this store's lock (`pg_backend_pid()`).
+    #[must_use]
+    pub fn lock_backend_pid(&self) -> i32 {
+        self.dialect().backend_pid
+    }
+}
 use writer::{Conn, LockConn, PgWriter};
 
 /// The provider's name in tracing spans.
@@ -418,13 +431,15 @@ impl PostgresProvider {
             .await
             .map_err(|e| storage(app_key, "configuring the lock connection", e))?;
         let lock = Arc::new(LockConn::new(conn, key, fenced));
-        let writer = PgWriter::new(app_key.to_owned(), lock, &self.inner.sql).await?;
-        Ok(PostgresStore::new(
-            app_key.to_owned(),
-            self.inner.pool.clone(),
-            Arc::clone(&self.inner.sql),
+        let executor = PgWriter::new(app_key.to_owned(), lock, &self.inner.sql).await?;
+        let (writes, run_writer) = WriteQueue::new(executor);
+        tokio::spawn(run_writer);
+        let reads = PostgresReads {
+            app_key: app_key.to_owned(),
+            pool: self.inner.pool.clone(),
+            sql: Arc::clone(&self.inner.sql),
             backend_pid,
-            writer,
-        ))
+        };
+        Ok(PostgresStore::new(reads, writes))
     }
 }

@@ -1,4 +1,4 @@
-//! Bulk export and import ([`vellum_core::BulkStore`]) of a [`SqliteStore`].
+//! Bulk export ([`vellum_core::BulkStore`]) of a SQLite store.
 //!
 //! Export pages are inline reads on the store's read connections, like every other read.
 //! An import is a unit of work of the store's writer, planned and applied like a group of
@@ -9,12 +9,10 @@ use std::sync::LazyLock;
 use rusqlite::{Row, ToSql, params};
 use vellum_core::time::Micros;
 use vellum_core::{
-    AggregateMetaData, BulkStore, DataStore as _, Event, ExportFrom, Packet, ProcessInstance, QueueMessage,
-    Record, Result, StoreStats, observe,
+    AggregateMetaData, Event, ExportFrom, Packet, ProcessInstance, QueueMessage, Record, Result, StoreStats,
 };
 
-use super::PROVIDER;
-use super::store::{SqliteStore, decode};
+use super::reads::{SqliteReads, decode};
 use crate::bulk::{BulkSql, Style, limit};
 use crate::schema::{from_db, to_db};
 
@@ -23,10 +21,11 @@ use crate::schema::{from_db, to_db};
 static SQL: LazyLock<BulkSql> =
     LazyLock::new(|| BulkSql::new(Style { tables: "", numbered: false, row_values: true }));
 
-impl BulkStore for SqliteStore {
-    async fn stats(&self) -> Result<StoreStats> {
+impl SqliteReads {
+    /// Record counts.
+    pub(super) fn counts(&self) -> Result<StoreStats> {
         let app = self.app_key();
-        let counts: [i64; 5] = self.shared.read("stats", "counting records", |conn| {
+        let counts: [i64; 5] = self.with("counting records", |conn| {
             conn.prepare_cached(&SQL.stats)?.query_row(params![app, app, app, app, app], |r| {
                 Ok([r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?])
             })
@@ -35,18 +34,8 @@ impl BulkStore for SqliteStore {
         Ok(StoreStats { aggregates, processes, offsets, queue, events })
     }
 
-    async fn export_page(&self, from: ExportFrom, limit: usize) -> Result<Vec<Record>> {
-        observe::bulk_span(PROVIDER, self.app_key(), false, limit).in_scope(|| self.export(from, limit))
-    }
-
-    async fn import(&self, records: Vec<Record>) -> Result<()> {
-        self.writes.import(records).await
-    }
-}
-
-impl SqliteStore {
     /// One export page, read inline.
-    fn export(&self, from: ExportFrom, n: usize) -> Result<Vec<Record>> {
+    pub(super) fn export_rows(&self, from: ExportFrom, n: usize) -> Result<Vec<Record>> {
         let (app, n, sql) = (self.app_key(), limit(n), &*SQL);
         match from {
             ExportFrom::Aggregates(after) => {
@@ -136,8 +125,6 @@ impl SqliteStore {
         params: &[&dyn ToSql],
         row: impl FnMut(&Row<'_>) -> rusqlite::Result<T>,
     ) -> Result<Vec<T>> {
-        self.shared.read("export", "exporting records", |conn| {
-            conn.prepare_cached(sql)?.query_map(params, row)?.collect()
-        })
+        self.with("exporting records", |conn| conn.prepare_cached(sql)?.query_map(params, row)?.collect())
     }
 }

@@ -7,7 +7,7 @@
 //!   writer. Each write transaction is `BEGIN IMMEDIATE` (takes the write lock up front, so it
 //!   never fails half-way with `SQLITE_BUSY`), and every connection has a busy timeout, so
 //!   writers of other applications in the same file, in this process or another, queue up
-//!   instead of failing (SPEC §8 W7).
+//!   instead of failing (docs/locking.md#sqlite).
 //! - **Group commit.** Each store has one writer connection driven by the shared commit
 //!   engine (`vellum_core::commit`): concurrent `persist` calls queue up and each group
 //!   commits in one transaction with one counter-row update and one `fsync`. The transaction
@@ -15,10 +15,10 @@
 //!   current-thread runtimes are ever blocked by SQLite or the disk.
 //! - **Reads** run inline on a small pool of the store's own `query_only` connections: they are
 //!   indexed point lookups or one bounded page and take microseconds, less than a hop to a
-//!   blocking thread. Event cursors page by offset and hold no connection between pages (D11).
+//!   blocking thread. Event cursors page by offset and hold no connection between pages (docs/events.md#cursors).
 //! - **Statements** are prepared once per connection (`prepare_cached`) and take only bound
 //!   parameters; no SQL is ever built from data.
-//! - **Exclusivity (D8)** is an OS lock on a sidecar lock file per (database file, application
+//! - **Exclusivity** (docs/locking.md#sqlite) is an OS lock on a sidecar lock file per (database file, application
 //!   key), taken without waiting; see `lock.rs`. It dies with the process.
 //! - **Schema**: see [`create_schema`]. Opening a store creates or checks it
 //!   ([`SqliteOptions::migrate`]); a database at a newer schema version is refused.
@@ -37,15 +37,14 @@
 
 mod bulk;
 mod lock;
+mod reads;
 mod schema;
-mod store;
 mod writer;
 
 #[cfg(test)]
 mod tests;
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -53,11 +52,14 @@ use rusqlite::Connection;
 use tracing::Instrument as _;
 use vellum_core::{Error, Provider, Result, observe};
 
+pub use reads::SqliteReads;
 pub use schema::{create_schema, drop_schema};
-pub use store::SqliteStore;
+
+/// An open store of one application in a SQLite database.
+pub type SqliteStore = crate::SqlStore<SqliteReads>;
 
 use lock::AppLock;
-use store::{Readers, Shared};
+use reads::Readers;
 use vellum_core::commit::WriteQueue;
 use writer::SqliteExecutor;
 
@@ -307,10 +309,7 @@ impl SqliteProvider {
         };
         let (writes, run_writer) = WriteQueue::new(SqliteExecutor { app_key: Arc::clone(&key), conn, lock });
         tokio::spawn(run_writer);
-        Ok(SqliteStore {
-            shared: Arc::new(Shared { app_key: key, closed: AtomicBool::new(false), readers }),
-            writes,
-        })
+        Ok(SqliteStore::new(SqliteReads { app_key: key, readers }, writes))
     }
 }
 

@@ -1,42 +1,27 @@
-//! [`MysqlStore`]: one open application store; reads on the pool, writes through the committer.
-
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+//! The reads of a MySQL store ([`MysqlReads`]) and the limits it checks before a batch is queued.
 
 use mysql_async::prelude::Queryable;
 use mysql_async::{Conn, Pool, Row, Value};
-use tracing::Instrument as _;
 use vellum_core::time::Micros;
 use vellum_core::{
-    AggregateMetaData, AggregateRepository, Batch, DataStore, Envelope, Error, ErrorKind, Event, EventCursor,
-    EventPageSource, EventQuery, EventRepository, OffsetRepository, Operation, Packet, PageFuture,
-    PersistResult, Persister, ProcessInstance, ProcessRepository, QueueMessage, QueueRepository, Result,
-    observe,
+    AggregateMetaData, Batch, Envelope, Error, ErrorKind, Event, EventQuery, ExportFrom, Operation, Packet,
+    ProcessInstance, QueueMessage, Record, Result, StoreStats,
 };
 
 use super::PROVIDER;
-use super::writer::MysqlWriter;
-use super::{MAX_KEY_BYTES, get_bytes, get_i64, get_string, key_too_long, lock_name, storage_for};
+use super::{MAX_KEY_BYTES, get_bytes, get_i64, get_string, key_too_long, storage_for};
 use crate::schema::from_db;
-use vellum_core::commit::WriteQueue;
+use crate::store::{Dialect, Sealed};
 
-/// An open store of one application in a MySQL/MariaDB database.
+/// The reads of one MySQL store: on the provider's pool.
 #[derive(Debug)]
-pub struct MysqlStore {
-    shared: Arc<Shared>,
-    /// The queue to the store's writer, which owns the lock connection.
-    pub(super) writes: WriteQueue,
-    lock_name: String,
+pub struct MysqlReads {
+    pub(super) app_key: String,
+    pub(super) pool: Pool,
+    /// The `GET_LOCK` name the store holds.
+    pub(super) lock_name: String,
     /// The server's `max_allowed_packet`: a row that cannot fit one packet fails its batch.
-    max_packet: usize,
-}
-
-/// What the store and its event cursors share.
-#[derive(Debug)]
-pub(super) struct Shared {
-    app_key: String,
-    pool: Pool,
-    closed: AtomicBool,
+    pub(super) max_packet: usize,
 }
 
 pub(super) fn bytes(s: &str) -> Value {
@@ -52,33 +37,16 @@ pub(super) fn decode_envelope(app_key: &str, bytes: &[u8]) -> Result<Envelope> {
         .map_err(|e| Error::storage(format!("mysql: decoding an envelope of application {app_key:?}"), e))
 }
 
-impl Shared {
-    async fn conn(&self, what: &str) -> Result<Conn> {
-        if self.closed.load(Ordering::Acquire) {
-            return Err(Error::Closed);
-        }
-        self.pool.get_conn().await.map_err(|e| storage_for(&self.app_key, what, e))
+impl MysqlReads {
+    /// Runs one read on a pooled connection; `what` describes it in errors.
+    pub(super) async fn rows(&self, what: &str, sql: &str, params: Vec<Value>) -> Result<Vec<Row>> {
+        let mut conn: Conn = self.pool.get_conn().await.map_err(|e| storage_for(&self.app_key, what, e))?;
+        conn.exec(sql, params).await.map_err(|e| storage_for(&self.app_key, what, e))
     }
 
-    /// Runs one read on a pooled connection, in a `vellum.query` span named `name`.
-    pub(super) async fn rows(
-        &self,
-        name: &'static str,
-        what: &str,
-        sql: &str,
-        params: Vec<Value>,
-    ) -> Result<Vec<Row>> {
-        let span = observe::query_span(PROVIDER, &self.app_key, name);
-        async {
-            let mut conn = self.conn(what).await?;
-            let rows = conn.exec(sql, params).await.map_err(|e| storage_for(&self.app_key, what, e))?;
-            if self.closed.load(Ordering::Acquire) {
-                return Err(Error::Closed);
-            }
-            Ok(rows)
-        }
-        .instrument(span)
-        .await
+    /// The first row of a read, if any.
+    async fn first(&self, what: &str, sql: &str, params: Vec<Value>) -> Result<Option<Row>> {
+        Ok(self.rows(what, sql, params).await?.into_iter().next())
     }
 
     async fn page(&self, query: &EventQuery, from: u64, n: usize) -> Result<Vec<Event>> {
@@ -91,7 +59,6 @@ impl Shared {
             EventQuery::ByType(names) if names.is_empty() => return Ok(Vec::new()),
             EventQuery::ByType(names) if names.len() == 1 => {
                 self.rows(
-                    "events_by_type",
                     "loading events by type",
                     "SELECT event_offset, envelope FROM vellum_event \
                      WHERE app_key = ? AND portable_name = ? AND event_offset >= ? \
@@ -112,11 +79,10 @@ impl Shared {
                     params.extend([app.clone(), bytes(name), from.clone(), limit(n)]);
                 }
                 params.push(limit(n));
-                self.rows("events_by_type", "loading events by type", &sql, params).await?
+                self.rows("loading events by type", &sql, params).await?
             }
             EventQuery::BySource { handler_key, instance_id } => {
                 self.rows(
-                    "events_by_source",
                     "loading events by source",
                     "SELECT event_offset, envelope FROM vellum_event \
                      WHERE app_key = ? AND handler_key = ? AND instance_id = ? AND event_offset >= ? \
@@ -136,129 +102,67 @@ impl Shared {
     }
 }
 
-impl EventPageSource for Shared {
-    fn load_page<'a>(&'a self, query: &'a EventQuery, from: u64, limit: usize) -> PageFuture<'a> {
-        Box::pin(self.page(query, from, limit))
+impl Sealed for MysqlReads {}
+
+impl Dialect for MysqlReads {
+    const PROVIDER: &'static str = PROVIDER;
+
+    fn app_key(&self) -> &str {
+        &self.app_key
     }
 
-    fn is_closed(&self) -> bool {
-        self.closed.load(Ordering::Acquire)
-    }
-}
-
-impl MysqlStore {
-    pub(super) fn new(app_key: String, database: &str, pool: Pool, conn: Conn, max_packet: usize) -> Self {
-        let lock_name = lock_name(database, "app", &app_key);
-        let (writes, run_writer) =
-            WriteQueue::new(MysqlWriter::new(app_key.clone(), conn, lock_name.clone(), max_packet));
-        tokio::spawn(run_writer);
-        Self {
-            shared: Arc::new(Shared { app_key, pool, closed: AtomicBool::new(false) }),
-            writes,
-            lock_name,
-            max_packet,
-        }
-    }
-
-    /// The `GET_LOCK` name this store holds (see [`lock_name`](super::lock_name)).
-    #[must_use]
-    pub fn lock_name(&self) -> &str {
-        &self.lock_name
-    }
-
-    /// What the store and its cursors share.
-    pub(super) fn shared(&self) -> &Shared {
-        &self.shared
-    }
-
-    fn cursor(&self, query: EventQuery, min_offset: u64) -> Result<EventCursor> {
-        if self.shared.closed.load(Ordering::Acquire) {
-            return Err(Error::Closed);
-        }
-        Ok(EventCursor::new(Arc::clone(&self.shared) as Arc<dyn EventPageSource>, query, min_offset))
-    }
-}
-
-impl AggregateRepository for MysqlStore {
-    async fn load_aggregate_meta_data(
-        &self,
-        handler_key: &str,
-        instance_id: &str,
-    ) -> Result<AggregateMetaData> {
-        let rows = self
-            .shared
-            .rows(
-                "aggregate",
+    async fn aggregate(&self, handler_key: &str, instance_id: &str) -> Result<AggregateMetaData> {
+        let row = self
+            .first(
                 "loading aggregate meta-data",
                 "SELECT revision, last_event_id FROM vellum_aggregate \
                  WHERE app_key = ? AND handler_key = ? AND instance_id = ?",
-                vec![bytes(&self.shared.app_key), bytes(handler_key), bytes(instance_id)],
+                vec![bytes(&self.app_key), bytes(handler_key), bytes(instance_id)],
             )
             .await?;
         let mut meta = AggregateMetaData::new(handler_key, instance_id);
-        if let Some(mut row) = rows.into_iter().next() {
+        if let Some(mut row) = row {
             meta.revision = from_db(get_i64(&mut row, 0)?);
             meta.last_event_id = get_string(&mut row, 1)?;
         }
         Ok(meta)
     }
-}
 
-impl ProcessRepository for MysqlStore {
-    async fn load_process_instance(&self, handler_key: &str, instance_id: &str) -> Result<ProcessInstance> {
-        let rows = self
-            .shared
-            .rows(
-                "process",
+    async fn process(&self, handler_key: &str, instance_id: &str) -> Result<ProcessInstance> {
+        let row = self
+            .first(
                 "loading a process instance",
                 "SELECT revision, media_type, data FROM vellum_process \
                  WHERE app_key = ? AND handler_key = ? AND instance_id = ?",
-                vec![bytes(&self.shared.app_key), bytes(handler_key), bytes(instance_id)],
+                vec![bytes(&self.app_key), bytes(handler_key), bytes(instance_id)],
             )
             .await?;
         let mut instance = ProcessInstance::new(handler_key, instance_id);
-        if let Some(mut row) = rows.into_iter().next() {
+        if let Some(mut row) = row {
             instance.revision = from_db(get_i64(&mut row, 0)?);
             instance.packet = Packet { media_type: get_string(&mut row, 1)?, data: get_bytes(&mut row, 2)? };
         }
         Ok(instance)
     }
-}
 
-impl OffsetRepository for MysqlStore {
-    async fn load_offset(&self, application_key: &str) -> Result<u64> {
-        let rows = self
-            .shared
-            .rows(
-                "offset",
+    async fn offset(&self, application_key: &str) -> Result<u64> {
+        let row = self
+            .first(
                 "loading a consumer offset",
                 "SELECT next_offset FROM vellum_offset WHERE app_key = ? AND source_app_key = ?",
-                vec![bytes(&self.shared.app_key), bytes(application_key)],
+                vec![bytes(&self.app_key), bytes(application_key)],
             )
             .await?;
-        match rows.into_iter().next() {
-            Some(mut row) => Ok(from_db(get_i64(&mut row, 0)?)),
-            None => Ok(0),
-        }
+        row.map_or(Ok(0), |mut row| Ok(from_db(get_i64(&mut row, 0)?)))
     }
-}
 
-impl QueueRepository for MysqlStore {
-    async fn load_queue_messages(&self, n: usize) -> Result<Vec<QueueMessage>> {
-        if self.shared.closed.load(Ordering::Acquire) {
-            return Err(Error::Closed);
-        }
-        if n == 0 {
-            return Ok(Vec::new());
-        }
+    async fn queue_head(&self, n: usize) -> Result<Vec<QueueMessage>> {
         let rows = self
-            .shared
             .rows(
-                "queue",
                 "loading queue messages",
                 "SELECT revision, failure_count, next_attempt_at, envelope FROM vellum_queue \
                  WHERE app_key = ? ORDER BY next_attempt_at, sequence, message_id LIMIT ?",
-                vec![bytes(&self.shared.app_key), limit(n)],
+                vec![bytes(&self.app_key), limit(n)],
             )
             .await?;
         rows.into_iter()
@@ -267,36 +171,42 @@ impl QueueRepository for MysqlStore {
                     revision: from_db(get_i64(&mut row, 0)?),
                     failure_count: from_db(get_i64(&mut row, 1)?),
                     next_attempt_at: Micros(get_i64(&mut row, 2)?).to_system_time(),
-                    envelope: decode_envelope(&self.shared.app_key, &get_bytes(&mut row, 3)?)?,
+                    envelope: decode_envelope(&self.app_key, &get_bytes(&mut row, 3)?)?,
                 })
             })
             .collect()
     }
-}
 
-impl EventRepository for MysqlStore {
     async fn next_event_offset(&self) -> Result<u64> {
-        let rows = self
-            .shared
-            .rows(
-                "next_event_offset",
+        let row = self
+            .first(
                 "reading the next event offset",
                 "SELECT next_offset FROM vellum_app WHERE app_key = ?",
-                vec![bytes(&self.shared.app_key)],
+                vec![bytes(&self.app_key)],
             )
             .await?;
-        match rows.into_iter().next() {
-            Some(mut row) => Ok(from_db(get_i64(&mut row, 0)?)),
-            None => Ok(0),
-        }
+        row.map_or(Ok(0), |mut row| Ok(from_db(get_i64(&mut row, 0)?)))
     }
 
-    async fn load_events_by_type(&self, portable_names: &[&str], min_offset: u64) -> Result<EventCursor> {
-        self.cursor(EventQuery::by_type(portable_names.iter().copied()), min_offset)
+    async fn events(&self, query: &EventQuery, from: u64, limit: usize) -> Result<Vec<Event>> {
+        self.page(query, from, limit).await
     }
 
-    async fn load_events_by_source(&self, handler_key: &str, instance_id: &str) -> Result<EventCursor> {
-        self.cursor(EventQuery::by_source(handler_key, instance_id), 0)
+    async fn stats(&self) -> Result<StoreStats> {
+        self.counts().await
+    }
+
+    async fn export(&self, from: ExportFrom, limit: usize) -> Result<Vec<Record>> {
+        self.export_rows(from, limit).await
+    }
+
+    /// Refused here, before the writer sees it: a key over [`MAX_KEY_BYTES`] cannot be stored,
+    /// and a row over `max_allowed_packet` would make the server drop the writer's connection,
+    /// and the store's lock with it.
+    fn check(&self, batch: &Batch) -> Result<()> {
+        batch.validate()?;
+        check_keys(&self.app_key, batch)?;
+        check_sizes(&self.app_key, batch, self.max_packet)
     }
 }
 
@@ -381,33 +291,4 @@ fn check_keys(app_key: &str, batch: &Batch) -> Result<()> {
         }
     }
     Ok(())
-}
-
-impl Persister for MysqlStore {
-    async fn persist(&self, batch: Batch) -> Result<PersistResult> {
-        // Refused here, before the writer sees it: such a row would make the server drop the
-        // connection, and the store's lock with it.
-        let checked = batch.validate().and_then(|()| {
-            check_keys(&self.shared.app_key, &batch)?;
-            check_sizes(&self.shared.app_key, &batch, self.max_packet)
-        });
-        if let Err(e) = checked {
-            let span = observe::persist_span(PROVIDER, &self.shared.app_key, batch.len());
-            return observe::record(&span, Err(e));
-        }
-        self.writes.persist(batch).await
-    }
-}
-
-impl DataStore for MysqlStore {
-    fn app_key(&self) -> &str {
-        &self.shared.app_key
-    }
-
-    async fn close(&self) -> Result<()> {
-        // Reads see `Closed` from here on; the writer drains the queue and releases the lock.
-        let closing = self.writes.close();
-        self.shared.closed.store(true, Ordering::Release);
-        closing.await
-    }
 }

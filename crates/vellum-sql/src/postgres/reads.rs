@@ -1,0 +1,174 @@
+//! The reads of a PostgreSQL store ([`PostgresReads`]).
+
+use std::sync::Arc;
+
+use deadpool_postgres::Pool;
+use tokio_postgres::Row;
+use tokio_postgres::types::ToSql;
+use vellum_core::time::Micros;
+use vellum_core::{
+    AggregateMetaData, Envelope, Error, Event, EventQuery, ExportFrom, Packet, ProcessInstance, QueueMessage,
+    Record, Result, StoreStats,
+};
+
+use super::PROVIDER;
+use super::sql::Sql;
+use super::storage;
+use crate::bulk::limit;
+use crate::schema::from_db;
+use crate::store::{Dialect, Sealed};
+
+/// The reads of one PostgreSQL store: cached prepared statements on the provider's pool.
+pub struct PostgresReads {
+    pub(super) app_key: String,
+    pub(super) pool: Pool,
+    pub(super) sql: Arc<Sql>,
+    /// The server process holding the store's lock (`pg_backend_pid()`).
+    pub(super) backend_pid: i32,
+}
+
+impl std::fmt::Debug for PostgresReads {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PostgresReads")
+            .field("app_key", &self.app_key)
+            .field("schema", &self.sql.schema)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PostgresReads {
+    fn fail(&self, doing: &str) -> impl Fn(tokio_postgres::Error) -> Error + '_ {
+        let doing = doing.to_owned();
+        move |e| storage(&self.app_key, &doing, e)
+    }
+
+    /// Runs one read on a pooled connection with a cached prepared statement.
+    pub(super) async fn query(
+        &self,
+        doing: &str,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Vec<Row>> {
+        let client = self.pool.get().await.map_err(|e| storage(&self.app_key, doing, e))?;
+        let statement = client.prepare_cached(sql).await.map_err(self.fail(doing))?;
+        client.query(&statement, params).await.map_err(self.fail(doing))
+    }
+
+    async fn query_opt(&self, doing: &str, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<Option<Row>> {
+        Ok(self.query(doing, sql, params).await?.into_iter().next())
+    }
+
+    pub(super) fn get<'r, T: tokio_postgres::types::FromSql<'r>>(
+        &self,
+        row: &'r Row,
+        index: usize,
+        doing: &str,
+    ) -> Result<T> {
+        row.try_get(index).map_err(|e| storage(&self.app_key, doing, e))
+    }
+
+    pub(super) fn envelope(&self, bytes: &[u8], doing: &str) -> Result<Envelope> {
+        Envelope::from_bytes(bytes).map_err(|e| storage(&self.app_key, doing, e))
+    }
+
+    pub(super) fn events_of(&self, rows: &[Row], doing: &str) -> Result<Vec<Event>> {
+        rows.iter()
+            .map(|row| {
+                let offset: i64 = self.get(row, 0, doing)?;
+                let bytes: &[u8] = self.get(row, 1, doing)?;
+                Ok(Event { offset: from_db(offset), envelope: self.envelope(bytes, doing)? })
+            })
+            .collect()
+    }
+}
+
+impl Sealed for PostgresReads {}
+
+impl Dialect for PostgresReads {
+    const PROVIDER: &'static str = PROVIDER;
+
+    fn app_key(&self) -> &str {
+        &self.app_key
+    }
+
+    async fn aggregate(&self, handler_key: &str, instance_id: &str) -> Result<AggregateMetaData> {
+        let doing = "loading aggregate meta-data";
+        let row = self
+            .query_opt(doing, &self.sql.load_aggregate, &[&self.app_key, &handler_key, &instance_id])
+            .await?;
+        let mut meta = AggregateMetaData::new(handler_key, instance_id);
+        if let Some(row) = row {
+            meta.revision = from_db(self.get(&row, 0, doing)?);
+            meta.last_event_id = self.get(&row, 1, doing)?;
+        }
+        Ok(meta)
+    }
+
+    async fn process(&self, handler_key: &str, instance_id: &str) -> Result<ProcessInstance> {
+        let doing = "loading a process instance";
+        let row = self
+            .query_opt(doing, &self.sql.load_process, &[&self.app_key, &handler_key, &instance_id])
+            .await?;
+        let mut instance = ProcessInstance::new(handler_key, instance_id);
+        if let Some(row) = row {
+            instance.revision = from_db(self.get(&row, 0, doing)?);
+            instance.packet =
+                Packet::new(self.get::<String>(&row, 1, doing)?, self.get::<Vec<u8>>(&row, 2, doing)?);
+        }
+        Ok(instance)
+    }
+
+    async fn offset(&self, application_key: &str) -> Result<u64> {
+        let doing = "loading a consumer offset";
+        let row = self.query_opt(doing, &self.sql.load_offset, &[&self.app_key, &application_key]).await?;
+        row.map_or(Ok(0), |row| Ok(from_db(self.get(&row, 0, doing)?)))
+    }
+
+    async fn queue_head(&self, n: usize) -> Result<Vec<QueueMessage>> {
+        let doing = "loading queue messages";
+        let rows = self.query(doing, &self.sql.load_queue, &[&self.app_key, &limit(n)]).await?;
+        rows.iter()
+            .map(|row| {
+                let bytes: &[u8] = self.get(row, 3, doing)?;
+                Ok(QueueMessage {
+                    revision: from_db(self.get(row, 0, doing)?),
+                    failure_count: from_db(self.get(row, 1, doing)?),
+                    next_attempt_at: Micros(self.get(row, 2, doing)?).to_system_time(),
+                    envelope: self.envelope(bytes, doing)?,
+                })
+            })
+            .collect()
+    }
+
+    async fn next_event_offset(&self) -> Result<u64> {
+        let doing = "loading the next event offset";
+        let row = self.query_opt(doing, &self.sql.next_event_offset, &[&self.app_key]).await?;
+        row.map_or(Ok(0), |row| Ok(from_db(self.get(&row, 0, doing)?)))
+    }
+
+    async fn events(&self, query: &EventQuery, from: u64, n: usize) -> Result<Vec<Event>> {
+        // Offsets stay far below 2^63: a larger start matches nothing.
+        let Ok(from) = i64::try_from(from) else { return Ok(Vec::new()) };
+        let (app, n) = (self.app_key.as_str(), limit(n));
+        let (doing, rows) = match query {
+            EventQuery::ByType(names) => {
+                let doing = "loading events by type";
+                (doing, self.query(doing, &self.sql.page_by_type, &[&app, names, &from, &n]).await?)
+            }
+            EventQuery::BySource { handler_key, instance_id } => {
+                let doing = "loading events by source";
+                let params: [&(dyn ToSql + Sync); 5] = [&app, handler_key, instance_id, &from, &n];
+                (doing, self.query(doing, &self.sql.page_by_source, &params).await?)
+            }
+        };
+        self.events_of(&rows, doing)
+    }
+
+    async fn stats(&self) -> Result<StoreStats> {
+        self.counts().await
+    }
+
+    async fn export(&self, from: ExportFrom, limit: usize) -> Result<Vec<Record>> {
+        self.export_rows(from, limit).await
+    }
+}

@@ -1,0 +1,257 @@
+//! [`SqlStore`]: one open application store, written once for every dialect.
+//!
+//! The store owns what every dialect shares: the closed state, the `vellum.query` spans, the
+//! event cursors, the queue to the writer (`vellum_core::commit`), `close` and `Drop`, and bulk
+//! export/import. A [`Dialect`] supplies only the reads, in its own SQL and row mapping, and any
+//! limit of its own that a batch must meet before it is queued.
+
+use std::fmt;
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use tracing::Instrument as _;
+use vellum_core::commit::WriteQueue;
+use vellum_core::{
+    AggregateMetaData, AggregateRepository, Batch, BulkStore, DataStore, Error, Event, EventCursor,
+    EventPageSource, EventQuery, EventRepository, ExportFrom, OffsetRepository, PageFuture, PersistResult,
+    Persister, ProcessInstance, ProcessRepository, QueueMessage, QueueRepository, Record, Result, StoreStats,
+    observe,
+};
+
+mod sealed {
+    /// Only this crate's dialects implement [`Dialect`](super::Dialect).
+    pub trait Sealed {}
+}
+
+pub(crate) use sealed::Sealed;
+
+/// The reads of one SQL dialect for one application store. Implemented by this crate's
+/// dialects only; a store is a [`SqlStore`] over one of them.
+///
+/// Every method reads committed state and may assume the store is open (the store checks).
+pub trait Dialect: Sealed + Send + Sync + Sized + 'static {
+    /// The provider's name in tracing spans.
+    const PROVIDER: &'static str;
+
+    /// The application key of the store.
+    fn app_key(&self) -> &str;
+
+    /// The stored meta-data, or a revision-0 value when none is stored.
+    fn aggregate(
+        &self,
+        handler_key: &str,
+        instance_id: &str,
+    ) -> impl Future<Output = Result<AggregateMetaData>> + Send;
+
+    /// The stored instance, or a revision-0 value when none is stored.
+    fn process(
+        &self,
+        handler_key: &str,
+        instance_id: &str,
+    ) -> impl Future<Output = Result<ProcessInstance>> + Send;
+
+    /// The stored consumer offset, 0 when none is stored.
+    fn offset(&self, application_key: &str) -> impl Future<Output = Result<u64>> + Send;
+
+    /// The first `n` (at least 1) queue messages in queue order.
+    fn queue_head(&self, n: usize) -> impl Future<Output = Result<Vec<QueueMessage>>> + Send;
+
+    /// The offset the next event gets.
+    fn next_event_offset(&self) -> impl Future<Output = Result<u64>> + Send;
+
+    /// Up to `limit` events of `query` from offset `from` on, in offset order.
+    fn events(
+        &self,
+        query: &EventQuery,
+        from: u64,
+        limit: usize,
+    ) -> impl Future<Output = Result<Vec<Event>>> + Send;
+
+    /// Record counts.
+    fn stats(&self) -> impl Future<Output = Result<StoreStats>> + Send;
+
+    /// One export page (see [`BulkStore::export_page`]).
+    fn export(&self, from: ExportFrom, limit: usize) -> impl Future<Output = Result<Vec<Record>>> + Send;
+
+    /// Refuses a batch the dialect cannot store (before it is queued, so the writer's
+    /// connection never sees it). Default: every batch is storable.
+    fn check(&self, batch: &Batch) -> Result<()> {
+        let _ = batch;
+        Ok(())
+    }
+
+    /// Lets go of read resources when the store closes or is dropped. Default: nothing.
+    fn close(&self) {}
+}
+
+/// An open store of one application in a SQL database ([`SqliteStore`](crate::sqlite::SqliteStore),
+/// [`PostgresStore`](crate::postgres::PostgresStore), [`MysqlStore`](crate::mysql::MysqlStore)).
+///
+/// Writes go through the store's writer, which holds the application's lock; reads run on the
+/// dialect's read connections. Dropping the store without closing it closes it: the writer
+/// drains what was queued and releases the lock.
+pub struct SqlStore<D: Dialect> {
+    shared: Arc<Shared<D>>,
+    writes: WriteQueue,
+}
+
+/// What the store and its event cursors share.
+struct Shared<D> {
+    closed: AtomicBool,
+    dialect: D,
+}
+
+impl<D: Dialect> fmt::Debug for SqlStore<D> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SqlStore")
+            .field("provider", &D::PROVIDER)
+            .field("app_key", &self.shared.dialect.app_key())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<D: Dialect> Shared<D> {
+    fn check_open(&self) -> Result<()> {
+        if self.closed.load(Ordering::Acquire) { Err(Error::Closed) } else { Ok(()) }
+    }
+
+    /// Runs one read in a `vellum.query` span named `query`; `Closed` if the store was closed
+    /// before or while it ran (a read never outlives `close` with an answer).
+    async fn read<T>(&self, query: &'static str, read: impl Future<Output = Result<T>>) -> Result<T> {
+        self.check_open()?;
+        let span = observe::query_span(D::PROVIDER, self.dialect.app_key(), query);
+        let value = read.instrument(span).await?;
+        self.check_open()?;
+        Ok(value)
+    }
+}
+
+impl<D: Dialect> EventPageSource for Shared<D> {
+    fn load_page<'a>(&'a self, query: &'a EventQuery, from: u64, limit: usize) -> PageFuture<'a> {
+        let name = match query {
+            EventQuery::ByType(_) => "events_by_type",
+            EventQuery::BySource { .. } => "events_by_source",
+        };
+        Box::pin(self.read(name, self.dialect.events(query, from, limit)))
+    }
+
+    fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
+    }
+}
+
+impl<D: Dialect> SqlStore<D> {
+    /// A store over `dialect`'s reads and the queue to its writer.
+    pub(crate) fn new(dialect: D, writes: WriteQueue) -> Self {
+        Self { shared: Arc::new(Shared { closed: AtomicBool::new(false), dialect }), writes }
+    }
+
+    /// The dialect's reads (for its own accessors).
+    pub(crate) fn dialect(&self) -> &D {
+        &self.shared.dialect
+    }
+
+    fn cursor(&self, query: EventQuery, min_offset: u64) -> Result<EventCursor> {
+        self.shared.check_open()?;
+        Ok(EventCursor::new(Arc::clone(&self.shared) as Arc<dyn EventPageSource>, query, min_offset))
+    }
+}
+
+impl<D: Dialect> AggregateRepository for SqlStore<D> {
+    async fn load_aggregate_meta_data(
+        &self,
+        handler_key: &str,
+        instance_id: &str,
+    ) -> Result<AggregateMetaData> {
+        self.shared.read("aggregate", self.shared.dialect.aggregate(handler_key, instance_id)).await
+    }
+}
+
+impl<D: Dialect> ProcessRepository for SqlStore<D> {
+    async fn load_process_instance(&self, handler_key: &str, instance_id: &str) -> Result<ProcessInstance> {
+        self.shared.read("process", self.shared.dialect.process(handler_key, instance_id)).await
+    }
+}
+
+impl<D: Dialect> OffsetRepository for SqlStore<D> {
+    async fn load_offset(&self, application_key: &str) -> Result<u64> {
+        self.shared.read("offset", self.shared.dialect.offset(application_key)).await
+    }
+}
+
+impl<D: Dialect> QueueRepository for SqlStore<D> {
+    async fn load_queue_messages(&self, n: usize) -> Result<Vec<QueueMessage>> {
+        if n == 0 {
+            // Nothing to read, but a closed store still says so.
+            return self.shared.check_open().map(|()| Vec::new());
+        }
+        self.shared.read("queue", self.shared.dialect.queue_head(n)).await
+    }
+}
+
+impl<D: Dialect> EventRepository for SqlStore<D> {
+    async fn next_event_offset(&self) -> Result<u64> {
+        self.shared.read("next_event_offset", self.shared.dialect.next_event_offset()).await
+    }
+
+    async fn load_events_by_type(&self, portable_names: &[&str], min_offset: u64) -> Result<EventCursor> {
+        self.cursor(EventQuery::by_type(portable_names.iter().copied()), min_offset)
+    }
+
+    async fn load_events_by_source(&self, handler_key: &str, instance_id: &str) -> Result<EventCursor> {
+        self.cursor(EventQuery::by_source(handler_key, instance_id), 0)
+    }
+}
+
+impl<D: Dialect> Persister for SqlStore<D> {
+    async fn persist(&self, batch: Batch) -> Result<PersistResult> {
+        if let Err(e) = self.shared.dialect.check(&batch) {
+            let span = observe::persist_span(D::PROVIDER, self.shared.dialect.app_key(), batch.len());
+            return observe::record(&span, Err(e));
+        }
+        self.writes.persist(batch).await
+    }
+}
+
+impl<D: Dialect> DataStore for SqlStore<D> {
+    fn app_key(&self) -> &str {
+        self.shared.dialect.app_key()
+    }
+
+    async fn close(&self) -> Result<()> {
+        // The queue closes at the first poll; reads and cursors see `Closed` from then on. The
+        // writer drains the queue and releases the lock, even if this future is dropped.
+        let closing = self.writes.close();
+        self.shared.closed.store(true, Ordering::Release);
+        self.shared.dialect.close();
+        closing.await
+    }
+}
+
+impl<D: Dialect> Drop for SqlStore<D> {
+    /// A dropped store is closed: reads and cursors see `Closed`, and the writer drains the
+    /// queue and releases the lock (the queue closes as it drops).
+    fn drop(&mut self) {
+        self.shared.closed.store(true, Ordering::Release);
+        self.shared.dialect.close();
+    }
+}
+
+impl<D: Dialect> BulkStore for SqlStore<D> {
+    async fn stats(&self) -> Result<StoreStats> {
+        self.shared.read("stats", self.shared.dialect.stats()).await
+    }
+
+    async fn export_page(&self, from: ExportFrom, limit: usize) -> Result<Vec<Record>> {
+        self.shared.check_open()?;
+        let span = observe::bulk_span(D::PROVIDER, self.shared.dialect.app_key(), false, limit);
+        let page = self.shared.dialect.export(from, limit).instrument(span).await?;
+        self.shared.check_open()?;
+        Ok(page)
+    }
+
+    async fn import(&self, records: Vec<Record>) -> Result<()> {
+        self.writes.import(records).await
+    }
+}
