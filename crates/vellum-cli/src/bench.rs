@@ -1,4 +1,4 @@
-//! `vellum bench`: the standard workloads (DESIGN §5) against one or more store URLs in one
+//! `vellum bench`: the standard workloads against one or more store URLs in one
 //! run, with throughput and latency percentiles, and the disk's durable-sync rate for context.
 //!
 //! Workloads, each run for `--duration` seconds:

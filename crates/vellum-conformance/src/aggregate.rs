@@ -1,4 +1,4 @@
-//! Aggregate meta-data: operations and repository (SPEC §2.1, §4.1; checklist 8-17).
+//! Aggregate meta-data: operations and repository (docs/batches.md#aggregate-meta-data).
 
 use std::sync::Arc;
 

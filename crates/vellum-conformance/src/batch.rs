@@ -1,5 +1,5 @@
 //! Batch-level rules: entity uniqueness, atomicity, conflict reporting and pre-batch evaluation
-//! (SPEC §2.8, §3, D1-D5; checklist 85-86 and the recommended additional tests).
+//! (docs/batches.md#evaluation-order, docs/batches.md#entity-keys).
 
 use std::collections::HashMap;
 
@@ -150,8 +150,8 @@ async fn expect_invalid<S: DataStore>(
     }
 }
 
-/// D3, §3, item 85: `SaveQueueMessage(X)` + `RemoveQueueMessage(X)` is an `InvalidBatch` naming
-/// `queue X`, and nothing else of the batch is stored.
+/// docs/batches.md#entity-keys: `SaveQueueMessage(X)` + `RemoveQueueMessage(X)` is an
+/// `InvalidBatch` naming `queue X`, and nothing else of the batch is stored.
 pub async fn batch_queue_save_and_remove_of_one_message_is_invalid<B: Backend>(b: &B) {
     let h = Harness::open(b).await;
     seed(&*h.store).await;
@@ -169,9 +169,9 @@ pub async fn batch_queue_save_and_remove_of_one_message_is_invalid<B: Backend>(b
     h.close().await;
 }
 
-/// D3, §3: `SaveProcessInstance` + `RemoveProcessInstance` of one instance is invalid (same
-/// handler namespace since Go commit 6230ec9); nothing of the batch is stored, the timeout the
-/// removal would cascade to survives.
+/// docs/batches.md#entity-keys: `SaveProcessInstance` + `RemoveProcessInstance` of one instance
+/// is invalid (same handler namespace since Go commit 6230ec9); nothing of the batch is stored,
+/// the timeout the removal would cascade to survives.
 pub async fn batch_process_save_and_remove_of_one_instance_is_invalid<B: Backend>(b: &B) {
     let h = Harness::open(b).await;
     seed(&*h.store).await;
@@ -186,8 +186,8 @@ pub async fn batch_process_save_and_remove_of_one_instance_is_invalid<B: Backend
     h.close().await;
 }
 
-/// D3, §3: two `SaveOffset`s of one source application are invalid, even when they would chain
-/// (5→6, 6→7); nothing is stored.
+/// docs/batches.md#entity-keys: two `SaveOffset`s of one source application are invalid, even
+/// when they would chain (5→6, 6→7); nothing is stored.
 pub async fn batch_two_offsets_of_one_source_are_invalid<B: Backend>(b: &B) {
     let h = Harness::open(b).await;
     seed(&*h.store).await;
@@ -199,8 +199,8 @@ pub async fn batch_two_offsets_of_one_source_are_invalid<B: Backend>(b: &B) {
     h.close().await;
 }
 
-/// D3, §3: two `SaveEvent`s with one message ID are invalid (not a duplicate-event error, not a
-/// partial append); no offset is consumed.
+/// docs/batches.md#entity-keys: two `SaveEvent`s with one message ID are invalid (not a
+/// duplicate-event error, not a partial append); no offset is consumed.
 pub async fn batch_two_events_with_one_id_are_invalid<B: Backend>(b: &B) {
     let h = Harness::open(b).await;
     seed(&*h.store).await;
@@ -216,9 +216,9 @@ pub async fn batch_two_events_with_one_id_are_invalid<B: Backend>(b: &B) {
     h.close().await;
 }
 
-/// §3: aggregates and processes share the handler namespace, so saving aggregate meta-data and
-/// a process instance with one `(handler_key, instance_id)` in one batch is invalid, as are two
-/// saves of one aggregate.
+/// docs/batches.md#entity-keys: aggregates and processes share the handler namespace, so saving
+/// aggregate meta-data and a process instance with one `(handler_key, instance_id)` in one batch
+/// is invalid, as are two saves of one aggregate.
 pub async fn batch_aggregate_and_process_share_handler_namespace<B: Backend>(b: &B) {
     let h = Harness::open(b).await;
     let before = PROBE.snapshot(&*h.store).await;
@@ -236,8 +236,9 @@ pub async fn batch_aggregate_and_process_share_handler_namespace<B: Backend>(b: 
     h.close().await;
 }
 
-/// §3: distinct entities that share IDs are valid in one batch: `SaveEvent(X)` with
-/// `SaveQueueMessage(X)`, one instance ID under two handler keys, an offset keyed like a message.
+/// docs/batches.md#entity-keys: distinct entities that share IDs are valid in one batch:
+/// `SaveEvent(X)` with `SaveQueueMessage(X)`, one instance ID under two handler keys, an offset
+/// keyed like a message.
 pub async fn batch_distinct_entities_sharing_ids_are_valid<B: Backend>(b: &B) {
     let h = Harness::open(b).await;
     let at = now();
@@ -265,7 +266,7 @@ pub async fn batch_distinct_entities_sharing_ids_are_valid<B: Backend>(b: &B) {
     h.close().await;
 }
 
-/// D3: an empty batch is valid, returns an empty result and changes nothing.
+/// docs/batches.md#validation: an empty batch is valid, returns an empty result and changes nothing.
 pub async fn batch_empty_is_valid_and_changes_nothing<B: Backend>(b: &B) {
     let h = Harness::open(b).await;
     let empty = h.store.persist(Batch::new()).await.unwrap();
@@ -323,9 +324,9 @@ fn every_kind(conflicting: Option<usize>) -> Vec<Operation> {
 /// Indexes of [`every_kind`] ops that have a conflicting variant (a `SaveEvent` cannot conflict).
 const CONFLICTABLE: [usize; 9] = [0, 1, 2, 4, 5, 6, 7, 8, 9];
 
-/// D2 and the recommended multi-op test: whichever op k of a batch conflicts, the error names k
-/// and the op exactly as submitted, and nothing from ops before or after k is visible; the
-/// same batch without the conflict then commits every effect.
+/// docs/batches.md#evaluation-order: whichever op k of a batch conflicts, the error names k and
+/// the op exactly as submitted, and nothing from ops before or after k is visible; the same
+/// batch without the conflict then commits every effect.
 pub async fn batch_conflict_at_any_position_applies_nothing<B: Backend>(b: &B) {
     let h = Harness::open(b).await;
     seed(&*h.store).await;
@@ -357,8 +358,8 @@ pub async fn batch_conflict_at_any_position_applies_nothing<B: Backend>(b: &B) {
     h.close().await;
 }
 
-/// D2, §2.8: when several ops conflict, the first in batch order is reported, with its index and
-/// the op exactly as submitted.
+/// docs/batches.md#evaluation-order: when several ops conflict, the first in batch order is
+/// reported, with its index and the op exactly as submitted.
 pub async fn batch_first_of_several_conflicts_is_reported<B: Backend>(b: &B) {
     let h = Harness::open(b).await;
     seed(&*h.store).await;
@@ -383,8 +384,8 @@ pub async fn batch_first_of_several_conflicts_is_reported<B: Backend>(b: &B) {
     h.close().await;
 }
 
-/// D5, §2.4 and the recommended offset-gap test: a batch with `SaveEvent`s that fails on a later
-/// conflict consumes no offset; the next event gets the next dense offset.
+/// docs/events.md#offsets: a batch with `SaveEvent`s that fails on a later conflict consumes no
+/// offset; the next event gets the next dense offset.
 pub async fn batch_conflict_consumes_no_event_offset<B: Backend>(b: &B) {
     let h = Harness::open(b).await;
     persist(&*h.store, vec![Operation::SaveEvent(event("<e0>", "A"))]).await;
@@ -411,8 +412,9 @@ pub async fn batch_conflict_consumes_no_event_offset<B: Backend>(b: &B) {
     h.close().await;
 }
 
-/// D4: a `SaveEvent` whose message ID is already in the log fails the whole batch with
-/// `DuplicateEvent` (not a conflict): no op before or after it is applied, no offset consumed.
+/// docs/batches.md#events-and-duplicate-message-ids: a `SaveEvent` whose message ID is already
+/// in the log fails the whole batch with `DuplicateEvent` (not a conflict): no op before or
+/// after it is applied, no offset consumed.
 pub async fn batch_duplicate_event_rolls_back_whole_batch<B: Backend>(b: &B) {
     let h = Harness::open(b).await;
     seed(&*h.store).await;
@@ -433,8 +435,8 @@ pub async fn batch_duplicate_event_rolls_back_whole_batch<B: Backend>(b: &B) {
     h.close().await;
 }
 
-/// §3 atomicity: a batch with every op kind whose LAST op conflicts leaves nothing, including
-/// the timeout cascade of its `RemoveProcessInstance` and the offsets of its events.
+/// docs/batches.md#atomicity: a batch with every op kind whose LAST op conflicts leaves nothing,
+/// including the timeout cascade of its `RemoveProcessInstance` and the offsets of its events.
 pub async fn batch_conflict_in_last_op_of_every_kind_leaves_nothing<B: Backend>(b: &B) {
     let h = Harness::open(b).await;
     seed(&*h.store).await;
@@ -453,10 +455,11 @@ pub async fn batch_conflict_in_last_op_of_every_kind_leaves_nothing<B: Backend>(
     h.close().await;
 }
 
-/// D1, §2.8, W1: every precondition is checked against the pre-batch state. The engine's batch
-/// `[RemoveProcessInstance(P), RemoveQueueMessage(T owned by P)]` succeeds in either order and
-/// leaves neither; a `RemoveQueueMessage` with a revision wrong in the pre-batch state conflicts
-/// even though the cascade would delete the message anyway.
+/// docs/batches.md#evaluation-order: every precondition is checked against the pre-batch state.
+/// The engine's batch `[RemoveProcessInstance(P), RemoveQueueMessage(T owned by P)]` succeeds in
+/// either order and leaves neither (docs/batches.md#process-removal-and-timeouts); a
+/// `RemoveQueueMessage` with a revision wrong in the pre-batch state conflicts even though the
+/// cascade would delete the message anyway.
 pub async fn batch_preconditions_use_pre_batch_state<B: Backend>(b: &B) {
     let at = now();
     let provider = b.provider().await;
@@ -494,9 +497,9 @@ pub async fn batch_preconditions_use_pre_batch_state<B: Backend>(b: &B) {
     }
 }
 
-/// D1: effects are applied in batch order. Inserting a new timeout owned by P and removing P
-/// leaves the timeout when the insert comes after the removal, and removes it (cascade) when the
-/// insert comes first.
+/// docs/batches.md#process-removal-and-timeouts: effects are applied in batch order. Inserting a
+/// new timeout owned by P and removing P leaves the timeout when the insert comes after the
+/// removal, and removes it (cascade) when the insert comes first.
 pub async fn batch_effects_apply_in_batch_order<B: Backend>(b: &B) {
     let h = Harness::open(b).await;
     let at = now();
@@ -613,8 +616,9 @@ fn big_batch(round: usize, at: std::time::SystemTime) -> Vec<Operation> {
     ops
 }
 
-/// §3 atomicity at scale: a batch of 1000 ops commits every effect, events at dense offsets in
-/// batch order; a second 1000-op batch whose last op conflicts leaves nothing at all.
+/// Atomicity at scale (docs/batches.md#atomicity): a batch of 1000 ops commits every effect,
+/// events at dense offsets in batch order; a second 1000-op batch whose last op conflicts leaves
+/// nothing at all.
 pub async fn batch_large_batch_commits_atomically<B: Backend>(b: &B) {
     let h = Harness::open(b).await;
     let at = now();
@@ -655,9 +659,9 @@ pub async fn batch_large_batch_commits_atomically<B: Backend>(b: &B) {
     h.close().await;
 }
 
-/// §1.3, §1.6, D5: within a batch, events get consecutive offsets in the order of their
-/// `SaveEvent` ops, even when interleaved with other ops, and the result holds exactly one entry
-/// per `SaveEvent` (none for a batch without events).
+/// docs/events.md#offsets, docs/batches.md#results: within a batch, events get consecutive
+/// offsets in the order of their `SaveEvent` ops, even when interleaved with other ops, and the
+/// result holds exactly one entry per `SaveEvent` (none for a batch without events).
 pub async fn batch_event_offsets_follow_batch_order<B: Backend>(b: &B) {
     let h = Harness::open(b).await;
     let result = persist(&*h.store, vec![save_offset(SOURCE, 0, 1)]).await;

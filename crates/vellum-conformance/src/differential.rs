@@ -4,8 +4,10 @@
 //! Keys come from a small universe so that batches collide: revisions are mostly the current
 //! ones (so batches succeed and state grows) and sometimes stale (conflicts); events reuse IDs
 //! (duplicates); ops share entities (invalid batches); queue times tie and straddle seconds; and
-//! the engine-shaped batch of D1 (a process ending while handling its own timeout) is generated
-//! explicitly. Each case opens a fresh application key on one provider, relying on D12.
+//! the engine-shaped batch of a process ending while handling its own timeout
+//! (docs/batches.md#process-removal-and-timeouts) is generated explicitly. Each case opens a
+//! fresh application key on one provider, relying on per-application isolation
+//! (docs/events.md#isolation-per-application).
 
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -61,7 +63,8 @@ enum OpSpec {
 #[derive(Debug, Clone)]
 enum Step {
     Batch(Vec<OpSpec>),
-    /// `[RemoveProcessInstance(P), RemoveQueueMessage(T)]` for a timeout T of P (D1, W1).
+    /// `[RemoveProcessInstance(P), RemoveQueueMessage(T)]` for a timeout T of P
+    /// (docs/batches.md#process-removal-and-timeouts).
     EngineEnd {
         h: usize,
         i: usize,
@@ -270,7 +273,7 @@ macro_rules! ensure_eq {
     }};
 }
 
-/// Every read of SPEC §4 over the whole key universe, compared with the model.
+/// Every repository read over the whole key universe, compared with the model.
 async fn compare_reads<S: DataStore>(store: &S, model: &Model) -> Result<(), TestCaseError> {
     let read = |e: Error| TestCaseError::fail(format!("read failed: {e}"));
     for hk in HANDLERS {

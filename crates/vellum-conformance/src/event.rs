@@ -1,5 +1,5 @@
-//! The event log: `SaveEvent`, offsets and the event repository (SPEC §1.3, §2.4, §4.4-4.7;
-//! checklist 18-33; D4, D5, D7, D9-D12).
+//! The event log: `SaveEvent`, offsets and the event repository (docs/events.md#offsets,
+//! docs/batches.md#events-and-duplicate-message-ids).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -107,7 +107,8 @@ fn sourced(message_id: &str, t: &str, handler_key: &str, instance_id: &str) -> E
     env
 }
 
-/// Reads a cursor to its end, one `next` at a time, checking offsets strictly increase (D11).
+/// Reads a cursor to its end, one `next` at a time, checking offsets strictly increase
+/// (docs/events.md#cursors).
 async fn read_all(mut cursor: EventCursor) -> Vec<Event> {
     let mut events: Vec<Event> = Vec::new();
     while let Some(event) = cursor.next().await.expect("read the next event") {
@@ -124,7 +125,7 @@ async fn read_all(mut cursor: EventCursor) -> Vec<Event> {
     events
 }
 
-/// The six events of checklist 24-30, saved in one batch: types A1, B1, C1, A2, B2, C2; ev0-ev3
+/// Six events, saved in one batch: types A1, B1, C1, A2, B2, C2; ev0-ev3
 /// produced by `<aggregate>` instances a, b, a, b; ev4 and ev5 by the default handler/`<instance>`.
 async fn save_six<B: Backend>(h: &Harness<B>) -> Vec<Event> {
     let envelopes = vec![
@@ -214,7 +215,7 @@ pub async fn event_next_offset_counts_events<B: Backend>(b: &B) {
 }
 
 /// 25. A `next_event_offset` abandoned before it completes answers 6 or nothing, and the store
-///     still answers 6 afterwards (D10).
+///     still answers 6 afterwards (docs/close-and-cancellation.md#cancellation).
 pub async fn event_next_offset_cancelled<B: Backend>(b: &B) {
     let h = Harness::open(b).await;
     save_six(&h).await;
@@ -283,7 +284,8 @@ pub async fn event_by_source_matches_handler_and_instance<B: Backend>(b: &B) {
 }
 
 /// 31. A cursor step abandoned before it completes gives the event or nothing; either way the
-///     cursor then hands out the event exactly once, and the store still answers (D10).
+///     cursor then hands out the event exactly once, and the store still answers
+///     (docs/close-and-cancellation.md#cancellation).
 pub async fn event_cursor_next_cancelled<B: Backend>(b: &B) {
     let h = Harness::open(b).await;
     let e0 = event("<message-0>", "A");
@@ -325,7 +327,7 @@ pub async fn event_cursor_close_twice<B: Backend>(b: &B) {
     h.close().await;
 }
 
-/// §4.5: an empty type filter matches nothing, even with events in the log.
+/// docs/events.md#queries-by-type: an empty type filter matches nothing, even with events in the log.
 pub async fn event_empty_type_filter_returns_nothing<B: Backend>(b: &B) {
     let h = Harness::open(b).await;
     save_six(&h).await;
@@ -333,7 +335,7 @@ pub async fn event_empty_type_filter_returns_nothing<B: Backend>(b: &B) {
     h.close().await;
 }
 
-/// §4.5: the filter is a set; a name given twice still returns each event once.
+/// docs/events.md#queries-by-type: the filter is a set; a name given twice still returns each event once.
 pub async fn event_duplicate_names_in_filter_return_each_event_once<B: Backend>(b: &B) {
     let h = Harness::open(b).await;
     let ev = save_six(&h).await;
@@ -344,8 +346,8 @@ pub async fn event_duplicate_names_in_filter_return_each_event_once<B: Backend>(
     h.close().await;
 }
 
-/// §4.6: `load_events_by_source(hk, "")` selects only events with an empty instance ID; it is
-/// not a wildcard.
+/// docs/events.md#queries-by-source: `load_events_by_source(hk, "")` selects only events with an
+/// empty instance ID; it is not a wildcard.
 pub async fn event_by_source_empty_instance_is_not_wildcard<B: Backend>(b: &B) {
     let h = Harness::open(b).await;
     let envelopes = [
@@ -361,8 +363,9 @@ pub async fn event_by_source_empty_instance_is_not_wildcard<B: Backend>(b: &B) {
     h.close().await;
 }
 
-/// §4.6: by-source matching on the handler key is exact: another handler with the same instance
-/// ID, a key that is a prefix of another, and an instance ID that is a prefix are excluded.
+/// docs/events.md#queries-by-source: by-source matching on the handler key is exact: another
+/// handler with the same instance ID, a key that is a prefix of another, and an instance ID that
+/// is a prefix are excluded.
 pub async fn event_by_source_matches_handler_key_exactly<B: Backend>(b: &B) {
     let h = Harness::open(b).await;
     let envelopes = [
@@ -384,8 +387,8 @@ pub async fn event_by_source_matches_handler_key_exactly<B: Backend>(b: &B) {
     h.close().await;
 }
 
-/// §4.6: events with an absent (or empty) source handler are found by `load_events_by_source("",
-/// id)`, and not by the default handler's key.
+/// docs/events.md#queries-by-source: events with an absent (or empty) source handler are found by
+/// `load_events_by_source("", id)`, and not by the default handler's key.
 pub async fn event_by_source_absent_handler<B: Backend>(b: &B) {
     let h = Harness::open(b).await;
     let mut absent = event("<message-0>", "A");
@@ -406,8 +409,8 @@ pub async fn event_by_source_absent_handler<B: Backend>(b: &B) {
     h.close().await;
 }
 
-/// D5: a batch containing `SaveEvent` that fails with a conflict (after or before the event)
-/// consumes no offset; the next committed event gets the next dense offset.
+/// docs/events.md#offsets: a batch containing `SaveEvent` that fails with a conflict (after or
+/// before the event) consumes no offset; the next committed event gets the next dense offset.
 pub async fn event_failed_batch_consumes_no_offset<B: Backend>(b: &B) {
     let h = Harness::open(b).await;
     let [e0, e1, e2, e3] =
@@ -434,8 +437,9 @@ pub async fn event_failed_batch_consumes_no_offset<B: Backend>(b: &B) {
     h.close().await;
 }
 
-/// D4: saving an event whose message ID is already in the log (from an earlier batch) fails with
-/// `DuplicateEvent`, not a conflict; nothing from the batch is applied and no offset is consumed.
+/// docs/batches.md#events-and-duplicate-message-ids: saving an event whose message ID is already
+/// in the log (from an earlier batch) fails with `DuplicateEvent`, not a conflict; nothing from
+/// the batch is applied and no offset is consumed.
 pub async fn event_duplicate_id_rejected<B: Backend>(b: &B) {
     let h = Harness::open(b).await;
     let x = event("<message-x>", "A");
@@ -468,8 +472,8 @@ pub async fn event_duplicate_id_rejected<B: Backend>(b: &B) {
     h.close().await;
 }
 
-/// D3: two `SaveEvent`s with one message ID in one batch are an invalid batch; nothing is
-/// applied and no offset is consumed.
+/// docs/batches.md#entity-keys: two `SaveEvent`s with one message ID in one batch are an invalid
+/// batch; nothing is applied and no offset is consumed.
 pub async fn event_duplicate_id_in_one_batch_is_invalid<B: Backend>(b: &B) {
     let h = Harness::open(b).await;
     let ops = save(&[event("<message-0>", "A"), event("<message-1>", "A"), event("<message-0>", "B")]);
@@ -482,8 +486,8 @@ pub async fn event_duplicate_id_in_one_batch_is_invalid<B: Backend>(b: &B) {
     h.close().await;
 }
 
-/// §2.4: `SaveEvent` and `SaveQueueMessage` for the same message ID in one batch are legal; both
-/// are applied.
+/// docs/batches.md#entity-keys: `SaveEvent` and `SaveQueueMessage` for the same message ID in one
+/// batch are legal; both are applied.
 pub async fn event_and_queue_message_with_same_id<B: Backend>(b: &B) {
     let h = Harness::open(b).await;
     let env = event("<message-0>", "A");
@@ -502,8 +506,8 @@ pub async fn event_and_queue_message_with_same_id<B: Backend>(b: &B) {
     h.close().await;
 }
 
-/// §1.3 / D5: offsets within a batch follow the order of its `SaveEvent` ops (not message-ID or
-/// type order), and the next batch continues after them.
+/// docs/events.md#offsets: offsets within a batch follow the order of its `SaveEvent` ops (not
+/// message-ID or type order), and the next batch continues after them.
 pub async fn event_offsets_follow_batch_order<B: Backend>(b: &B) {
     let h = Harness::open(b).await;
     let first = [
@@ -531,8 +535,8 @@ pub async fn event_offsets_follow_batch_order<B: Backend>(b: &B) {
     h.close().await;
 }
 
-/// §4.4: `next_event_offset` equals the number of events after each of several batches
-/// (including batches without events and an empty batch).
+/// docs/events.md#next-event-offset: `next_event_offset` equals the number of events after each of
+/// several batches (including batches without events and an empty batch).
 pub async fn event_next_offset_after_several_batches<B: Backend>(b: &B) {
     let h = Harness::open(b).await;
     let mut count = 0;
@@ -552,7 +556,8 @@ pub async fn event_next_offset_after_several_batches<B: Backend>(b: &B) {
     h.close().await;
 }
 
-/// §1.6: a batch without `SaveEvent` (and an empty batch) reports an empty offset map.
+/// docs/batches.md#results: a batch without `SaveEvent` (and an empty batch) reports an empty
+/// offset map.
 pub async fn event_batch_without_events_reports_no_offsets<B: Backend>(b: &B) {
     let h = Harness::open(b).await;
     let result = persist(
@@ -570,8 +575,9 @@ pub async fn event_batch_without_events_reports_no_offsets<B: Backend>(b: &B) {
     h.close().await;
 }
 
-/// D7: envelopes round-trip exactly: `source_site`, `scheduled_for`, an absent vs an empty
-/// source handler, absent vs empty identities, and empty strings everywhere.
+/// docs/events.md#envelopes-are-stored-exactly: envelopes round-trip exactly: `source_site`,
+/// `scheduled_for`, an absent vs an empty source handler, absent vs empty identities, and empty
+/// strings everywhere.
 pub async fn event_envelope_round_trip_is_exact<B: Backend>(b: &B) {
     let h = Harness::open(b).await;
     let mut full = event("<message-0>", "A");
@@ -610,7 +616,7 @@ pub async fn event_envelope_round_trip_is_exact<B: Backend>(b: &B) {
     h.close().await;
 }
 
-/// D7: a 1 MiB payload round-trips byte for byte.
+/// docs/events.md#envelopes-are-stored-exactly: a 1 MiB payload round-trips byte for byte.
 pub async fn event_large_payload_round_trips<B: Backend>(b: &B) {
     let h = Harness::open(b).await;
     let mut big = event("<message-big>", "A");
@@ -626,9 +632,9 @@ pub async fn event_large_payload_round_trips<B: Backend>(b: &B) {
     h.close().await;
 }
 
-/// §1: identifiers are opaque strings: unicode, quotes, semicolons, `%`, `_` and backslashes in
-/// portable names, message IDs, handler keys and instance IDs round-trip and filter exactly
-/// (no LIKE wildcards, no injection).
+/// docs/batches.md#identifiers: identifiers are opaque strings: unicode, quotes, semicolons, `%`,
+/// `_` and backslashes in portable names, message IDs, handler keys and instance IDs round-trip
+/// and filter exactly (no LIKE wildcards, no injection).
 pub async fn event_special_characters_round_trip_and_filter<B: Backend>(b: &B) {
     let h = Harness::open(b).await;
     let cases = [
@@ -667,8 +673,8 @@ pub async fn event_special_characters_round_trip_and_filter<B: Backend>(b: &B) {
     h.close().await;
 }
 
-/// D11: a cursor over far more events than one page (page size 7) returns every matching event
-/// exactly once, in strictly increasing offset order.
+/// docs/events.md#cursors: a cursor over far more events than one page (page size 7) returns every
+/// matching event exactly once, in strictly increasing offset order.
 pub async fn event_cursor_pages_through_many_events<B: Backend>(b: &B) {
     let h = Harness::open(b).await;
     let mut all = Vec::new();
@@ -700,9 +706,9 @@ pub async fn event_cursor_pages_through_many_events<B: Backend>(b: &B) {
     h.close().await;
 }
 
-/// D11: a cursor includes every event committed before the load, never skips or duplicates
-/// events committed while it is being read, and after reporting the end, finds events committed
-/// since (no W12 skip).
+/// docs/events.md#cursors: a cursor includes every event committed before the load, never skips
+/// or duplicates events committed while it is being read, and after reporting the end, finds
+/// events committed since.
 pub async fn event_cursor_sees_later_events_without_skipping<B: Backend>(b: &B) {
     let h = Harness::open(b).await;
     let before: Vec<Envelope> = (0..10).map(|i| event(&format!("<before-{i}>"), "A")).collect();
@@ -735,7 +741,7 @@ pub async fn event_cursor_sees_later_events_without_skipping<B: Backend>(b: &B) 
     h.close().await;
 }
 
-/// W12: calling `next` several times after the end, then appending, skips nothing.
+/// docs/events.md#cursors: calling `next` several times after the end, then appending, skips nothing.
 pub async fn event_cursor_repeated_exhaustion_skips_nothing<B: Backend>(b: &B) {
     let h = Harness::open(b).await;
     let e0 = event("<message-0>", "A");
@@ -764,7 +770,7 @@ pub async fn event_cursor_repeated_exhaustion_skips_nothing<B: Backend>(b: &B) {
     h.close().await;
 }
 
-/// W12 / §4.5: `min_offset = u64::MAX` returns nothing without panicking.
+/// docs/events.md#queries-by-type: `min_offset = u64::MAX` returns nothing without panicking.
 pub async fn event_min_offset_max_is_empty<B: Backend>(b: &B) {
     let h = Harness::open(b).await;
     save_six(&h).await;
@@ -778,8 +784,9 @@ pub async fn event_min_offset_max_is_empty<B: Backend>(b: &B) {
     h.close().await;
 }
 
-/// D5 / §5.4: 8 tasks persisting 20 single-event batches each give dense offsets 0..160 with no
-/// duplicates, and each result's offset is the offset the event is read back at.
+/// docs/events.md#offsets, docs/close-and-cancellation.md#concurrency: 8 tasks persisting 20
+/// single-event batches each give dense offsets 0..160 with no duplicates, and each result's
+/// offset is the offset the event is read back at.
 pub async fn event_concurrent_persists_dense_offsets<B: Backend>(b: &B) {
     let h = Harness::open(b).await;
     let tasks: Vec<_> = (0..8)
@@ -812,8 +819,8 @@ pub async fn event_concurrent_persists_dense_offsets<B: Backend>(b: &B) {
     h.close().await;
 }
 
-/// D5 / §2.4: visibility is prefix-closed while batches commit concurrently: a reader sees
-/// offsets `0..m` with no gaps, and `m` is at least the `next_event_offset` read just before.
+/// docs/events.md#offsets: visibility is prefix-closed while batches commit concurrently: a reader
+/// sees offsets `0..m` with no gaps, and `m` is at least the `next_event_offset` read just before.
 pub async fn event_visibility_is_prefix_closed<B: Backend>(b: &B) {
     let h = Harness::open(b).await;
     let writers: Vec<_> = (0..2)
@@ -854,7 +861,7 @@ pub async fn event_visibility_is_prefix_closed<B: Backend>(b: &B) {
     h.close().await;
 }
 
-/// §4.7: the cursor as a stream yields the same events as calling `next`.
+/// docs/events.md#cursors: the cursor as a stream yields the same events as calling `next`.
 pub async fn event_cursor_stream_matches_next<B: Backend>(b: &B) {
     let h = Harness::open(b).await;
     let ev = save_six(&h).await;
@@ -877,9 +884,9 @@ pub async fn event_cursor_stream_matches_next<B: Backend>(b: &B) {
     h.close().await;
 }
 
-/// D10: a persist of events abandoned after one poll is all-or-nothing. The abandoned batch may
-///     still commit later (a provider may have queued it), but never partly, and offsets stay
-///     dense whichever way it goes.
+/// docs/close-and-cancellation.md#cancellation: a persist of events abandoned after one poll is
+///     all-or-nothing. The abandoned batch may still commit later (a provider may have queued
+///     it), but never partly, and offsets stay dense whichever way it goes.
 pub async fn event_persist_cancelled_is_all_or_nothing<B: Backend>(b: &B) {
     let h = Harness::open(b).await;
     let [e0, e1, e2, e3] =
@@ -906,7 +913,8 @@ pub async fn event_persist_cancelled_is_all_or_nothing<B: Backend>(b: &B) {
     h.close().await;
 }
 
-/// D9: a cursor that must fetch a new page after its store was closed returns `Closed`.
+/// docs/events.md#cursors-and-closed-stores: a cursor that must fetch a new page after its store
+/// was closed returns `Closed`.
 pub async fn event_cursor_after_store_close_returns_closed<B: Backend>(b: &B) {
     let h = Harness::open(b).await;
     let envelopes: Vec<Envelope> = (0..5).map(|i| event(&format!("<message-{i}>"), "A")).collect();
@@ -932,8 +940,9 @@ pub async fn event_cursor_after_store_close_returns_closed<B: Backend>(b: &B) {
     assert!(matches!(got, Err(Error::Closed)), "empty filter after close: expected Closed, got {got:?}");
 }
 
-/// D9: after close, `next_event_offset`, `load_events_by_type` and `load_events_by_source` return
-/// `Closed`, and `persist` of an event returns `Closed`.
+/// docs/close-and-cancellation.md#closed-stores: after close, `next_event_offset`,
+/// `load_events_by_type` and `load_events_by_source` return `Closed`, and `persist` of an event
+/// returns `Closed`.
 pub async fn event_reads_after_close_return_closed<B: Backend>(b: &B) {
     let h = Harness::open(b).await;
     save_six(&h).await;
@@ -949,9 +958,9 @@ pub async fn event_reads_after_close_return_closed<B: Backend>(b: &B) {
     assert!(matches!(got, Err(Error::Closed)), "persist: expected Closed, got {got:?}");
 }
 
-/// D12 / §4.4 / W5: each application has its own log with offsets from 0; events of one store
-/// are invisible to another, whatever application their envelopes name, and a message ID used
-/// in one application's log is not a duplicate in another's.
+/// docs/events.md#isolation-per-application: each application has its own log with offsets from
+/// 0; events of one store are invisible to another, whatever application their envelopes name,
+/// and a message ID used in one application's log is not a duplicate in another's.
 pub async fn event_log_is_per_application<B: Backend>(b: &B) {
     let h = Harness::open(b).await;
     let other = h.provider.open("<other-app>").await.expect("open a second application");
@@ -978,7 +987,8 @@ pub async fn event_log_is_per_application<B: Backend>(b: &B) {
     h.close().await;
 }
 
-/// §5.1: the log and its offset counter survive closing and reopening the store.
+/// docs/close-and-cancellation.md#reopening: the log and its offset counter survive closing and
+/// reopening the store.
 pub async fn event_log_survives_reopen<B: Backend>(b: &B) {
     let h = Harness::open(b).await;
     let ev = save_six(&h).await;

@@ -1,4 +1,4 @@
-//! Shared fixture values and helpers, following the Go suite's harness (SPEC §6).
+//! Shared fixture values and helpers, following the Go suite's harness.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -164,7 +164,8 @@ pub async fn queue<S: DataStore>(store: &S, n: usize) -> Vec<QueueMessage> {
 }
 
 /// Polls `future` once and drops it if it is not ready: the Rust form of the Go suite's
-/// "call with an already-cancelled context" (SPEC §5.3). `Some` holds an answer given at once.
+/// "call with an already-cancelled context" (docs/close-and-cancellation.md#cancellation).
+/// `Some` holds an answer given at once.
 pub async fn poll_once<F: std::future::Future>(future: F) -> Option<F::Output> {
     let mut future = std::pin::pin!(future);
     std::future::poll_fn(|cx| match future.as_mut().poll(cx) {

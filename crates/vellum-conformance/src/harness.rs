@@ -40,7 +40,7 @@ pub trait Backend: Send + Sync + 'static {
 #[derive(Debug, Clone)]
 pub struct Skip(pub String);
 
-/// How long one conformance test may take before it fails (SPEC §6 uses 10 s; CI is slower).
+/// How long one conformance test may take before it fails (the Go suite uses 10 s; CI is slower).
 pub const TEST_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// A fresh multi-threaded runtime, as each generated test uses.

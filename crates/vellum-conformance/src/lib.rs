@@ -1,9 +1,10 @@
 //! The conformance suite every vellum provider runs.
 //!
-//! Each behaviour of SPEC §6 and D1-D12 is a public async function generic over a [`Backend`],
-//! grouped by area. [`conformance_tests!`] instantiates all of them for one backend, each as its
-//! own named `#[test]`, together with the differential property test against [`model`], a
-//! deliberately simple executable model of SPEC.
+//! Each behaviour the contract requires (docs/providers.md#conformance-suite) is a public async
+//! function generic over a [`Backend`], grouped by area. [`conformance_tests!`] instantiates all
+//! of them for one backend, each as its own named `#[test]`, together with the differential
+//! property test against [`model`], a deliberately simple executable model of the contract
+//! (docs/).
 //!
 //! A provider crate (or a third-party provider) runs the whole suite with:
 //!
@@ -15,7 +16,7 @@
 
 pub mod fixtures;
 mod harness;
-/// A deliberately simple executable model of SPEC, the reference for the differential test.
+/// A deliberately simple executable model of the contract (docs/), the reference for the differential test.
 pub mod model;
 
 pub mod aggregate;

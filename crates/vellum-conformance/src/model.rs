@@ -1,8 +1,9 @@
-//! An executable model of SPEC: plain vectors, linear scans, every rule written out directly.
+//! An executable model of the contract (docs/): plain vectors, linear scans, every rule written
+//! out directly.
 //!
 //! It shares no evaluation code with the providers (not `vellum_core::eval`, not the memory
-//! provider), so the differential test compares two independent readings of SPEC. Speed does
-//! not matter here; being obviously right does.
+//! provider), so the differential test compares two independent readings of the contract. Speed
+//! does not matter here; being obviously right does.
 
 use std::collections::HashMap;
 use std::time::SystemTime;
@@ -15,14 +16,14 @@ use vellum_core::{
 /// How a batch failed, as far as providers must agree.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ModelError {
-    /// Two operations touch one entity (SPEC §3).
+    /// Two operations touch one entity (docs/batches.md#entity-keys).
     InvalidBatch,
-    /// The operation at `index` failed its precondition (SPEC §2).
+    /// The operation at `index` failed its precondition (docs/batches.md#optimistic-concurrency).
     Conflict {
         /// Position of the first conflicting operation.
         index: usize,
     },
-    /// An event with this ID is already in the log (SPEC D4).
+    /// An event with this ID is already in the log (docs/batches.md#events-and-duplicate-message-ids).
     DuplicateEvent(String),
 }
 
@@ -30,7 +31,7 @@ pub enum ModelError {
 struct Queued {
     message: QueueMessage,
     micros: i64,
-    /// Position of the first enqueue; ties in time are broken by it (SPEC D6).
+    /// Position of the first enqueue; ties in time are broken by it (docs/queue.md#queue-order).
     sequence: u64,
 }
 
@@ -52,7 +53,8 @@ impl Model {
         Self::default()
     }
 
-    /// Applies a batch all-or-nothing, as SPEC says a provider must.
+    /// Applies a batch all-or-nothing, as the contract says a provider must
+    /// (docs/batches.md#atomicity).
     pub fn persist(&mut self, batch: &Batch) -> Result<PersistResult, ModelError> {
         let ops = batch.ops();
         for i in 0..ops.len() {
@@ -62,7 +64,8 @@ impl Model {
                 }
             }
         }
-        // D1: every precondition against the state before the batch, first failure wins.
+        // docs/batches.md#evaluation-order: every precondition against the state before the batch,
+        // first failure wins.
         for (index, op) in ops.iter().enumerate() {
             self.check(index, op)?;
         }
@@ -164,7 +167,7 @@ impl Model {
         self.queue.iter().find(|q| q.message.id() == id)
     }
 
-    /// SPEC §4.1.
+    /// docs/batches.md#aggregate-meta-data.
     #[must_use]
     pub fn load_aggregate_meta_data(&self, hk: &str, id: &str) -> AggregateMetaData {
         self.aggregates
@@ -174,7 +177,7 @@ impl Model {
             .unwrap_or_else(|| AggregateMetaData::new(hk, id))
     }
 
-    /// SPEC §4.2.
+    /// docs/batches.md#process-instances.
     #[must_use]
     pub fn load_process_instance(&self, hk: &str, id: &str) -> ProcessInstance {
         self.processes
@@ -184,19 +187,19 @@ impl Model {
             .unwrap_or_else(|| ProcessInstance::new(hk, id))
     }
 
-    /// SPEC §4.3.
+    /// docs/batches.md#consumer-offsets.
     #[must_use]
     pub fn load_offset(&self, application_key: &str) -> u64 {
         self.offsets.iter().find(|(k, _)| k == application_key).map_or(0, |(_, o)| *o)
     }
 
-    /// SPEC §4.4.
+    /// docs/events.md#next-event-offset.
     #[must_use]
     pub fn next_event_offset(&self) -> u64 {
         self.events.len() as u64
     }
 
-    /// SPEC §4.5.
+    /// docs/events.md#queries-by-type.
     #[must_use]
     pub fn load_events_by_type(&self, types: &[&str], min_offset: u64) -> Vec<Event> {
         self.events_where(|e| types.contains(&e.portable_name.as_str()))
@@ -205,7 +208,7 @@ impl Model {
             .collect()
     }
 
-    /// SPEC §4.6.
+    /// docs/events.md#queries-by-source.
     #[must_use]
     pub fn load_events_by_source(&self, hk: &str, id: &str) -> Vec<Event> {
         self.events_where(|e| {
@@ -223,7 +226,7 @@ impl Model {
         found
     }
 
-    /// SPEC §4.8 and D6: earliest first, ties by first enqueue, then by ID.
+    /// docs/queue.md#loading-the-head: earliest first, ties by first enqueue, then by ID.
     #[must_use]
     pub fn load_queue_messages(&self, n: usize) -> Vec<QueueMessage> {
         let mut all = self.queue.clone();

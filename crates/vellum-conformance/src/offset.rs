@@ -1,5 +1,5 @@
-//! Event-stream offsets (consumer positions): operations and repository (SPEC §1.5, §2.7, §4.3;
-//! checklist 58-67; W6, W13).
+//! Event-stream offsets (consumer positions): operations and repository
+//! (docs/batches.md#consumer-offsets).
 
 use std::sync::Arc;
 
@@ -148,8 +148,8 @@ pub async fn offset_load_cancelled<B: Backend>(b: &B) {
     h.close().await;
 }
 
-/// SPEC §2.7 and W13: current 0 over an *explicitly stored* 0 succeeds (Go SQL's INSERT for
-/// current 0 made it a conflict), whether the 0 was written first or set later.
+/// docs/batches.md#consumer-offsets: current 0 over an *explicitly stored* 0 succeeds (Go SQL's
+/// INSERT for current 0 made it a conflict), whether the 0 was written first or set later.
 pub async fn offset_save_over_explicit_zero<B: Backend>(b: &B) {
     let h = Harness::open(b).await;
     persist(&*h.store, vec![save_offset(SOURCE, 0, 0)]).await;
@@ -166,8 +166,8 @@ pub async fn offset_save_over_explicit_zero<B: Backend>(b: &B) {
     h.close().await;
 }
 
-/// SPEC §2.7 and W6: `next == current` succeeds (Go SQL on `MySQL` counted affected rows: a false
-/// conflict), and the stored value stays current.
+/// docs/batches.md#consumer-offsets: `next == current` succeeds (Go SQL on `MySQL` counted
+/// affected rows: a false conflict), and the stored value stays current.
 pub async fn offset_save_next_equal_to_current<B: Backend>(b: &B) {
     let h = Harness::open(b).await;
     set_to_5(&h).await;
@@ -179,7 +179,8 @@ pub async fn offset_save_next_equal_to_current<B: Backend>(b: &B) {
     h.close().await;
 }
 
-/// SPEC §2.7: no monotonicity check; a `next_offset` below the current one is stored.
+/// docs/batches.md#consumer-offsets: no monotonicity check; a `next_offset` below the current
+/// one is stored.
 pub async fn offset_save_smaller_next_accepted<B: Backend>(b: &B) {
     let h = Harness::open(b).await;
     set_to_5(&h).await;
@@ -191,8 +192,8 @@ pub async fn offset_save_smaller_next_accepted<B: Backend>(b: &B) {
     h.close().await;
 }
 
-/// SPEC §1.5: offsets are full u64 values; `u64::MAX` (and values above `i64::MAX`) round-trip
-/// and compare exactly as preconditions.
+/// docs/batches.md#consumer-offsets: offsets are full u64 values; `u64::MAX` (and values above
+/// `i64::MAX`) round-trip and compare exactly as preconditions.
 pub async fn offset_max_value_round_trips<B: Backend>(b: &B) {
     let h = Harness::open(b).await;
     persist(&*h.store, vec![save_offset(SOURCE, 0, u64::MAX)]).await;
@@ -206,8 +207,8 @@ pub async fn offset_max_value_round_trips<B: Backend>(b: &B) {
     h.close().await;
 }
 
-/// SPEC §1: source application keys are opaque strings (empty, unicode, quotes, SQL wildcards,
-/// prefixes of each other); each keeps its own offset.
+/// docs/batches.md#identifiers: source application keys are opaque strings (empty, unicode,
+/// quotes, SQL wildcards, prefixes of each other); each keeps its own offset.
 pub async fn offset_source_keys_are_opaque_and_independent<B: Backend>(b: &B) {
     let h = Harness::open(b).await;
     let keys = ["", "应用-🚀", "a'b\"c;--", "%", "_", "a", "A", "a "];

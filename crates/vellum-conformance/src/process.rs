@@ -1,5 +1,5 @@
-//! Process instances: operations and repository (SPEC §1.2, §2.2, §2.3, §3, §4.2, D1, W1;
-//! checklist 68-84).
+//! Process instances: operations and repository (docs/batches.md#process-instances,
+//! docs/batches.md#process-removal-and-timeouts).
 
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -175,7 +175,8 @@ pub async fn process_remove_with_current_revision<B: Backend>(b: &B) {
     h.close().await;
 }
 
-/// 75. Removing an instance removes every timeout it owns, and only those (SPEC §2.3).
+/// 75. Removing an instance removes every timeout it owns, and only those
+///     (docs/batches.md#process-removal-and-timeouts).
 pub async fn process_remove_removes_owned_timeouts<B: Backend>(b: &B) {
     let h = Harness::open(b).await;
     saved(&h).await;
@@ -241,7 +242,7 @@ pub async fn process_remove_absent_with_nonzero_revision_conflicts<B: Backend>(b
 }
 
 /// 81. A create, an update and a removal of different instances from parallel tasks all
-///     succeed (SPEC §5.4).
+///     succeed (docs/close-and-cancellation.md#concurrency).
 pub async fn process_concurrent_operations_all_succeed<B: Backend>(b: &B) {
     let h = Harness::open(b).await;
     let (hk1, hk2, a, b_) = ("<handler-key-1>", "<handler-key-2>", "<instance-a>", "<instance-b>");
@@ -303,7 +304,7 @@ pub async fn process_load_cancelled<B: Backend>(b: &B) {
     h.close().await;
 }
 
-/// §1.2: an empty packet (a stateless process root) round-trips as empty.
+/// docs/batches.md#process-instances: an empty packet (a stateless process root) round-trips as empty.
 pub async fn process_empty_packet_round_trips<B: Backend>(b: &B) {
     let h = Harness::open(b).await;
     persist(&*h.store, vec![save(process(HK, INSTANCE, 0, Packet::default()))]).await;
@@ -315,8 +316,8 @@ pub async fn process_empty_packet_round_trips<B: Backend>(b: &B) {
     h.close().await;
 }
 
-/// §1.2, §2.2: a save replaces the whole packet, so saving an empty packet over a non-empty one
-/// clears it, and a new packet replaces it again.
+/// docs/batches.md#process-instances: a save replaces the whole packet, so saving an empty packet
+/// over a non-empty one clears it, and a new packet replaces it again.
 pub async fn process_save_empty_packet_clears_packet<B: Backend>(b: &B) {
     let h = Harness::open(b).await;
     saved(&h).await;
@@ -328,8 +329,8 @@ pub async fn process_save_empty_packet_clears_packet<B: Backend>(b: &B) {
     h.close().await;
 }
 
-/// §1.2: a packet with only a media type, or only data, round-trips exactly (no NULL-vs-empty
-/// confusion), and replacing one part clears the other.
+/// docs/batches.md#process-instances: a packet with only a media type, or only data, round-trips
+/// exactly (no NULL-vs-empty confusion), and replacing one part clears the other.
 pub async fn process_half_empty_packets_round_trip<B: Backend>(b: &B) {
     let h = Harness::open(b).await;
     let type_only = Packet::new("<media-type>", Vec::new());
@@ -349,7 +350,8 @@ pub async fn process_half_empty_packets_round_trip<B: Backend>(b: &B) {
     h.close().await;
 }
 
-/// §1.2: the store treats the packet as opaque bytes of any size; 1 MiB round-trips.
+/// docs/batches.md#process-instances: the store treats the packet as opaque bytes of any size;
+/// 1 MiB round-trips.
 pub async fn process_large_packet_round_trips<B: Backend>(b: &B) {
     let h = Harness::open(b).await;
     let data: Vec<u8> = (0..1usize << 20).map(|i| (i.wrapping_mul(31) % 251) as u8).collect();
@@ -361,9 +363,9 @@ pub async fn process_large_packet_round_trips<B: Backend>(b: &B) {
     h.close().await;
 }
 
-/// §2.3: the cascade removes only timeouts owned by the instance: non-timeout messages it
-/// produced, and timeouts of another handler with the same instance ID or of another instance,
-/// stay.
+/// docs/batches.md#process-removal-and-timeouts: the cascade removes only timeouts owned by the
+/// instance: non-timeout messages it produced, and timeouts of another handler with the same
+/// instance ID or of another instance, stay.
 pub async fn process_remove_keeps_other_messages<B: Backend>(b: &B) {
     let h = Harness::open(b).await;
     saved(&h).await;
@@ -388,8 +390,8 @@ pub async fn process_remove_keeps_other_messages<B: Backend>(b: &B) {
     h.close().await;
 }
 
-/// §2.3: the cascade removes owned timeouts whatever their revision, also after they were
-/// updated (and moved) on the queue.
+/// docs/batches.md#process-removal-and-timeouts: the cascade removes owned timeouts whatever
+/// their revision, also after they were updated (and moved) on the queue.
 pub async fn process_remove_cascades_updated_timeouts<B: Backend>(b: &B) {
     let h = Harness::open(b).await;
     saved(&h).await;
@@ -431,20 +433,23 @@ async fn remove_with_own_timeout<B: Backend>(b: &B, timeout_first: bool) {
     h.close().await;
 }
 
-/// D1, W1: `[RemoveProcessInstance(P), RemoveQueueMessage(T owned by P)]` succeeds and leaves
-/// neither P nor T (the cascade and the explicit removal compose).
+/// docs/batches.md#process-removal-and-timeouts:
+/// `[RemoveProcessInstance(P), RemoveQueueMessage(T owned by P)]` succeeds and leaves neither P
+/// nor T (the cascade and the explicit removal compose).
 pub async fn process_remove_with_own_timeout_removal_succeeds<B: Backend>(b: &B) {
     remove_with_own_timeout(b, false).await;
 }
 
-/// D1, W1: `[RemoveQueueMessage(T owned by P), RemoveProcessInstance(P)]` succeeds and leaves
-/// neither P nor T.
+/// docs/batches.md#process-removal-and-timeouts:
+/// `[RemoveQueueMessage(T owned by P), RemoveProcessInstance(P)]` succeeds and leaves neither P
+/// nor T.
 pub async fn process_remove_after_own_timeout_removal_succeeds<B: Backend>(b: &B) {
     remove_with_own_timeout(b, true).await;
 }
 
-/// D1, D2: `[RemoveProcessInstance(P) with a stale revision, RemoveQueueMessage(T)]` conflicts
-/// on op 0 and leaves both P and T.
+/// docs/batches.md#process-removal-and-timeouts:
+/// `[RemoveProcessInstance(P) with a stale revision, RemoveQueueMessage(T)]` conflicts on op 0
+/// and leaves both P and T.
 pub async fn process_stale_remove_with_timeout_removal_conflicts<B: Backend>(b: &B) {
     let h = Harness::open(b).await;
     let tm = instance_with_timeout(&h).await;
@@ -455,8 +460,9 @@ pub async fn process_stale_remove_with_timeout_removal_conflicts<B: Backend>(b: 
     h.close().await;
 }
 
-/// D1: an update of a timeout that the same batch's process removal cascades away is moot, in
-///     either order: the batch succeeds and the timeout is gone (as W1's explicit removal is).
+/// docs/batches.md#process-removal-and-timeouts: an update of a timeout that the same batch's
+///     process removal cascades away is moot, in either order: the batch succeeds and the
+///     timeout is gone (as it is after an explicit removal).
 pub async fn process_update_of_cascaded_timeout_is_moot<B: Backend>(b: &B) {
     for reverse in [false, true] {
         let h = Harness::open(b).await;
@@ -472,9 +478,9 @@ pub async fn process_update_of_cascaded_timeout_is_moot<B: Backend>(b: &B) {
     }
 }
 
-/// D1: preconditions are checked against the pre-batch state, so the cascade does not excuse a
-/// stale explicit removal: `[RemoveProcessInstance(P), RemoveQueueMessage(T, stale)]` conflicts
-/// on op 1 and leaves both.
+/// docs/batches.md#process-removal-and-timeouts: preconditions are checked against the pre-batch
+/// state, so the cascade does not excuse a stale explicit removal:
+/// `[RemoveProcessInstance(P), RemoveQueueMessage(T, stale)]` conflicts on op 1 and leaves both.
 pub async fn process_remove_with_stale_timeout_removal_conflicts<B: Backend>(b: &B) {
     let h = Harness::open(b).await;
     let tm = instance_with_timeout(&h).await;
@@ -485,8 +491,9 @@ pub async fn process_remove_with_stale_timeout_removal_conflicts<B: Backend>(b: 
     h.close().await;
 }
 
-/// D1: effects apply in batch order, so the cascade removes a timeout of P enqueued earlier in
-/// the same batch, and not one enqueued after the removal.
+/// docs/batches.md#process-removal-and-timeouts: effects apply in batch order, so the cascade
+/// removes a timeout of P enqueued earlier in the same batch, and not one enqueued after the
+/// removal.
 pub async fn process_remove_cascade_follows_batch_order<B: Backend>(b: &B) {
     let h = Harness::open(b).await;
     let t = now();
@@ -503,8 +510,9 @@ pub async fn process_remove_cascade_follows_batch_order<B: Backend>(b: &B) {
     h.close().await;
 }
 
-/// D2: a batch whose later op conflicts applies nothing: no instance is created and a removal
-/// earlier in the batch neither removes the instance nor cascades to its timeouts.
+/// docs/batches.md#evaluation-order: a batch whose later op conflicts applies nothing: no
+/// instance is created and a removal earlier in the batch neither removes the instance nor
+/// cascades to its timeouts.
 pub async fn process_conflict_applies_nothing<B: Backend>(b: &B) {
     let h = Harness::open(b).await;
     let tm = instance_with_timeout(&h).await;
@@ -521,8 +529,8 @@ pub async fn process_conflict_applies_nothing<B: Backend>(b: &B) {
     h.close().await;
 }
 
-/// §3: the same instance ID under different handler keys names independent instances, whose
-/// saves, removals and timeouts do not affect each other.
+/// docs/batches.md#entity-keys: the same instance ID under different handler keys names
+/// independent instances, whose saves, removals and timeouts do not affect each other.
 pub async fn process_same_instance_under_other_handler_is_independent<B: Backend>(b: &B) {
     let h = Harness::open(b).await;
     let (hk1, hk2) = ("<handler-key-1>", "<handler-key-2>");
@@ -552,8 +560,8 @@ pub async fn process_same_instance_under_other_handler_is_independent<B: Backend
     h.close().await;
 }
 
-/// §1.2, §2.2: a removed instance is absent again: it is re-created with revision 0 (loading
-/// as revision 1), and its old revision conflicts.
+/// docs/batches.md#process-instances: a removed instance is absent again: it is re-created with
+/// revision 0 (loading as revision 1), and its old revision conflicts.
 pub async fn process_recreate_after_remove<B: Backend>(b: &B) {
     let h = Harness::open(b).await;
     saved(&h).await;
@@ -567,8 +575,9 @@ pub async fn process_recreate_after_remove<B: Backend>(b: &B) {
     h.close().await;
 }
 
-/// §1, §2.3: empty handler keys and instance IDs are legal, distinct keys, and the cascade
-/// of an instance with an empty ID removes its timeouts.
+/// docs/batches.md#identifiers: empty handler keys and instance IDs are legal, distinct keys, and
+/// the cascade of an instance with an empty ID removes its timeouts
+/// (docs/batches.md#process-removal-and-timeouts).
 pub async fn process_empty_keys_round_trip<B: Backend>(b: &B) {
     let h = Harness::open(b).await;
     let keys = [("", ""), ("", INSTANCE), (HK, "")];
@@ -610,9 +619,9 @@ fn assert_duplicate_handler(result: Result<vellum_core::PersistResult, Error>, h
     }
 }
 
-/// §3, D3: aggregates and processes share the handler namespace, so aggregate meta-data and a
-/// process instance with the same `(hk, id)` in one batch are an invalid batch; nothing is
-/// stored.
+/// docs/batches.md#entity-keys: aggregates and processes share the handler namespace, so
+/// aggregate meta-data and a process instance with the same `(hk, id)` in one batch are an
+/// invalid batch; nothing is stored.
 pub async fn process_and_aggregate_with_same_key_is_invalid<B: Backend>(b: &B) {
     let h = Harness::open(b).await;
     let ops = vec![
@@ -628,8 +637,8 @@ pub async fn process_and_aggregate_with_same_key_is_invalid<B: Backend>(b: &B) {
     h.close().await;
 }
 
-/// §3, D3: a save and a removal of one instance in one batch are an invalid batch; the
-/// instance and its timeouts are untouched.
+/// docs/batches.md#entity-keys: a save and a removal of one instance in one batch are an invalid
+/// batch; the instance and its timeouts are untouched.
 pub async fn process_save_and_remove_in_one_batch_is_invalid<B: Backend>(b: &B) {
     let h = Harness::open(b).await;
     let tm = instance_with_timeout(&h).await;

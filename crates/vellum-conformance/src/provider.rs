@@ -1,6 +1,5 @@
 //! Provider and data-store lifecycle: open, exclusive locking, close, reads after close,
-//! durability, per-application isolation, cancellation and `DataStoreSet` (SPEC §5; checklist
-//! 1-7, 90; D8-D10, D12; W2, W5, W10-W12).
+//! durability, per-application isolation, cancellation and `DataStoreSet`.
 
 use std::collections::{HashMap, HashSet};
 use std::fmt::Debug;
@@ -51,7 +50,8 @@ macro_rules! __provider_tests {
     };
 }
 
-/// How long an open may take before "promptly" (D8) is considered broken.
+/// How long an open may take before "promptly" (docs/locking.md#one-engine-per-application-store)
+/// is considered broken.
 const PROMPTLY: Duration = Duration::from_secs(5);
 
 const OTHER_APP_KEY: &str = "<other-app-key>";
@@ -120,7 +120,8 @@ pub async fn provider_close_open_store_succeeds<B: Backend>(b: &B) {
     h.store.close().await.unwrap();
 }
 
-/// 4, D9. A second `close()` returns exactly `Closed`, as does a third.
+/// docs/close-and-cancellation.md#closed-stores: a second `close()` returns exactly `Closed`, as
+/// does a third.
 pub async fn provider_second_close_returns_closed<B: Backend>(b: &B) {
     let h = Harness::open(b).await;
     h.store.close().await.unwrap();
@@ -128,8 +129,9 @@ pub async fn provider_second_close_returns_closed<B: Backend>(b: &B) {
     expect_closed("third close", h.store.close().await);
 }
 
-/// 5, D9. `persist([SaveOffset{DefaultAppKey, 0→1}])` after close returns exactly `Closed` and
-/// stores nothing.
+/// docs/close-and-cancellation.md#closed-stores:
+/// `persist([SaveOffset{DefaultAppKey, 0→1}])` after close returns exactly `Closed` and stores
+/// nothing.
 pub async fn provider_persist_after_close_returns_closed<B: Backend>(b: &B) {
     let h = Harness::open(b).await;
     h.store.close().await.unwrap();
@@ -140,8 +142,9 @@ pub async fn provider_persist_after_close_returns_closed<B: Backend>(b: &B) {
     store.close().await.unwrap();
 }
 
-/// 6, D8. A second open of an open key on the same provider returns `Locked` promptly, every
-/// time, without disturbing the store that holds the key; other keys still open.
+/// docs/locking.md#one-engine-per-application-store: a second open of an open key on the same
+/// provider returns `Locked` promptly, every time, without disturbing the store that holds the
+/// key; other keys still open.
 pub async fn provider_open_of_open_key_returns_locked<B: Backend>(b: &B) {
     let h = Harness::open(b).await;
     expect_locked(&h.provider, DEFAULT_APP_KEY).await;
@@ -155,8 +158,8 @@ pub async fn provider_open_of_open_key_returns_locked<B: Backend>(b: &B) {
     h.close().await;
 }
 
-/// 7, D8, W11. An open key cannot be opened through a second provider value over the same
-/// storage either (in both directions), promptly.
+/// docs/locking.md#one-engine-per-application-store: an open key cannot be opened through a
+/// second provider value over the same storage either (in both directions), promptly.
 pub async fn provider_open_through_second_provider_returns_locked<B: Backend>(b: &B) {
     let h = Harness::open(b).await;
     if b.providers_share_storage() {
@@ -173,8 +176,9 @@ pub async fn provider_open_through_second_provider_returns_locked<B: Backend>(b:
     h.close().await;
 }
 
-/// 2, D8, §5.2. Closing releases the lock: the key opens again (through another provider value
-/// when they share storage) and sees the data; while that store is open the key is locked again.
+/// docs/close-and-cancellation.md#close: closing releases the lock: the key opens again (through
+/// another provider value when they share storage) and sees the data; while that store is open
+/// the key is locked again.
 pub async fn provider_close_releases_lock_and_keeps_data<B: Backend>(b: &B) {
     let h = Harness::open(b).await;
     persist(&*h.store, vec![save_offset(SOURCE, 0, 7), Operation::SaveEvent(event("<message-0>", "A"))])
@@ -194,9 +198,9 @@ pub async fn provider_close_releases_lock_and_keeps_data<B: Backend>(b: &B) {
     store.close().await.unwrap();
 }
 
-/// D9, W10. After close, every operation returns `Closed`: persist (even of an empty batch),
-/// each read, a step of an event cursor obtained before the close, and `close` itself. The data
-/// is intact when the key is reopened.
+/// docs/close-and-cancellation.md#closed-stores: after close, every operation returns `Closed`:
+/// persist (even of an empty batch), each read, a step of an event cursor obtained before the
+/// close, and `close` itself. The data is intact when the key is reopened.
 pub async fn provider_every_operation_after_close_returns_closed<B: Backend>(b: &B) {
     let h = Harness::open(b).await;
     let at = now();
@@ -245,8 +249,8 @@ pub async fn provider_every_operation_after_close_returns_closed<B: Backend>(b: 
     store.close().await.unwrap();
 }
 
-/// D3, D9, §3. An invalid batch on a closed store is an error (`InvalidBatch` or `Closed`: the
-/// order of the two checks is free), never a panic or a commit.
+/// docs/close-and-cancellation.md#closed-stores: an invalid batch on a closed store is an error
+/// (`InvalidBatch` or `Closed`: the order of the two checks is free), never a panic or a commit.
 pub async fn provider_invalid_batch_after_close_is_an_error<B: Backend>(b: &B) {
     let h = Harness::open(b).await;
     h.store.close().await.unwrap();
@@ -334,9 +338,9 @@ const EVERY_KIND: Probe<'static> = Probe {
     sources: &[SOURCE, "<max-source>", "<never>"],
 };
 
-/// Durability (recommended test), §5.1: data of every kind survives close and a reopen through
-/// a NEW provider value, identically, and the store carries on from it (next event offset,
-/// revisions, queue revisions, offsets).
+/// Durability (docs/close-and-cancellation.md#reopening): data of every kind survives close and a
+/// reopen through a NEW provider value, identically, and the store carries on from it (next
+/// event offset, revisions, queue revisions, offsets).
 pub async fn provider_data_survives_reopen_on_new_provider<B: Backend>(b: &B) {
     if !b.providers_share_storage() {
         return;
@@ -375,9 +379,9 @@ pub async fn provider_data_survives_reopen_on_new_provider<B: Backend>(b: &B) {
 }
 
 /// Stores a bit of everything in `a` (including an event whose envelope names `b`'s app key as
-/// its source application, W5, and an offset keyed by `b`'s app key) and checks `b` sees none of
-/// it; then stores the same IDs and keys in `b` (which must not conflict or count as duplicate
-/// events) and checks `a` is unchanged. D12.
+/// its source application, and an offset keyed by `b`'s app key) and checks `b` sees none of it;
+/// then stores the same IDs and keys in `b` (which must not conflict or count as duplicate
+/// events) and checks `a` is unchanged (docs/events.md#isolation-per-application).
 async fn check_isolation<S: DataStore>(a: &S, b: &S) {
     let at = now();
     let mut foreign = event("<message-1>", "A");
@@ -454,9 +458,9 @@ async fn check_isolation<S: DataStore>(a: &S, b: &S) {
     );
 }
 
-/// D12, 1. Two app keys on one provider never see each other's events, queue, offsets,
-/// aggregates or processes, even for an event naming the other app as its source (W5); each
-/// event log counts and offsets from 0 on its own.
+/// docs/events.md#isolation-per-application: two app keys on one provider never see each other's
+/// events, queue, offsets, aggregates or processes, even for an event naming the other app as its
+/// source; each event log counts and offsets from 0 on its own.
 pub async fn provider_app_keys_are_isolated<B: Backend>(b: &B) {
     let provider = b.provider().await;
     let a = open(&provider, DEFAULT_APP_KEY).await;
@@ -466,8 +470,8 @@ pub async fn provider_app_keys_are_isolated<B: Backend>(b: &B) {
     other.close().await.unwrap();
 }
 
-/// D12. The same isolation holds for stores opened through two provider values over the same
-/// storage, and after both are reopened.
+/// docs/events.md#isolation-per-application: the same isolation holds for stores opened through
+/// two provider values over the same storage, and after both are reopened.
 pub async fn provider_app_keys_are_isolated_across_provider_values<B: Backend>(b: &B) {
     if !b.providers_share_storage() {
         return;
@@ -513,9 +517,10 @@ const HOSTILE: [&str; 17] = [
     "a",
 ];
 
-/// Keys and data that try to break storage (issue 4, D7, D12) round-trip verbatim as app keys,
-/// handler keys, instance and message IDs, portable names, media types and source keys, with
-/// 1 MiB payloads; wildcards and case are not special.
+/// Keys and data that try to break storage round-trip verbatim as app keys, handler keys,
+/// instance and message IDs, portable names, media types and source keys, with 1 MiB payloads;
+/// wildcards and case are not special (docs/events.md#envelopes-are-stored-exactly,
+/// docs/events.md#isolation-per-application).
 pub async fn provider_hostile_keys_and_data_round_trip_verbatim<B: Backend>(b: &B) {
     let provider = b.provider().await;
     let blob: Vec<u8> = (0..1024 * 1024).map(|i: u32| (i.wrapping_mul(2_654_435_761) >> 24) as u8).collect();
@@ -571,9 +576,10 @@ pub async fn provider_hostile_keys_and_data_round_trip_verbatim<B: Backend>(b: &
     }
 }
 
-/// §1, D12: app keys are opaque strings. The empty key, unicode, quotes and semicolons, SQL
-/// wildcards and keys that are prefixes of each other open, lock, persist and read back, each
-/// isolated from the others, also after a reopen through a new provider value.
+/// docs/batches.md#identifiers: app keys are opaque strings. The empty key, unicode, quotes and
+/// semicolons, SQL wildcards and keys that are prefixes of each other open, lock, persist and
+/// read back, each isolated from the others (docs/events.md#isolation-per-application), also
+/// after a reopen through a new provider value.
 pub async fn provider_odd_app_keys_work_and_are_isolated<B: Backend>(b: &B) {
     let keys = ["", "应用-🚀", "a'b\"c;--", "%", "_", "a", "a "];
     let at = now();
@@ -682,10 +688,10 @@ async fn yield_times(n: u64) {
     }
 }
 
-/// D10, §3 atomicity. Persists dropped at assorted points (after one poll, on tiny timeouts,
-/// losing a `select!`, aborted tasks, sequentially and concurrently) leave each batch fully
-/// present or fully absent, every reported success present, a dense log, and a working store
-/// that closes, unlocks and reopens.
+/// docs/close-and-cancellation.md#cancellation, docs/batches.md#atomicity: persists dropped at
+/// assorted points (after one poll, on tiny timeouts, losing a `select!`, aborted tasks,
+/// sequentially and concurrently) leave each batch fully present or fully absent, every reported
+/// success present, a dense log, and a working store that closes, unlocks and reopens.
 pub async fn provider_dropped_persists_are_all_or_nothing<B: Backend>(b: &B) {
     let h = Harness::open(b).await;
     let at = now();
@@ -757,9 +763,9 @@ pub async fn provider_dropped_persists_are_all_or_nothing<B: Backend>(b: &B) {
     store.close().await.unwrap();
 }
 
-/// D10, §5.3. Reads and cursor steps dropped after one poll lose nothing: an abandoned
-/// `EventCursor::next` does not advance the cursor past an event it did not hand out, and the
-/// store keeps serving reads and writes.
+/// docs/close-and-cancellation.md#cancellation: reads and cursor steps dropped after one poll
+/// lose nothing: an abandoned `EventCursor::next` does not advance the cursor past an event it
+/// did not hand out, and the store keeps serving reads and writes.
 pub async fn provider_dropped_reads_lose_nothing<B: Backend>(b: &B) {
     let h = Harness::open(b).await;
     let ops = (0..20).map(|i| Operation::SaveEvent(event(&format!("<message-{i:02}>"), "A"))).collect();
@@ -792,9 +798,9 @@ pub async fn provider_dropped_reads_lose_nothing<B: Backend>(b: &B) {
     h.close().await;
 }
 
-/// §5.2, D9, D10. Persists racing with `close`: close succeeds once, each persist either
-/// succeeds (its batch fully present) or returns exactly `Closed` (its batch fully absent), and
-/// after a reopen the log is dense.
+/// docs/close-and-cancellation.md#close: persists racing with `close`: close succeeds once, each
+/// persist either succeeds (its batch fully present) or returns exactly `Closed` (its batch fully
+/// absent), and after a reopen the log is dense.
 pub async fn provider_persist_racing_close_is_all_or_nothing<B: Backend>(b: &B) {
     let h = Harness::open(b).await;
     let at = now();
@@ -830,8 +836,9 @@ pub async fn provider_persist_racing_close_is_all_or_nothing<B: Backend>(b: &B) 
     store.close().await.unwrap();
 }
 
-/// 90, §5.5. `DataStoreSet::get` opens the key through the provider (which then holds its lock)
-/// and returns the same store for later calls; different keys get different stores.
+/// docs/close-and-cancellation.md#data-store-sets: `DataStoreSet::get` opens the key through the
+/// provider (which then holds its lock) and returns the same store for later calls; different
+/// keys get different stores.
 pub async fn provider_data_store_set_get_opens_and_caches<B: Backend>(b: &B) {
     let set = DataStoreSet::new(b.provider().await);
     let first = set.get(DEFAULT_APP_KEY).await.unwrap();
@@ -848,8 +855,9 @@ pub async fn provider_data_store_set_get_opens_and_caches<B: Backend>(b: &B) {
     set.close().await.unwrap();
 }
 
-/// §5.5. `DataStoreSet::close` closes every cached store and empties the set, which stays
-/// usable: a later `get` opens a new store that sees the data.
+/// docs/close-and-cancellation.md#data-store-sets: `DataStoreSet::close` closes every cached
+/// store and empties the set, which stays usable: a later `get` opens a new store that sees the
+/// data.
 pub async fn provider_data_store_set_close_closes_all_and_set_is_reusable<B: Backend>(b: &B) {
     let set = DataStoreSet::new(b.provider().await);
     let first = set.get(DEFAULT_APP_KEY).await.unwrap();
@@ -874,8 +882,8 @@ pub async fn provider_data_store_set_close_closes_all_and_set_is_reusable<B: Bac
     store.close().await.unwrap();
 }
 
-/// 90, §5.5. An open error (the key is locked elsewhere) is returned as-is and not cached: once
-/// the holder closes, `get` opens the key.
+/// docs/close-and-cancellation.md#data-store-sets: an open error (the key is locked elsewhere) is
+/// returned as-is and not cached: once the holder closes, `get` opens the key.
 pub async fn provider_data_store_set_open_error_is_returned_not_cached<B: Backend>(b: &B) {
     let set = DataStoreSet::new(b.provider().await);
     let holder = open(set.provider(), DEFAULT_APP_KEY).await;
@@ -900,8 +908,9 @@ pub async fn provider_data_store_set_open_error_is_returned_not_cached<B: Backen
     set.close().await.unwrap();
 }
 
-/// §5.5. `DataStoreSet::close` returns every close error: one as itself, several as
-/// `Multiple`; the stores that could be closed are closed anyway.
+/// docs/close-and-cancellation.md#data-store-sets: `DataStoreSet::close` returns every close
+/// error: one as itself, several as `Multiple`; the stores that could be closed are closed
+/// anyway.
 pub async fn provider_data_store_set_close_reports_every_error<B: Backend>(b: &B) {
     let set = DataStoreSet::new(b.provider().await);
     let first = set.get(DEFAULT_APP_KEY).await.unwrap();

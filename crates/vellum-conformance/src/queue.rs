@@ -1,5 +1,5 @@
-//! The message queue: operations and repository (SPEC §1.4, §2.5, §2.6, §4.8, D6, D7, W3;
-//! checklist 34-57).
+//! The message queue: operations and repository (docs/batches.md#queue-messages,
+//! docs/queue.md#queue-order).
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -117,7 +117,7 @@ async fn enqueue<B: Backend>(h: &Harness<B>, messages: &[QueueMessage]) {
     persist(&*h.store, messages.iter().map(save).collect()).await;
 }
 
-/// Saves env0 at `now` (checklist 34-40 and 44-49 start so) and returns it as submitted.
+/// Saves env0 at `now` and returns it as submitted.
 async fn env0_on_queue<B: Backend>(h: &Harness<B>) -> QueueMessage {
     let m = msg(env(0), 0, 0, now());
     enqueue(h, std::slice::from_ref(&m)).await;
@@ -167,7 +167,7 @@ pub async fn queue_update_reorders_messages<B: Backend>(b: &B) {
 }
 
 /// 37. The envelope is immutable: an update with a changed envelope changes only the retry
-///     state (SPEC §2.5).
+///     state (docs/queue.md#envelopes-are-immutable).
 pub async fn queue_update_keeps_envelope<B: Backend>(b: &B) {
     let h = Harness::open(b).await;
     let m = env0_on_queue(&h).await;
@@ -217,7 +217,7 @@ pub async fn queue_save_new_with_revision_zero<B: Backend>(b: &B) {
 }
 
 /// 42. A message not produced by a handler (no source handler, empty instance ID, empty
-///     `scheduled_for`) round-trips exactly (SPEC §1.4, D7).
+///     `scheduled_for`) round-trips exactly (docs/events.md#envelopes-are-stored-exactly).
 pub async fn queue_save_new_with_empty_source_round_trips<B: Backend>(b: &B) {
     let h = Harness::open(b).await;
     let mut envelope = env(0);
@@ -314,7 +314,7 @@ pub async fn queue_remove_absent_with_nonzero_revision_conflicts<B: Backend>(b: 
 }
 
 /// 52. An insert, an update and a removal of different messages from parallel tasks all
-///     succeed (SPEC §5.4).
+///     succeed (docs/close-and-cancellation.md#concurrency).
 pub async fn queue_concurrent_operations_all_succeed<B: Backend>(b: &B) {
     let h = Harness::open(b).await;
     let t = now();
@@ -398,7 +398,8 @@ pub async fn queue_load_cancelled<B: Backend>(b: &B) {
     h.close().await;
 }
 
-/// D6: `load_queue_messages(0)` returns nothing, however many messages are queued.
+/// docs/queue.md#loading-the-head: `load_queue_messages(0)` returns nothing, however many
+/// messages are queued.
 pub async fn queue_load_zero_is_empty<B: Backend>(b: &B) {
     let h = Harness::open(b).await;
     let [m0, m1, m2] = repository_messages();
@@ -439,20 +440,20 @@ async fn ties_are_fifo<B: Backend>(b: &B, one_batch: bool) {
     h.close().await;
 }
 
-/// D6: messages with equal `next_attempt_at` enqueued by separate batches load in enqueue
-/// order, not message-ID order.
+/// docs/queue.md#queue-order: messages with equal `next_attempt_at` enqueued by separate batches
+/// load in enqueue order, not message-ID order.
 pub async fn queue_ties_are_fifo_across_batches<B: Backend>(b: &B) {
     ties_are_fifo(b, false).await;
 }
 
-/// D6: messages with equal `next_attempt_at` enqueued by one batch load in batch order, not
-/// message-ID order.
+/// docs/queue.md#queue-order: messages with equal `next_attempt_at` enqueued by one batch load in
+/// batch order, not message-ID order.
 pub async fn queue_ties_are_fifo_within_a_batch<B: Backend>(b: &B) {
     ties_are_fifo(b, true).await;
 }
 
-/// D6: ties are ordered by *first* enqueue, so updating a message (in place, or away and back)
-/// keeps its position among messages with the same time.
+/// docs/queue.md#queue-order: ties are ordered by *first* enqueue, so updating a message (in
+/// place, or away and back) keeps its position among messages with the same time.
 pub async fn queue_update_keeps_first_enqueue_position<B: Backend>(b: &B) {
     let h = Harness::open(b).await;
     let t = base();
@@ -481,8 +482,8 @@ pub async fn queue_update_keeps_first_enqueue_position<B: Backend>(b: &B) {
     h.close().await;
 }
 
-/// D6: a message enqueued before others, updated to their time, comes first among them (FIFO by
-/// first enqueue, not by the time of the update).
+/// docs/queue.md#queue-order: a message enqueued before others, updated to their time, comes
+/// first among them (FIFO by first enqueue, not by the time of the update).
 pub async fn queue_update_into_tie_orders_by_first_enqueue<B: Backend>(b: &B) {
     let h = Harness::open(b).await;
     let t = base();
@@ -498,8 +499,8 @@ pub async fn queue_update_into_tie_orders_by_first_enqueue<B: Backend>(b: &B) {
     h.close().await;
 }
 
-/// D6, W3: order is by instant, not by text: a whole second sorts before its fractions and
-/// `.1` before `.12` (the bolt/SQLite RFC 3339 string-order bug).
+/// docs/queue.md#time-precision-and-range: order is by instant, not by text: a whole second sorts
+/// before its fractions and `.1` before `.12` (the bolt/SQLite RFC 3339 string-order bug).
 pub async fn queue_orders_whole_and_fractional_seconds<B: Backend>(b: &B) {
     let h = Harness::open(b).await;
     let t = base();
@@ -523,8 +524,9 @@ pub async fn queue_orders_whole_and_fractional_seconds<B: Backend>(b: &B) {
     h.close().await;
 }
 
-/// D6: instants before 1970, at year 1 and at year 9999 (and past 2038) are stored exactly and
-/// ordered correctly, including negative fractional seconds; updates work at those extremes.
+/// docs/queue.md#time-precision-and-range: instants before 1970, at year 1 and at year 9999 (and
+/// past 2038) are stored exactly and ordered correctly, including negative fractional seconds;
+/// updates work at those extremes.
 pub async fn queue_orders_extreme_times<B: Backend>(b: &B) {
     let h = Harness::open(b).await;
     let before = |d: Duration| UNIX_EPOCH.checked_sub(d);
@@ -570,8 +572,9 @@ pub async fn queue_orders_extreme_times<B: Backend>(b: &B) {
     h.close().await;
 }
 
-/// D6, §1.4: `next_attempt_at` is stored with microsecond precision, truncated towards the past
-/// the same way by every provider ([`truncate_to_micros`]); instants in one microsecond tie.
+/// docs/queue.md#time-precision-and-range: `next_attempt_at` is stored with microsecond
+/// precision, truncated towards the past the same way by every provider ([`truncate_to_micros`]);
+/// instants in one microsecond tie.
 pub async fn queue_truncates_to_microseconds<B: Backend>(b: &B) {
     let h = Harness::open(b).await;
     let t = base();
@@ -601,8 +604,9 @@ pub async fn queue_truncates_to_microseconds<B: Backend>(b: &B) {
     h.close().await;
 }
 
-/// §4.8: with 50 messages at shuffled times, `load_queue_messages(10)` returns exactly the ten
-/// earliest, in order (the engine treats "fewer than asked" as "the whole queue").
+/// docs/queue.md#loading-the-head: with 50 messages at shuffled times, `load_queue_messages(10)`
+/// returns exactly the ten earliest, in order (the engine treats "fewer than asked" as "the whole
+/// queue").
 pub async fn queue_load_returns_top_n<B: Backend>(b: &B) {
     let h = Harness::open(b).await;
     let t = base();
@@ -621,7 +625,7 @@ pub async fn queue_load_returns_top_n<B: Backend>(b: &B) {
     h.close().await;
 }
 
-/// §2.5: an update moves a message later or earlier in the order.
+/// docs/queue.md#queue-order: an update moves a message later or earlier in the order.
 pub async fn queue_update_moves_earlier_and_later<B: Backend>(b: &B) {
     let h = Harness::open(b).await;
     let t = base();
@@ -641,7 +645,8 @@ pub async fn queue_update_moves_earlier_and_later<B: Backend>(b: &B) {
     h.close().await;
 }
 
-/// §2.6: a timeout message is removed like any other, and its ID can be enqueued again.
+/// docs/queue.md#timeouts: a timeout message is removed like any other, and its ID can be
+/// enqueued again.
 pub async fn queue_remove_timeout_message<B: Backend>(b: &B) {
     let h = Harness::open(b).await;
     let t = now();
@@ -659,8 +664,8 @@ pub async fn queue_remove_timeout_message<B: Backend>(b: &B) {
     h.close().await;
 }
 
-/// §1 (IDs are opaque strings): empty, Unicode, quoted and SQL-looking message IDs can be
-/// enqueued, updated and removed.
+/// docs/batches.md#identifiers (IDs are opaque strings): empty, Unicode, quoted and SQL-looking
+/// message IDs can be enqueued, updated and removed.
 pub async fn queue_unusual_message_ids<B: Backend>(b: &B) {
     let h = Harness::open(b).await;
     let t = base();
@@ -694,7 +699,8 @@ pub async fn queue_unusual_message_ids<B: Backend>(b: &B) {
     h.close().await;
 }
 
-/// §1.4: `failure_count` is a full u64; `u64::MAX` round-trips on insert and update.
+/// docs/queue.md#revisions-and-failure-counts: `failure_count` is a full u64; `u64::MAX`
+/// round-trips on insert and update.
 pub async fn queue_failure_count_max_round_trips<B: Backend>(b: &B) {
     let h = Harness::open(b).await;
     let t = now();
@@ -708,8 +714,8 @@ pub async fn queue_failure_count_max_round_trips<B: Backend>(b: &B) {
     h.close().await;
 }
 
-/// D7: queued envelopes come back exactly, keeping absent and present-but-empty identities
-/// apart, and `source_site`.
+/// docs/events.md#envelopes-are-stored-exactly: queued envelopes come back exactly, keeping
+/// absent and present-but-empty identities apart, and `source_site`.
 pub async fn queue_envelope_identities_round_trip_exactly<B: Backend>(b: &B) {
     let h = Harness::open(b).await;
     let t = base();
@@ -743,8 +749,8 @@ pub async fn queue_envelope_identities_round_trip_exactly<B: Backend>(b: &B) {
     h.close().await;
 }
 
-/// D2: a batch with a conflicting queue op applies none of its queue ops; the first conflict in
-/// batch order is reported.
+/// docs/batches.md#evaluation-order: a batch with a conflicting queue op applies none of its queue
+/// ops; the first conflict in batch order is reported.
 pub async fn queue_conflict_applies_nothing<B: Backend>(b: &B) {
     let h = Harness::open(b).await;
     let t = now();
@@ -765,8 +771,8 @@ pub async fn queue_conflict_applies_nothing<B: Backend>(b: &B) {
     h.close().await;
 }
 
-/// §2.4: an event and a queue message with the same message ID in one batch are legal (the
-/// engine records an event and enqueues it for its own handlers atomically).
+/// docs/batches.md#entity-keys: an event and a queue message with the same message ID in one batch
+/// are legal (the engine records an event and enqueues it for its own handlers atomically).
 pub async fn queue_message_and_event_with_same_id<B: Backend>(b: &B) {
     let h = Harness::open(b).await;
     let envelope = command(&random_id(), "A1");
@@ -779,8 +785,8 @@ pub async fn queue_message_and_event_with_same_id<B: Backend>(b: &B) {
     h.close().await;
 }
 
-/// D3, D6: a `next_attempt_at` outside the storable microsecond range makes the whole batch
-/// invalid, naming the op; nothing is enqueued.
+/// docs/queue.md#time-precision-and-range: a `next_attempt_at` outside the storable microsecond
+/// range makes the whole batch invalid, naming the op; nothing is enqueued.
 pub async fn queue_time_out_of_range_is_invalid<B: Backend>(b: &B) {
     let h = Harness::open(b).await;
     // About 317,000 years after 1970: past i64 microseconds. Not representable everywhere.

@@ -1,4 +1,4 @@
-//! A batch of operations committed atomically, and its validation (SPEC §3, D3).
+//! A batch of operations committed atomically, and its validation (docs/batches.md#validation).
 
 use std::collections::HashMap;
 
@@ -66,7 +66,8 @@ impl Batch {
     }
 
     /// Checks the batch without touching storage: no two operations may share an entity
-    /// (SPEC §3), and every queue time must fit the stored microsecond range (SPEC D6).
+    /// (docs/batches.md#entity-keys), and every queue time must fit the stored microsecond range
+    /// (docs/queue.md#time-precision-and-range).
     pub fn validate(&self) -> Result<(), Error> {
         let mut seen = HashMap::with_capacity(self.ops.len());
         for (index, op) in self.ops.iter().enumerate() {
@@ -141,7 +142,7 @@ mod tests {
         ProcessInstance { packet: Packet::default(), ..ProcessInstance::new(hk, id) }
     }
 
-    /// SPEC §6 item 85: save and remove of one queue message is invalid, named `queue <X>`.
+    /// docs/batches.md#entity-keys: save and remove of one queue message is invalid, named `queue <X>`.
     #[test]
     fn save_and_remove_of_one_message_is_invalid() {
         let batch = Batch::from(vec![
@@ -156,7 +157,7 @@ mod tests {
         assert!(err.to_string().contains("(queue <id>)"), "{err}");
     }
 
-    /// SPEC §6 item 86: the engine's usual mix of entities is valid.
+    /// docs/batches.md#entity-keys: the engine's usual mix of entities is valid.
     #[test]
     fn engine_shaped_batch_is_valid() {
         let batch = Batch::from(vec![
@@ -172,7 +173,8 @@ mod tests {
         assert!(batch.validate().is_ok());
     }
 
-    /// Aggregates and processes share the handler namespace (SPEC §3), as do save and remove.
+    /// Aggregates and processes share the handler namespace (docs/batches.md#entity-keys), as do save
+    /// and remove.
     #[test]
     fn handler_namespace_is_shared() {
         let cases = [
@@ -207,7 +209,7 @@ mod tests {
         assert!(Batch::from(vec![offset.clone(), offset]).validate().is_err());
     }
 
-    /// An event and a queue message may share a message ID (SPEC §2.4).
+    /// An event and a queue message may share a message ID (docs/batches.md#entity-keys).
     #[test]
     fn event_and_queue_message_may_share_an_id() {
         let batch = Batch::from(vec![

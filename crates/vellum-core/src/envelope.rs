@@ -1,6 +1,6 @@
 //! The Dogma interop envelope (`dogma.interop.v1.envelope.Envelope`), derived with prost.
 //!
-//! Field numbers follow interopspec v0.5.4 exactly (SPEC §9), so the bytes a provider stores are
+//! Field numbers follow interopspec v0.5.4 exactly, so the bytes a provider stores are
 //! the bytes any other Dogma implementation reads. `source_site` is tag 13 although the `.proto`
 //! declares it between tags 3 and 4; prost encodes in tag order, as protoc-generated code does.
 
@@ -25,7 +25,7 @@ impl Identity {
 /// A message and its meta-data, as exchanged between Dogma engines.
 ///
 /// `Option<Identity>` keeps absent and empty identities apart; vellum stores the encoded
-/// envelope, so both come back exactly as saved (SPEC D7).
+/// envelope, so both come back exactly as saved (docs/events.md#envelopes-are-stored-exactly).
 #[derive(Clone, PartialEq, Eq, Hash, prost::Message)]
 pub struct Envelope {
     /// Unique message ID.
@@ -76,7 +76,7 @@ impl Envelope {
         self.source_handler.as_ref().map_or("", |h| h.key.as_str())
     }
 
-    /// Whether this message is a timeout: it has a non-empty `scheduled_for` (SPEC §1.4).
+    /// Whether this message is a timeout: it has a non-empty `scheduled_for` (docs/queue.md#timeouts).
     #[must_use]
     pub fn is_timeout(&self) -> bool {
         !self.scheduled_for.is_empty()

@@ -195,7 +195,7 @@ impl Error {
     }
 }
 
-/// Why a batch is invalid (SPEC §3, D3).
+/// Why a batch is invalid (docs/batches.md#validation).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum InvalidBatch {
@@ -229,7 +229,7 @@ fn join(errors: &[Error]) -> String {
 mod tests {
     use super::*;
 
-    /// SPEC §6 item 88: conflict text names the op type; unknown-message text the ID.
+    /// docs/errors.md#error-and-errorkind: conflict text names the op type; unknown-message text the ID.
     #[test]
     fn messages_name_what_failed() {
         let op = Operation::SaveOffset { application_key: "<app>".into(), current_offset: 1, next_offset: 2 };

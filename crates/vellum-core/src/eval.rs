@@ -1,4 +1,4 @@
-//! Batch evaluation, written once for every provider (SPEC D1, D2, D4).
+//! Batch evaluation, written once for every provider (docs/batches.md#evaluation-order).
 //!
 //! A provider persists a batch in two steps:
 //! 1. [`evaluate`] checks every operation's precondition against the state *before* the batch
@@ -6,7 +6,8 @@
 //!    of [`Effect`]s to write. Nothing is written until every check has passed, so a failing batch
 //!    needs no rollback, and batches sharing one transaction (group commit) fail alone.
 //! 2. The provider writes the effects in order. [`Effect::RemoveQueue`] must be idempotent: the
-//!    timeout cascade of an earlier [`Effect::RemoveProcess`] may already have removed it (W1).
+//!    timeout cascade of an earlier [`Effect::RemoveProcess`] may already have removed it
+//!    (docs/batches.md#process-removal-and-timeouts).
 
 use crate::envelope::Envelope;
 use crate::error::{Error, Result};
@@ -51,7 +52,7 @@ pub enum Effect<'a> {
         /// The revision to store.
         revision: u64,
     },
-    /// Delete a process instance and every timeout it owns (SPEC §2.3).
+    /// Delete a process instance and every timeout it owns (docs/batches.md#process-removal-and-timeouts).
     RemoveProcess {
         /// The process handler key.
         handler_key: &'a str,
@@ -236,7 +237,8 @@ mod tests {
         ProcessInstance { revision, packet: Packet::default(), ..ProcessInstance::new("<p>", "<i>") }
     }
 
-    /// D1 / W1: removing a process and its own timeout in one batch, in either order, succeeds.
+    /// docs/batches.md#process-removal-and-timeouts: removing a process and its own timeout in one
+    /// batch, in either order, succeeds.
     #[test]
     fn process_end_and_own_timeout_removal_compose() {
         let mut state = State::default();
@@ -258,7 +260,8 @@ mod tests {
         }
     }
 
-    /// D2 and item 87: every op is checked in order and the first failure stops evaluation.
+    /// docs/batches.md#evaluation-order: every op is checked in order and the first failure stops
+    /// evaluation.
     #[test]
     fn first_failure_in_batch_order_is_reported() {
         let mut state = State::default();
@@ -286,7 +289,8 @@ mod tests {
         );
     }
 
-    /// SPEC §2.5: insert needs revision 0 and absence; update needs the stored, non-zero revision.
+    /// docs/batches.md#queue-messages: insert needs revision 0 and absence; update needs the
+    /// stored, non-zero revision.
     #[test]
     fn queue_save_rules() {
         let mut state = State::default();

@@ -1,4 +1,4 @@
-//! The records a store keeps (SPEC §1).
+//! The records a store keeps.
 
 use std::collections::HashMap;
 use std::time::SystemTime;
@@ -30,7 +30,7 @@ impl Packet {
     }
 }
 
-/// Meta-data about an aggregate instance (SPEC §1.1).
+/// Meta-data about an aggregate instance (docs/batches.md#aggregate-meta-data).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
 pub struct AggregateMetaData {
     /// Identity key of the aggregate's handler.
@@ -50,7 +50,7 @@ impl AggregateMetaData {
     }
 }
 
-/// The state of a process instance (SPEC §1.2).
+/// The state of a process instance (docs/batches.md#process-instances).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
 pub struct ProcessInstance {
     /// Identity key of the process handler.
@@ -70,7 +70,7 @@ impl ProcessInstance {
     }
 }
 
-/// A message on the application's durable queue (SPEC §1.4).
+/// A message on the application's durable queue (docs/queue.md#queue-messages).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct QueueMessage {
     /// Optimistic-concurrency version; 0 means "not on the queue".
@@ -92,7 +92,7 @@ impl QueueMessage {
     }
 }
 
-/// A persisted event: its offset in the application's log and its envelope (SPEC §1.3).
+/// A persisted event: its offset in the application's log and its envelope (docs/events.md#offsets).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Event {
     /// Position in the application's event log: dense, from 0, in commit order.
@@ -109,7 +109,7 @@ impl Event {
     }
 }
 
-/// The outcome of a successful `persist` (SPEC §1.6).
+/// The outcome of a successful `persist` (docs/batches.md#results).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct PersistResult {
     /// The offset given to each event of the batch, keyed by message ID.
@@ -120,7 +120,7 @@ pub struct PersistResult {
 mod tests {
     use super::*;
 
-    /// SPEC §6 item 89: IDs come from the envelope.
+    /// docs/queue.md#queue-messages: IDs come from the envelope.
     #[test]
     fn ids_come_from_the_envelope() {
         let envelope = Envelope { message_id: "<id>".into(), ..Envelope::default() };

@@ -1,4 +1,5 @@
-//! The closed set of write operations (SPEC §1.8, §2) and the entity each one touches (SPEC §3).
+//! The closed set of write operations (docs/batches.md#what-a-batch-is) and the entity each one
+//! touches (docs/batches.md#entity-keys).
 
 use std::fmt;
 
@@ -61,8 +62,8 @@ impl Operation {
     }
 }
 
-/// The entity an operation touches (SPEC §3). Aggregates and processes share the handler
-/// namespace, as in Go.
+/// The entity an operation touches (docs/batches.md#entity-keys). Aggregates and processes
+/// share the handler namespace, as in Go.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum EntityKey<'a> {
     /// An aggregate or process instance: handler key and instance ID.

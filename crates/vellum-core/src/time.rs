@@ -1,7 +1,7 @@
-//! Queue times as integer microseconds since the Unix epoch (SPEC D6).
+//! Queue times as integer microseconds since the Unix epoch (docs/queue.md#time-precision-and-range).
 //!
 //! Every provider stores `next_attempt_at` through [`Micros`], so every provider truncates the
-//! same way (towards the past) and orders instants, not strings (SPEC §8 W3).
+//! same way (towards the past) and orders instants, not strings (docs/queue.md#time-precision-and-range).
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 

@@ -1,10 +1,11 @@
 //! Wire compatibility of [`Envelope`] with an independent protobuf implementation.
 //!
 //! The golden `.bin` files in `testdata/envelope/` were encoded by Google's Python protobuf
-//! runtime (upb backend) from `testdata/envelope/envelope.proto`, a transcription of SPEC §9;
-//! `testdata/envelope/cases.txt` lists them with lengths, hashes and hex dumps. Each test builds
-//! the expected envelope in Rust, checks that prost decodes the golden bytes to exactly that
-//! value, and that re-encoding reproduces the golden bytes byte for byte.
+//! runtime (upb backend) from `testdata/envelope/envelope.proto`, a transcription of
+//! interopspec v0.5.4's envelope.proto; `testdata/envelope/cases.txt` lists them with lengths,
+//! hashes and hex dumps. Each test builds the expected envelope in Rust, checks that prost
+//! decodes the golden bytes to exactly that value, and that re-encoding reproduces the golden
+//! bytes byte for byte.
 //!
 //! To regenerate the bytes (see the header of `generate.py` for the package versions used):
 //!

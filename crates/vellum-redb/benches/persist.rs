@@ -1,4 +1,4 @@
-//! Write benchmark (DESIGN §5): one-event engine batches (`SaveEvent` + `SaveAggregateMetaData`)
+//! Write benchmark: one-event engine batches (`SaveEvent` + `SaveAggregateMetaData`)
 //! through the provider with 1, 16 and 64 concurrent writers, and the same writes as a
 //! hand-written raw redb loop (one durable transaction per batch), in one run.
 //!

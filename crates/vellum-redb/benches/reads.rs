@@ -1,4 +1,4 @@
-//! Read benchmark (DESIGN §5) over a store holding `VELLUM_BENCH_EVENTS` events (default
+//! Read benchmark over a store holding `VELLUM_BENCH_EVENTS` events (default
 //! 1,000,000) in 10 types and as many queued messages: `load_events_by_type` for 1 type of 10
 //! from offset 0 (and its first page), `load_events_by_source` for one instance,
 //! `load_queue_messages(100)`, `next_event_offset`, and opening the store.

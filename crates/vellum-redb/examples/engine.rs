@@ -56,7 +56,8 @@ async fn handle_command(store: &RedbStore, account: &str, n: usize) -> Result<()
     store.persist(batch).await.map(drop)
 }
 
-/// The process starts, schedules a timeout, and ends while handling that timeout (SPEC D1).
+/// The process starts, schedules a timeout, and ends while handling that timeout
+/// (docs/batches.md#process-removal-and-timeouts).
 async fn run_process(store: &RedbStore, account: &str, n: usize) -> Result<()> {
     let instance = format!("transfer-{account}-{n}");
     let start = ProcessInstance {

@@ -18,8 +18,8 @@ use crate::layout::{
     QUEUE_TIMEOUTS, file_name,
 };
 
-/// Canonical paths of the files open in this process (D8 within a process: redb's own lock is
-/// not guaranteed to exclude a second handle of the same process).
+/// Canonical paths of the files open in this process (docs/locking.md#redb, within a process:
+/// redb's own lock is not guaranteed to exclude a second handle of the same process).
 static OPEN_FILES: Mutex<BTreeSet<PathBuf>> = Mutex::new(BTreeSet::new());
 
 /// A path's entry in [`OPEN_FILES`], removed on drop.

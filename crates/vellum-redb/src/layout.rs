@@ -1,8 +1,9 @@
 //! The on-disk layout: file names, tables, records and the layout version.
 //!
-//! One redb file holds one application's data, so no key carries the application key (D12 holds
-//! by construction). ARCHITECTURE.md describes the same layout for readers of the repository;
-//! change both together, and bump [`LAYOUT_VERSION`] on any incompatible change.
+//! One redb file holds one application's data, so no key carries the application key (isolation
+//! holds by construction, docs/events.md#isolation-per-application). ARCHITECTURE.md describes
+//! the same layout for readers of the repository; change both together, and bump
+//! [`LAYOUT_VERSION`] on any incompatible change.
 
 use redb::TableDefinition;
 
@@ -25,7 +26,7 @@ pub(crate) const NEXT_SEQUENCE: &str = "next_sequence";
 
 /// `events`: offset -> encoded envelope.
 pub(crate) const EVENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("events");
-/// `event_ids`: message ID -> offset (duplicate detection, D4).
+/// `event_ids`: message ID -> offset (duplicate detection, docs/batches.md#events-and-duplicate-message-ids).
 pub(crate) const EVENT_IDS: TableDefinition<&str, u64> = TableDefinition::new("event_ids");
 /// `events_by_type`: (portable name, offset) -> ().
 pub(crate) const EVENTS_BY_TYPE: TableDefinition<(&str, u64), ()> = TableDefinition::new("events_by_type");
@@ -38,10 +39,11 @@ pub(crate) const AGGREGATES: TableDefinition<(&str, &str), &[u8]> = TableDefinit
 pub(crate) const PROCESSES: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("processes");
 /// `queue`: message ID -> [`QueueRecord`].
 pub(crate) const QUEUE: TableDefinition<&str, &[u8]> = TableDefinition::new("queue");
-/// `queue_order`: (`next_attempt_at` µs, enqueue sequence, message ID) -> (), the queue's order (D6).
+/// `queue_order`: (`next_attempt_at` µs, enqueue sequence, message ID) -> (), the queue's order
+/// (docs/queue.md#queue-order).
 pub(crate) const QUEUE_ORDER: TableDefinition<(i64, u64, &str), ()> = TableDefinition::new("queue_order");
 /// `queue_timeouts`: (owner handler key, owner instance ID, message ID) -> (), for the cascade of
-/// `RemoveProcessInstance` (SPEC §2.3).
+/// `RemoveProcessInstance` (docs/batches.md#process-removal-and-timeouts).
 pub(crate) const QUEUE_TIMEOUTS: TableDefinition<(&str, &str, &str), ()> =
     TableDefinition::new("queue_timeouts");
 /// `offsets`: source application key -> next offset to consume.
@@ -84,7 +86,8 @@ pub(crate) struct QueueRecord {
     /// `next_attempt_at` in µs since the Unix epoch.
     #[prost(sint64, tag = "3")]
     pub next_attempt_at: i64,
-    /// The enqueue sequence, given at first enqueue and kept on update (FIFO ties, D6).
+    /// The enqueue sequence, given at first enqueue and kept on update (FIFO ties,
+    /// docs/queue.md#queue-order).
     #[prost(uint64, tag = "4")]
     pub sequence: u64,
     /// The encoded envelope, immutable once enqueued.

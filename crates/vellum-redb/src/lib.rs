@@ -3,7 +3,7 @@
 //!
 //! A [`RedbProvider`] works over a directory holding one redb file per application key, so
 //! processes can host different applications from one directory. Opening a key is exclusive
-//! (SPEC D8): a second open in this process, or in another process (through redb's file lock),
+//! (docs/locking.md#redb): a second open in this process, or in another process (through redb's file lock),
 //! returns [`Error::Locked`] at once; the lock goes with `close`,
 //! with the store, or with the process.
 //!

@@ -1,5 +1,5 @@
-//! Tests that need a second process: exclusivity across processes (SPEC D8) and crash safety
-//! under SIGKILL (issue 3, item 4).
+//! Tests that need a second process: exclusivity across processes (docs/locking.md#redb) and
+//! crash safety under SIGKILL.
 //!
 //! The child is this test binary itself, re-run with `--exact child` and `VELLUM_REDB_CHILD`
 //! naming what to do; without that variable the `child` test does nothing.
@@ -145,8 +145,9 @@ async fn expect_locked(provider: &RedbProvider) {
     assert!(started.elapsed() < PROMPTLY, "Locked took {:?}", started.elapsed());
 }
 
-/// D8: a key held by another process is `Locked` here, promptly; other keys are not; after the
-/// holder is killed (SIGKILL) the key opens and its data is there.
+/// docs/locking.md#locks-die-with-their-holder: a key held by another process is `Locked` here,
+/// promptly; other keys are not; after the holder is killed (SIGKILL) the key opens and its data
+/// is there.
 #[test]
 fn key_held_by_another_process_is_locked_until_it_is_killed() {
     let dir = tempfile::tempdir().unwrap();
@@ -167,8 +168,9 @@ fn key_held_by_another_process_is_locked_until_it_is_killed() {
     });
 }
 
-/// D8: when the holding process closes its store the key opens here while it lives on; and
-/// while this process holds the key, the other process gets `Locked`.
+/// docs/locking.md#locks-die-with-their-holder: when the holding process closes its store the key
+/// opens here while it lives on; and while this process holds the key, the other process gets
+/// `Locked`.
 #[test]
 fn key_closed_by_another_process_opens_and_locks_in_both_directions() {
     let dir = tempfile::tempdir().unwrap();
@@ -378,8 +380,8 @@ fn crash_trials(trials: usize) {
     assert!(batches > 0, "no batch was ever committed: the trials tested nothing");
 }
 
-/// Issue 3 item 4: SIGKILL a writer at random moments; every acknowledged batch survives whole,
-/// no batch is partial, offsets stay dense.
+/// SIGKILL a writer at random moments; every acknowledged batch survives whole, no batch is
+/// partial, offsets stay dense.
 #[test]
 fn sigkill_never_loses_an_acknowledged_batch_nor_leaves_a_partial_one() {
     crash_trials(30);

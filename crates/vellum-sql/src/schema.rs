@@ -10,15 +10,15 @@
 //! - `vellum_process(app_key, handler_key, instance_id, revision, media_type, data)`.
 //! - `vellum_queue(app_key, message_id, revision, failure_count, next_attempt_at, sequence,
 //!   timeout_handler_key, timeout_instance_id, envelope)`: `next_attempt_at` is i64 microseconds
-//!   (SPEC D6); the timeout columns are NULL for messages that are not timeouts; indexes on
-//!   `(app_key, next_attempt_at, sequence, message_id)` and
+//!   (docs/queue.md#time-precision-and-range); the timeout columns are NULL for messages that
+//!   are not timeouts; indexes on `(app_key, next_attempt_at, sequence, message_id)` and
 //!   `(app_key, timeout_handler_key, timeout_instance_id)`.
 //! - `vellum_offset(app_key, source_app_key, next_offset)`.
 //!
-//! Every row is scoped by the store's application key (SPEC D12). u64 values (revisions,
-//! offsets, failure counts) are stored in signed 64-bit columns by bit-casting, so the full u64
-//! range round-trips; only equality is ever asked of those columns except `event_offset`, which
-//! stays far below 2^63.
+//! Every row is scoped by the store's application key
+//! (docs/events.md#isolation-per-application). u64 values (revisions, offsets, failure counts)
+//! are stored in signed 64-bit columns by bit-casting, so the full u64 range round-trips; only
+//! equality is ever asked of those columns except `event_offset`, which stays far below 2^63.
 
 /// The schema version this build writes and reads. A database at a newer version is refused.
 pub const SCHEMA_VERSION: i64 = 1;

@@ -1,4 +1,4 @@
-//! Exclusivity (SPEC D8): a server-wide named lock per (database, application key).
+//! Exclusivity (docs/locking.md#mysql-and-mariadb): a server-wide named lock per (database, application key).
 //!
 //! `GET_LOCK(name, 0)` is taken on the store's dedicated connection and held for the store's
 //! lifetime; it returns 0 at once when another session holds it, which becomes

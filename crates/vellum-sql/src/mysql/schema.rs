@@ -3,9 +3,9 @@
 //! Types: every key column is `VARBINARY(512)` (byte-exact: no collation, no case folding, no
 //! PAD SPACE, so `"a"` and `"a "` are different keys); payloads (`envelope`, `data`,
 //! `media_type`, `last_event_id`) are `LONGBLOB`; u64 values, offsets, sequences and queue
-//! times (microseconds, SPEC D6) are `BIGINT` (u64 bit-cast, see [`crate::schema`]). No
-//! `TIMESTAMP` columns (2038 and session time zones, SPEC §8 W3/W6). Tables are InnoDB with
-//! `ROW_FORMAT=DYNAMIC`, whose index keys may be 3072 bytes: the widest index,
+//! times (microseconds) are `BIGINT` (u64 bit-cast, see [`crate::schema`]). No `TIMESTAMP`
+//! columns (2038 and session time zones, docs/queue.md#time-precision-and-range). Tables are
+//! InnoDB with `ROW_FORMAT=DYNAMIC`, whose index keys may be 3072 bytes: the widest index,
 //! `vellum_event.by_source (app_key, handler_key, instance_id, event_offset)`, takes
 //! 3 × 514 + 8 bytes, which is why keys are capped at [`MAX_KEY_BYTES`] (checked before a batch
 //! reaches the database, see `store.rs`).

@@ -121,7 +121,7 @@ async fn persist(store: &impl Persister, ops: Vec<Operation>) -> vellum_core::Pe
 }
 
 // ---------------------------------------------------------------------------------------------
-// Locks (D8)
+// Locks (docs/locking.md#mysql-and-mariadb)
 
 const CHILD_DB: &str = "VELLUM_MYSQL_LOCK_CHILD_DB";
 const CHILD_KEY: &str = "<child-key>";
@@ -218,8 +218,8 @@ fn same_process_second_open_is_locked_and_close_frees_it() {
     });
 }
 
-/// D8: killing the store's lock connection server-side frees the key for another store, and
-/// the first store refuses every further write.
+/// docs/locking.md#fencing: killing the store's lock connection server-side frees the key for
+/// another store, and the first store refuses every further write.
 #[cfg_attr(not(vellum_mysql), ignore = "VELLUM_MYSQL_URL is not set")]
 #[test]
 fn killed_lock_connection_fences_the_store() {
@@ -259,7 +259,7 @@ fn killed_lock_connection_fences_the_store() {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Hostile input (issue item 5)
+// Hostile input
 
 #[cfg_attr(not(vellum_mysql), ignore = "VELLUM_MYSQL_URL is not set")]
 #[test]

@@ -108,7 +108,7 @@ where
 }
 
 // ---------------------------------------------------------------------------------------------
-// Locking and fencing (D8)
+// Locking and fencing (docs/locking.md#fencing)
 
 #[cfg_attr(not(vellum_postgres), ignore = "VELLUM_POSTGRES_URL is not set")]
 #[test]

@@ -5,7 +5,7 @@
 //! the store's rows. Because the writes go through the very session that holds the lock, a
 //! store whose lock is lost (the session ended) can write nothing more: the connection is gone.
 //! The store also marks itself fenced as soon as it sees the connection end, so later writes
-//! fail with a clear error at once (SPEC D8).
+//! fail with a clear error at once (docs/locking.md#fencing).
 
 use std::collections::{HashMap, HashSet};
 use std::future::{Future, poll_fn};

@@ -1,4 +1,4 @@
-//! Exclusive open per application key (SPEC D8): an OS lock on a sidecar lock file.
+//! Exclusive open per application key (docs/locking.md#sqlite): an OS lock on a sidecar lock file.
 //!
 //! Each (database file, application key) pair has its own lock file in the directory
 //! `<database file>.vellum-locks/`, named after the key (hex-encoded when short, else a 128-bit

@@ -171,7 +171,7 @@ fn child_entry() {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Exclusivity (D8)
+// Exclusivity (docs/locking.md#sqlite)
 
 #[test]
 fn second_open_in_this_process_is_locked_until_close() {
@@ -501,7 +501,7 @@ fn current_thread_runtime_works() {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Crash safety (issue item 6)
+// Crash safety
 
 const CRASH_TASKS: usize = 8;
 const CRASH_KEY: &str = "crash-app";
