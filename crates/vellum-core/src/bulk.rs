@@ -40,7 +40,7 @@ pub enum Record {
         next_offset: u64,
     },
     /// A queued message and the enqueue sequence that orders it among equal
-    /// `next_attempt_at`s (SPEC D6).
+    /// `next_attempt_at`s (docs/queue.md#queue-order).
     Queue {
         /// The store's enqueue sequence of the message; kept verbatim by import.
         sequence: u64,
@@ -209,16 +209,26 @@ impl StoreStats {
 /// A store that can be exported and imported in bulk. Every vellum provider's store is one.
 pub trait BulkStore: DataStore {
     /// How many records of each kind the store holds.
+    ///
+    /// # Cancel safety
+    /// Dropping the future part-way loses nothing and changes nothing: it is a read.
     fn stats(&self) -> impl Future<Output = Result<StoreStats>> + Send;
 
     /// Up to `limit` records of `from`'s section, in ascending key order, starting just after
     /// `from`'s key. Fewer than `limit` means the section is exhausted.
+    ///
+    /// # Cancel safety
+    /// Dropping the future part-way loses nothing and changes nothing: it is a read.
     fn export_page(&self, from: ExportFrom, limit: usize)
     -> impl Future<Output = Result<Vec<Record>>> + Send;
 
     /// Writes `records` in one atomic transaction, keeping revisions, offsets and queue
     /// sequences verbatim, after [`check_import`] accepted them; on error nothing is written.
     /// Later batches continue from the imported state (next offset, next enqueue sequence).
+    ///
+    /// # Cancel safety
+    /// As [`Persister::persist`](crate::Persister::persist): dropped before the store's writer
+    /// took the import, nothing is written; dropped after, it commits whole or not at all.
     fn import(&self, records: Vec<Record>) -> impl Future<Output = Result<()>> + Send;
 }
 
@@ -492,9 +502,14 @@ impl<'a, S: BulkStore> Export<'a, S> {
     /// The next non-empty page, or `None` when every section is done.
     ///
     /// # Errors
-    /// Whatever the store's `export_page` returns.
+    /// Whatever the store's `export_page` returns. The export stays where it was, so calling
+    /// again retries the same page.
+    ///
+    /// # Cancel safety
+    /// Dropping the future part-way loses nothing: the export's position only moves when a page
+    /// is returned (or an empty section is passed), so the next call fetches the same page.
     pub async fn next_page(&mut self) -> Result<Option<Vec<Record>>> {
-        while let Some(from) = self.from.take() {
+        while let Some(from) = self.from.clone() {
             let section = from.section();
             let page = self.store.export_page(from, self.page_size).await?;
             self.from = match page.last() {
@@ -526,6 +541,11 @@ pub struct CopySummary {
 /// # Errors
 /// [`Error::Copy`] if the destination is not empty or does not verify; any error of
 /// either store.
+///
+/// # Cancel safety
+/// Not resumable. Dropped part-way, the destination keeps the pages imported so far, each whole
+/// (the one in flight commits entirely or not at all), and nothing is verified. A destination
+/// that received a page is no longer empty, so a new `copy` into it is refused: use a fresh one.
 pub async fn copy<S: BulkStore, D: BulkStore>(
     source: &S,
     destination: &D,
@@ -563,6 +583,9 @@ pub async fn copy<S: BulkStore, D: BulkStore>(
 ///
 /// # Errors
 /// Whatever the store's `export_page` returns.
+///
+/// # Cancel safety
+/// Dropping the future part-way loses nothing and changes nothing: it is a read.
 pub async fn checksum<S: BulkStore>(store: &S, page_size: usize) -> Result<Digest> {
     let mut digest = Digest::default();
     let mut export = Export::new(store, page_size);

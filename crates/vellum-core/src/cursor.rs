@@ -1,4 +1,4 @@
-//! Event results: a cursor that pages through the log by offset (SPEC §4.7, D11).
+//! Event results: a cursor that pages through the log by offset (docs/events.md#cursors).
 //!
 //! The cursor holds no transaction or connection between calls: each page is a fresh query for
 //! events at or after the next unread offset. So it never skips or repeats an event, dropping it
@@ -72,6 +72,10 @@ pub type PageFuture<'a> = Pin<Box<dyn Future<Output = Result<Vec<Event>>> + Send
 pub trait EventPageSource: Send + Sync {
     /// Up to `limit` events matching `query` with `offset >= from`, in ascending offset order.
     /// Must return [`Error::Closed`](crate::Error::Closed) once the store is closed.
+    ///
+    /// # Cancel safety
+    /// Implementations must be cancel safe: a dropped page future changes nothing and releases
+    /// whatever it held (connection, read transaction). [`EventCursor::next`] relies on it.
     fn load_page<'a>(&'a self, query: &'a EventQuery, from: u64, limit: usize) -> PageFuture<'a>;
 
     /// Whether the store was closed (or dropped): the cursor then returns
@@ -123,8 +127,11 @@ impl EventCursor {
 
     /// The next event, or `None` when every matching event committed so far has been returned.
     ///
-    /// Calling again after `None` looks for events committed since. Dropping the returned future
-    /// loses nothing: the cursor's position only moves when an event is handed out.
+    /// Calling again after `None` looks for events committed since.
+    ///
+    /// # Cancel safety
+    /// Dropping the future part-way loses nothing: the cursor's position only moves when an
+    /// event is handed out, and a page whose fetch was cut short is fetched again next time.
     pub async fn next(&mut self) -> Result<Option<Event>> {
         if self.closed {
             return Ok(None);
@@ -155,6 +162,10 @@ impl EventCursor {
     }
 
     /// Reads every remaining event into a vector.
+    ///
+    /// # Cancel safety
+    /// Dropping the future drops the cursor and the events read so far; nothing in the store
+    /// changes (it is a read). Use [`EventCursor::next`] to keep the position across a drop.
     pub async fn collect(mut self) -> Result<Vec<Event>> {
         let mut events = Vec::new();
         while let Some(event) = self.next().await? {

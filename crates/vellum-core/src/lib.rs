@@ -5,8 +5,12 @@
 //! Every write is a [`Batch`] committed atomically under optimistic concurrency control.
 //!
 //! This crate holds what every provider shares: the model, [`Batch`] and [`Operation`],
-//! [`Error`], the repository traits and [`Provider`], the [`EventCursor`], batch evaluation
-//! ([`eval`]) and [`DataStoreSet`]. It knows no backend.
+//! [`Error`], the repository traits and [`Provider`], the [`EventCursor`], [`DataStoreSet`] and
+//! bulk export and import ([`bulk`]). It knows no backend.
+//!
+//! Provider authors start at [`provider`]: it explains how to write a provider and re-exports
+//! the shared machinery one builds on (batch evaluation, planning, the commit engine, cursor
+//! paging, tracing spans and stable hashes).
 
 mod batch;
 pub mod bulk;
@@ -20,6 +24,7 @@ mod model;
 pub mod observe;
 mod operation;
 pub mod plan;
+pub mod provider;
 mod repository;
 mod set;
 pub mod time;

@@ -1,5 +1,5 @@
 //! The traits a store implements, split as in Go so each engine component asks for only what
-//! it needs (DESIGN §2). Methods are native async and every future is `Send`.
+//! it needs. Methods are native async and every future is `Send`.
 
 use std::future::Future;
 
@@ -11,6 +11,9 @@ use crate::model::{AggregateMetaData, PersistResult, ProcessInstance, QueueMessa
 /// Reads aggregate meta-data.
 pub trait AggregateRepository: Send + Sync {
     /// The stored meta-data, or `{handler_key, instance_id, 0, ""}` for a never-saved instance.
+    ///
+    /// # Cancel safety
+    /// Dropping the future part-way loses nothing and changes nothing: it is a read.
     fn load_aggregate_meta_data(
         &self,
         handler_key: &str,
@@ -21,10 +24,17 @@ pub trait AggregateRepository: Send + Sync {
 /// Reads the application's event log.
 pub trait EventRepository: Send + Sync {
     /// The number of events in the log: the offset the next event will get.
+    ///
+    /// # Cancel safety
+    /// Dropping the future part-way loses nothing and changes nothing: it is a read.
     fn next_event_offset(&self) -> impl Future<Output = Result<u64>> + Send;
 
     /// Events whose portable name is one of `portable_names`, from `min_offset` on, ascending.
     /// An empty filter matches nothing.
+    ///
+    /// # Cancel safety
+    /// Dropping the future part-way loses nothing and changes nothing: it is a read, and no
+    /// cursor is left behind.
     fn load_events_by_type(
         &self,
         portable_names: &[&str],
@@ -32,6 +42,10 @@ pub trait EventRepository: Send + Sync {
     ) -> impl Future<Output = Result<EventCursor>> + Send;
 
     /// Events produced by one handler instance (exact match on both keys), from offset 0.
+    ///
+    /// # Cancel safety
+    /// Dropping the future part-way loses nothing and changes nothing: it is a read, and no
+    /// cursor is left behind.
     fn load_events_by_source(
         &self,
         handler_key: &str,
@@ -42,12 +56,18 @@ pub trait EventRepository: Send + Sync {
 /// Reads consumer positions in other applications' event streams.
 pub trait OffsetRepository: Send + Sync {
     /// The next offset to consume from `application_key`'s stream, 0 when none is stored.
+    ///
+    /// # Cancel safety
+    /// Dropping the future part-way loses nothing and changes nothing: it is a read.
     fn load_offset(&self, application_key: &str) -> impl Future<Output = Result<u64>> + Send;
 }
 
 /// Reads process instances.
 pub trait ProcessRepository: Send + Sync {
     /// The stored instance, or `{handler_key, instance_id, 0, empty packet}` when absent.
+    ///
+    /// # Cancel safety
+    /// Dropping the future part-way loses nothing and changes nothing: it is a read.
     fn load_process_instance(
         &self,
         handler_key: &str,
@@ -59,12 +79,20 @@ pub trait ProcessRepository: Send + Sync {
 pub trait QueueRepository: Send + Sync {
     /// Up to `n` messages with the earliest `next_attempt_at`, due or not; ties in enqueue order,
     /// then by message ID. `n == 0` returns nothing.
+    ///
+    /// # Cancel safety
+    /// Dropping the future part-way loses nothing and changes nothing: it is a read.
     fn load_queue_messages(&self, n: usize) -> impl Future<Output = Result<Vec<QueueMessage>>> + Send;
 }
 
 /// Commits batches.
 pub trait Persister: Send + Sync {
     /// Validates and commits `batch` atomically. On any error nothing from the batch is applied.
+    ///
+    /// # Cancel safety
+    /// Dropped before the store's writer took the batch, it is never committed. Dropped after,
+    /// it commits whole with its group or not at all, never partly, and the caller cannot tell
+    /// which (reload to find out). Dropping never blocks and leaves the store usable.
     fn persist(&self, batch: Batch) -> impl Future<Output = Result<PersistResult>> + Send;
 }
 
@@ -77,6 +105,11 @@ pub trait DataStore:
 
     /// Closes the store and releases its exclusive lock. The first call succeeds; every later
     /// call, and every other operation afterwards, returns [`Error::Closed`](crate::Error::Closed).
+    ///
+    /// # Cancel safety
+    /// The store is closed, and new work refused, from the future's first poll. Dropped after
+    /// that, the store's writer still commits the work queued before the close and then
+    /// releases the lock on its own; a later `close` returns `Closed`.
     fn close(&self) -> impl Future<Output = Result<()>> + Send;
 }
 
@@ -87,5 +120,11 @@ pub trait Provider: Send + Sync {
 
     /// Opens the store of `app_key` for exclusive use; returns
     /// [`Error::Locked`](crate::Error::Locked) promptly if it is open elsewhere.
+    ///
+    /// # Cancel safety
+    /// A dropped `open` leaves no store open and no lock held. SQLite releases its lock file as
+    /// the future drops; redb's writer thread finishes opening the file, finds nobody to take it
+    /// and closes it; PostgreSQL and MySQL close the half-opened lock connection in the
+    /// background, and the server frees the lock when that session ends.
     fn open(&self, app_key: &str) -> impl Future<Output = Result<Self::Store>> + Send;
 }

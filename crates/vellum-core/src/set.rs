@@ -1,4 +1,4 @@
-//! [`DataStoreSet`]: lazily opened, cached stores for several applications (SPEC §5.5).
+//! [`DataStoreSet`]: lazily opened, cached stores for several applications (docs/close-and-cancellation.md#data-store-sets).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -29,6 +29,10 @@ impl<P: Provider> DataStoreSet<P> {
     }
 
     /// The store of `app_key`, opening it if needed. Open errors are returned, not cached.
+    ///
+    /// # Cancel safety
+    /// Dropping the future part-way caches nothing new and leaves no lock behind (an `open` cut
+    /// short releases what it took, see [`Provider::open`]); a later `get` opens the store again.
     pub async fn get(&self, app_key: &str) -> Result<Arc<P::Store>> {
         let mut stores = self.stores.lock().await;
         if let Some(store) = stores.get(app_key) {
@@ -41,6 +45,12 @@ impl<P: Provider> DataStoreSet<P> {
 
     /// Closes every cached store and empties the set, which stays usable. Every close error is
     /// returned (one as itself, several as [`Error::Multiple`]).
+    ///
+    /// # Cancel safety
+    /// Dropped while waiting for the set's mutex, it does nothing. Dropped later, the set is empty
+    /// anyway: the store being closed finishes closing on its own ([`DataStore::close`]), those
+    /// not reached yet are dropped unclosed (which releases their locks once no other `Arc` holds
+    /// them), and the close errors collected so far are lost.
     pub async fn close(&self) -> Result<()> {
         let mut stores = self.stores.lock().await;
         let mut errors = Vec::new();
@@ -133,7 +143,7 @@ mod tests {
         }
     }
 
-    /// SPEC §6 item 90.
+    /// docs/close-and-cancellation.md#data-store-sets.
     #[tokio::test]
     async fn opens_once_caches_and_does_not_cache_errors() {
         let set = DataStoreSet::new(Counting::default());

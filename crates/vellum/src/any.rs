@@ -43,6 +43,9 @@ macro_rules! sql_dispatch {
 }
 
 /// Any of the providers this build has, as [`connect`](crate::connect) returns.
+///
+/// [`Provider::open`] forwards to the chosen provider, with that provider's cancel safety (see
+/// the trait).
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub enum AnyProvider {
@@ -64,6 +67,9 @@ pub enum AnyProvider {
 }
 
 /// A store opened through an [`AnyProvider`].
+///
+/// Every method forwards to the concrete store, so each has the cancel safety its trait
+/// documents ([`DataStore`], [`Persister`], [`BulkStore`], the repository traits).
 #[non_exhaustive]
 pub enum AnyStore {
     /// In memory.
@@ -108,6 +114,12 @@ impl AnyProvider {
     ///
     /// # Errors
     /// [`Error::Unsupported`] for a provider without a schema; the database's error otherwise.
+    ///
+    /// # Cancel safety
+    /// Run it to completion. SQLite finishes a dropped call on its blocking thread. Dropped
+    /// part-way, PostgreSQL and MySQL may put back into their pool a connection still holding
+    /// the schema lock (PostgreSQL: perhaps in an open transaction; MySQL: with some tables made),
+    /// which stalls later schema creations, and opens that must create the schema, until it closes.
     #[allow(clippy::unused_async)] // without SQL features every arm is an error
     pub async fn create_schema(&self) -> Result<()> {
         sql_dispatch!(self, p => p.create_schema().await)
@@ -117,6 +129,10 @@ impl AnyProvider {
     ///
     /// # Errors
     /// [`Error::Unsupported`] for a provider without a schema; the database's error otherwise.
+    ///
+    /// # Cancel safety
+    /// Dropping the future may not stop the drop: SQLite finishes it on its blocking thread, and
+    /// a server runs the statement once it was sent. Call it again to be sure: it is idempotent.
     #[allow(clippy::unused_async)] // without SQL features every arm is an error
     pub async fn drop_schema(&self) -> Result<()> {
         sql_dispatch!(self, p => p.drop_schema().await)
@@ -126,6 +142,9 @@ impl AnyProvider {
     ///
     /// # Errors
     /// [`Error::Unsupported`] for a provider without a schema; the database's error otherwise.
+    ///
+    /// # Cancel safety
+    /// Dropping the future part-way loses nothing and changes nothing: it is a read.
     #[allow(clippy::unused_async)] // without SQL features every arm is an error
     pub async fn schema_version(&self) -> Result<Option<i64>> {
         sql_dispatch!(self, p => p.schema_version().await)

@@ -34,13 +34,33 @@
 //! ```
 //!
 //! Whole stores move between providers with [`bulk::copy`] (what `vellum copy` runs).
+//!
+//! This crate exports the API an engine uses. Writing a provider takes more (batch evaluation,
+//! planning, the commit engine): see [`vellum_core::provider`].
 
 mod any;
 mod url;
 
 pub use any::{AnyProvider, AnyStore};
 pub use url::{SCHEMES, StoreUrl};
-pub use vellum_core::*;
+pub use vellum_core::time;
+pub use vellum_core::{
+    AggregateMetaData, AggregateRepository, Batch, BulkStore, DEFAULT_PAGE_SIZE, DataStore, DataStoreSet,
+    EntityKey, Envelope, Error, ErrorKind, Event, EventCursor, EventQuery, EventRepository, ExportFrom,
+    Identity, InvalidBatch, OffsetRepository, Operation, Packet, PersistResult, Persister, ProcessInstance,
+    ProcessRepository, Provider, QueueKey, QueueMessage, QueueRepository, Record, Result, Section,
+    StoreStats,
+};
+
+pub mod bulk {
+    //! Bulk export and import of whole stores: backup, restore, and copying a store between
+    //! providers ([`copy`], what `vellum copy` runs).
+
+    pub use vellum_core::bulk::{
+        BulkStore, CopySummary, Digest, Export, ExportFrom, ImportError, QueueKey, Record, Section,
+        StoreStats, checksum, copy,
+    };
+}
 
 /// The in-memory provider.
 #[cfg(feature = "memory")]

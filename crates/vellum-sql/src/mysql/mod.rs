@@ -149,9 +149,17 @@ impl MysqlProvider {
     /// `mysql_async` URL parameters are honoured; unless the URL sets `pool_min`/`pool_max`,
     /// the pool keeps no idle connections and opens at most 10 per CPU (10 to 100).
     pub fn from_url(url: &str) -> Result<Self> {
-        let opts = Opts::from_url(url).map_err(|e| Error::storage("mysql: parsing the connection URL", e))?;
+        Self::from_url_with(url, MysqlOptions::default())
+    }
+
+    /// A provider from a URL (see [`MysqlProvider::from_url`]) with the given options.
+    pub fn from_url_with(url: &str, options: MysqlOptions) -> Result<Self> {
+        let opts = Opts::from_url(url).map_err(|e| {
+            Error::storage_kind(ErrorKind::Misconfigured, "mysql: parsing the connection URL", e)
+        })?;
         let explicit = url.contains("pool_min=") || url.contains("pool_max=");
-        Ok(if explicit { Self::from_opts_keeping_pool(opts) } else { Self::from_opts(opts) })
+        let provider = if explicit { Self::from_opts_keeping_pool(opts) } else { Self::from_opts(opts) };
+        Ok(provider.with_options(options))
     }
 
     /// A provider with its own pool, from connection options (pool options replaced by the
@@ -173,8 +181,8 @@ impl MysqlProvider {
     /// A provider over a pool the caller owns: vellum never disconnects it. Stores open their
     /// dedicated lock connections with the pool's connection options.
     #[must_use]
-    pub fn with_pool(pool: Pool) -> Self {
-        Self { pool, opts: None, owned: false, options: MysqlOptions::default() }
+    pub fn from_pool(pool: Pool, options: MysqlOptions) -> Self {
+        Self { pool, opts: None, owned: false, options }
     }
 
     /// Replaces the options.

@@ -500,7 +500,7 @@ fn concurrent_writers_get_dense_offsets() {
 fn caller_owned_pool_is_not_closed() {
     run("caller_owned_pool_is_not_closed", |db| async move {
         let pool = mysql_async::Pool::new(db.opts.clone());
-        let provider = MysqlProvider::with_pool(pool.clone());
+        let provider = MysqlProvider::from_pool(pool.clone(), MysqlOptions::default());
         let store = provider.open("<app>").await.expect("open");
         persist(&store, vec![Operation::SaveEvent(event("<e>", "A"))]).await;
         store.close().await.expect("close");

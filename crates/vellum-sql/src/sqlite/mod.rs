@@ -164,11 +164,11 @@ impl SqliteProvider {
 
     /// A provider from a URL: `sqlite://relative/path` or `sqlite:///absolute/path`.
     pub fn from_url(url: &str) -> Result<Self> {
-        Self::from_url_with_options(url, SqliteOptions::default())
+        Self::from_url_with(url, SqliteOptions::default())
     }
 
     /// A provider from a URL (see [`SqliteProvider::from_url`]) with the given options.
-    pub fn from_url_with_options(url: &str, options: SqliteOptions) -> Result<Self> {
+    pub fn from_url_with(url: &str, options: SqliteOptions) -> Result<Self> {
         let path = url.strip_prefix("sqlite://").filter(|p| !p.is_empty()).ok_or_else(|| {
             Error::storage(
                 format!("sqlite: parsing the URL {url:?}"),

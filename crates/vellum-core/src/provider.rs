@@ -1,0 +1,79 @@
+//! Everything a provider author needs, in one place.
+//!
+//! A provider stores and fetches; it decides nothing. Validation, precondition checks,
+//! conflicts, event offsets, enqueue sequences, revisions, group commit and close draining are
+//! written once in `vellum-core`, so every provider behaves the same by construction
+//! (`docs/providers.md#writing-a-provider`). Writing one takes these steps:
+//!
+//! 1. **Read the stored state.** Implement [`PreBatchState`] over your storage: the stored
+//!    revision of an aggregate, process or queue message, a process's timeouts, a consumer
+//!    offset, whether an event ID is in the log. [`evaluate`] checks a batch against it and
+//!    returns the [`Effect`]s to write. A provider that prefers one round trip per unit of work
+//!    fetches the rows [`StateKeys`] lists into a [`Snapshot`], which implements
+//!    [`PreBatchState`] itself.
+//! 2. **Apply plans.** Implement [`Executor`]: [`Executor::execute`] runs one unit of [`Work`]
+//!    (a group of at most [`MAX_GROUP`] batches, or an import) in one transaction. Read the
+//!    stored [`Counters`], plan the work with [`Work::plan`] (that is, [`plan_group`] or
+//!    [`plan_import`], which calls [`check_import`]), apply the [`Plan`]'s [`Write`]s in order,
+//!    store [`Plan::after`] when [`Plan::counters_changed`], commit, and return
+//!    [`Planned::outcomes`]. Return `Err` only when the transaction failed as a whole and
+//!    nothing was committed. [`Executor::release`] frees the lock and connections once the
+//!    queue is drained. An executor that hands work to another thread keeps it as
+//!    [`SharedWork`].
+//! 3. **Keep a [`WriteQueue`] in the store.** [`WriteQueue::new`] returns the queue and the
+//!    writer future: spawn it on your runtime, or run it on a thread of its own with
+//!    [`block_on`] when your storage calls block. `persist`, `import` and `close` go through
+//!    [`WriteQueue::persist`], [`WriteQueue::import`] and [`WriteQueue::close`], which give the
+//!    documented cancel safety for free.
+//! 4. **Serve reads.** Implement the repository traits' reads
+//!    ([`AggregateRepository`](crate::AggregateRepository),
+//!    [`EventRepository`](crate::EventRepository), [`OffsetRepository`](crate::OffsetRepository),
+//!    [`ProcessRepository`](crate::ProcessRepository),
+//!    [`QueueRepository`](crate::QueueRepository)), [`DataStore`](crate::DataStore),
+//!    [`BulkStore`](crate::BulkStore) and [`Provider`](crate::Provider). Event queries return an
+//!    [`EventCursor`](crate::EventCursor) over your [`EventPageSource`]: one
+//!    [`PageFuture`] per page, holding nothing between pages. Every read returns
+//!    [`Error::Closed`](crate::Error::Closed) after close.
+//! 5. **Emit the shared spans** of [`observe`], and derive file or lock names with [`hash`].
+//! 6. **Run the conformance suite.** In your tests, implement `vellum_conformance::Backend`
+//!    (the storage under test: `provider()` returns a *new* provider value over the *same*
+//!    storage) and instantiate every test with
+//!    `vellum_conformance::conformance_tests!(make_backend)`.
+//!
+//! ```rust,ignore
+//! use vellum_core::provider::{Executor, Work, WriteQueue};
+//!
+//! struct MyExecutor { /* the store's lock and write connection */ }
+//!
+//! impl Executor for MyExecutor {
+//!     const PROVIDER: &'static str = "mine";
+//!     fn app_key(&self) -> &str { /* … */ }
+//!     async fn execute(&mut self, work: Work<'_>) -> Result<Vec<Result<PersistResult>>> {
+//!         let tx = self.begin()?;
+//!         let mut state = tx.snapshot(work.keys())?;      // a `Snapshot`
+//!         let planned = work.plan(&mut state, state.counters)?;
+//!         for write in &planned.plan.writes { tx.apply(write)?; }
+//!         if planned.plan.counters_changed() { tx.store_counters(planned.plan.after)?; }
+//!         tx.commit()?;
+//!         Ok(planned.outcomes)
+//!     }
+//!     async fn release(self) { /* unlock, disconnect */ }
+//! }
+//!
+//! // In `Provider::open`, after taking the lock:
+//! let (writes, writer) = WriteQueue::new(MyExecutor { /* … */ });
+//! tokio::spawn(writer);
+//!
+//! // In the provider's tests:
+//! async fn make_backend() -> Result<MyBackend, vellum_conformance::Skip> { Ok(MyBackend::new()) }
+//! vellum_conformance::conformance_tests!(make_backend);
+//! ```
+
+pub use crate::bulk::check_import;
+pub use crate::commit::{Executor, MAX_GROUP, SharedWork, Work, WriteQueue, block_on};
+pub use crate::cursor::{EventPageSource, PageFuture};
+pub use crate::eval::{Effect, PreBatchState, evaluate};
+pub use crate::plan::{
+    Counters, Plan, Planned, QueueState, Snapshot, StateKeys, Write, plan_group, plan_import,
+};
+pub use crate::{hash, observe};
