@@ -20,7 +20,7 @@ use prost::Message as _;
 
 use crate::error::{Error, Result};
 use crate::eval::PreBatchState;
-use crate::hash::fnv1a_128;
+use crate::provider::hash::fnv1a_128;
 use crate::model::{AggregateMetaData, Event, ProcessInstance, QueueMessage};
 use crate::repository::DataStore;
 use crate::time::Micros;

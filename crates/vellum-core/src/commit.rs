@@ -32,7 +32,7 @@ use crate::bulk::Record;
 use crate::error::{Error, Result};
 use crate::eval::PreBatchState;
 use crate::model::PersistResult;
-use crate::observe;
+use crate::provider::observe;
 use crate::plan::{Counters, Planned, StateKeys, plan_group, plan_import};
 
 /// The most batches one group (one transaction) takes; bounds transaction size and latency.

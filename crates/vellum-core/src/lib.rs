@@ -14,16 +14,14 @@
 
 mod batch;
 pub mod bulk;
-pub mod commit;
+mod commit;
 mod cursor;
 mod envelope;
 mod error;
-pub mod eval;
-pub mod hash;
+mod eval;
 mod model;
-pub mod observe;
 mod operation;
-pub mod plan;
+mod plan;
 pub mod provider;
 mod repository;
 mod set;

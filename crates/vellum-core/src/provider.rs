@@ -76,4 +76,7 @@ pub use crate::eval::{Effect, PreBatchState, evaluate};
 pub use crate::plan::{
     Counters, Plan, Planned, QueueState, Snapshot, StateKeys, Write, plan_group, plan_import,
 };
-pub use crate::{hash, observe};
+#[path = "hash.rs"]
+pub mod hash;
+#[path = "observe.rs"]
+pub mod observe;

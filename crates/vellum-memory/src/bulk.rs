@@ -3,8 +3,8 @@
 //! Aggregates, processes and offsets live in hash maps, so a page of them sorts the keys past
 //! the resume point: fine for a provider whose data fits in memory anyway.
 
-use vellum_core::observe;
-use vellum_core::plan::plan_import;
+use vellum_core::provider::observe;
+use vellum_core::provider::plan_import;
 use vellum_core::{
     AggregateMetaData, BulkStore, DataStore, ExportFrom, ProcessInstance, Record, Result, StoreStats,
 };

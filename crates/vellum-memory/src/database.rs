@@ -2,8 +2,8 @@
 
 use std::collections::HashMap;
 
-use vellum_core::eval::PreBatchState;
-use vellum_core::plan::{Counters, Plan, Write};
+use vellum_core::provider::PreBatchState;
+use vellum_core::provider::{Counters, Plan, Write};
 use vellum_core::{AggregateMetaData, Packet, ProcessInstance, Result};
 
 use crate::keyed::Keyed2;

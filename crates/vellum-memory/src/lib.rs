@@ -79,9 +79,9 @@ impl Provider for MemoryProvider {
     type Store = MemoryStore;
 
     async fn open(&self, app_key: &str) -> Result<MemoryStore> {
-        let span = vellum_core::observe::open_span("memory", app_key);
+        let span = vellum_core::provider::observe::open_span("memory", app_key);
         let _entered = span.enter();
-        vellum_core::observe::record(&span, self.open_sync(app_key))
+        vellum_core::provider::observe::record(&span, self.open_sync(app_key))
     }
 }
 

@@ -4,8 +4,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use parking_lot::{RwLockReadGuard, RwLockWriteGuard};
-use vellum_core::observe;
-use vellum_core::plan::{Planned, plan_group};
+use vellum_core::provider::observe;
+use vellum_core::provider::{Planned, plan_group};
 use vellum_core::{
     AggregateMetaData, AggregateRepository, Batch, DataStore, Error, EventCursor, EventPageSource,
     EventQuery, EventRepository, OffsetRepository, PageFuture, PersistResult, Persister, ProcessInstance,

@@ -6,15 +6,16 @@
 //! (queue order) and events by offset.
 //!
 //! An import is a unit of work of the store's writer, like a group of batches, with a write
-//! transaction of its own: it is planned (`vellum_core::plan::plan_import`, which checks it)
+//! transaction of its own: it is planned (`vellum_core::provider::plan_import`, which checks it)
 //! against that transaction and applied by the same code as batches.
 
 use std::ops::Bound;
 
 use redb::{Key, ReadableTableMetadata, TableDefinition, Value};
+use vellum_core::provider::observe;
 use vellum_core::{
     AggregateMetaData, BulkStore, DataStore, Event, ExportFrom, Packet, ProcessInstance, QueueKey, Record,
-    Result, StoreStats, observe,
+    Result, StoreStats,
 };
 
 use crate::PROVIDER;

@@ -117,7 +117,7 @@ pub(crate) fn file_name(app_key: &str) -> String {
         })
         .collect();
     let prefix = if prefix.is_empty() { "_".to_owned() } else { prefix };
-    format!("app.{prefix}.{:032x}.redb", vellum_core::hash::fnv1a_128(app_key.as_bytes()))
+    format!("app.{prefix}.{:032x}.redb", vellum_core::provider::hash::fnv1a_128(app_key.as_bytes()))
 }
 
 #[cfg(test)]
@@ -156,9 +156,12 @@ mod tests {
     #[test]
     fn names_are_stable() {
         // Changing the hash would orphan every existing file: this pins it.
-        assert_eq!(format!("{:032x}", vellum_core::hash::fnv1a_128(b"")), "6c62272e07bb014262b821756295c58d");
         assert_eq!(
-            format!("{:032x}", vellum_core::hash::fnv1a_128(b"a")),
+            format!("{:032x}", vellum_core::provider::hash::fnv1a_128(b"")),
+            "6c62272e07bb014262b821756295c58d"
+        );
+        assert_eq!(
+            format!("{:032x}", vellum_core::provider::hash::fnv1a_128(b"a")),
             "d228cb696f1a8caf78912b704e4a8964"
         );
     }

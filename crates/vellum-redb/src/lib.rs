@@ -46,8 +46,9 @@ use std::sync::Arc;
 
 use tokio::sync::oneshot;
 use tracing::Instrument as _;
-use vellum_core::commit::{WriteQueue, block_on};
-use vellum_core::{Error, Provider, Result, observe};
+use vellum_core::provider::observe;
+use vellum_core::provider::{WriteQueue, block_on};
+use vellum_core::{Error, Provider, Result};
 use writer::RedbExecutor;
 
 pub use store::RedbStore;

@@ -7,11 +7,12 @@ use std::sync::atomic::Ordering;
 use parking_lot::RwLock;
 use redb::ReadableDatabase;
 use tracing::Span;
-use vellum_core::commit::WriteQueue;
+use vellum_core::provider::WriteQueue;
+use vellum_core::provider::observe;
 use vellum_core::{
     AggregateMetaData, AggregateRepository, Batch, DataStore, Error, EventCursor, EventPageSource,
     EventQuery, EventRepository, OffsetRepository, PageFuture, PersistResult, Persister, ProcessInstance,
-    ProcessRepository, QueueMessage, QueueRepository, Result, observe,
+    ProcessRepository, QueueMessage, QueueRepository, Result,
 };
 
 use crate::PROVIDER;

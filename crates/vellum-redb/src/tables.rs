@@ -5,8 +5,8 @@ use std::path::Path;
 
 use prost::Message;
 use redb::{ReadOnlyTable, ReadTransaction, ReadableTable, Table, WriteTransaction};
-use vellum_core::eval::PreBatchState;
-use vellum_core::plan::{Counters, Plan, Write};
+use vellum_core::provider::PreBatchState;
+use vellum_core::provider::{Counters, Plan, Write};
 use vellum_core::time::Micros;
 use vellum_core::{
     AggregateMetaData, Envelope, Error, Event, EventQuery, Packet, ProcessInstance, QueueMessage, Result,

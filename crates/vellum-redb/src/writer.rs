@@ -8,7 +8,7 @@
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use vellum_core::commit::{Executor, Work};
+use vellum_core::provider::{Executor, Work};
 use vellum_core::{PersistResult, Result};
 
 use crate::PROVIDER;

@@ -11,12 +11,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use tracing::Instrument as _;
-use vellum_core::commit::WriteQueue;
+use vellum_core::provider::WriteQueue;
+use vellum_core::provider::observe;
 use vellum_core::{
     AggregateMetaData, AggregateRepository, Batch, BulkStore, DataStore, Error, Event, EventCursor,
     EventPageSource, EventQuery, EventRepository, ExportFrom, OffsetRepository, PageFuture, PersistResult,
     Persister, ProcessInstance, ProcessRepository, QueueMessage, QueueRepository, Record, Result, StoreStats,
-    observe,
 };
 
 mod sealed {

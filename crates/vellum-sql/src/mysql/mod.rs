@@ -62,8 +62,9 @@ use std::time::Duration;
 use mysql_async::prelude::Queryable;
 use mysql_async::{Conn, Opts, OptsBuilder, Pool, PoolConstraints, PoolOpts, Row, Value};
 use tracing::Instrument as _;
-use vellum_core::commit::WriteQueue;
-use vellum_core::{Error, ErrorKind, Provider, Result, observe};
+use vellum_core::provider::WriteQueue;
+use vellum_core::provider::observe;
+use vellum_core::{Error, ErrorKind, Provider, Result};
 use writer::MysqlWriter;
 
 pub use lock::lock_name;

@@ -13,8 +13,8 @@ use std::collections::HashSet;
 
 use mysql_async::prelude::Queryable;
 use mysql_async::{Conn, Row, Value};
-use vellum_core::commit::{Executor, Work};
-use vellum_core::plan::{Counters, Plan, Planned, QueueState, Snapshot, StateKeys, Write};
+use vellum_core::provider::{Counters, Plan, Planned, QueueState, Snapshot, StateKeys, Write};
+use vellum_core::provider::{Executor, Work};
 use vellum_core::{Batch, Error, ErrorKind, PersistResult, Result};
 
 use super::reads::bytes;

@@ -18,7 +18,7 @@
 //!   connection task is watched and every later persist fails with a clear error.
 //! - **Group commit.** The commit engine (`vellum_core::commit`) queues concurrent persists and
 //!   the store's writer commits each group in one transaction, usually in ONE round trip:
-//!   1. It plans the group (`vellum_core::plan::plan_group`) against the state the
+//!   1. It plans the group (`vellum_core::provider::plan_group`) against the state the
 //!      batches themselves expect (each key as the first batch touching it expects it: the
 //!      submitted revision, events absent) and the counters it left after its last commit
 //!      (it is the app's only writer while it holds the lock).
@@ -55,8 +55,9 @@ use std::time::Duration;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use tokio_postgres::{Client, NoTls};
 use tracing::Instrument as _;
-use vellum_core::commit::WriteQueue;
-use vellum_core::{Error, ErrorKind, Provider, Result, observe};
+use vellum_core::provider::WriteQueue;
+use vellum_core::provider::observe;
+use vellum_core::{Error, ErrorKind, Provider, Result};
 
 use crate::schema::SCHEMA_VERSION;
 pub use reads::PostgresReads;

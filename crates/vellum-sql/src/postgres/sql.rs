@@ -318,5 +318,5 @@ fn expect_conditions(s: &str, full: bool) -> String {
 /// store. Stable across builds and processes, so every vellum of any version agrees on it.
 pub(crate) fn lock_key(schema: &str, app_key: &str) -> i64 {
     let input = [schema.as_bytes(), &[0], app_key.as_bytes()].concat();
-    vellum_core::hash::fnv1a_64(&input).cast_signed()
+    vellum_core::provider::hash::fnv1a_64(&input).cast_signed()
 }

@@ -16,8 +16,8 @@ use std::task::Poll;
 
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{Client, Statement};
-use vellum_core::commit::{Executor, Work};
-use vellum_core::plan::{Counters, Planned, QueueState, Snapshot, StateKeys, Write, plan_group};
+use vellum_core::provider::{Counters, Planned, QueueState, Snapshot, StateKeys, Write, plan_group};
+use vellum_core::provider::{Executor, Work};
 use vellum_core::{Batch, Error, ErrorKind, Operation, PersistResult, Result};
 
 use super::sql::{STALE, Sql};

@@ -42,7 +42,7 @@ fn file_name(app_key: &str) -> String {
             s
         }) + ".lock"
     } else {
-        format!("h{:032x}.lock", vellum_core::hash::fnv1a_128(app_key.as_bytes()))
+        format!("h{:032x}.lock", vellum_core::provider::hash::fnv1a_128(app_key.as_bytes()))
     }
 }
 

@@ -50,7 +50,8 @@ use std::time::Duration;
 
 use rusqlite::Connection;
 use tracing::Instrument as _;
-use vellum_core::{Error, Provider, Result, observe};
+use vellum_core::provider::observe;
+use vellum_core::{Error, Provider, Result};
 
 pub use reads::SqliteReads;
 pub use schema::{create_schema, drop_schema};
@@ -60,7 +61,7 @@ pub type SqliteStore = crate::SqlStore<SqliteReads>;
 
 use lock::AppLock;
 use reads::Readers;
-use vellum_core::commit::WriteQueue;
+use vellum_core::provider::WriteQueue;
 use writer::SqliteExecutor;
 
 /// The provider's name in tracing spans.

@@ -5,8 +5,8 @@
 use std::sync::{Arc, Mutex, PoisonError};
 
 use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
-use vellum_core::commit::{Executor, Work};
-use vellum_core::plan::{Counters, Planned, QueueState, Snapshot, StateKeys, Write};
+use vellum_core::provider::{Counters, Planned, QueueState, Snapshot, StateKeys, Write};
+use vellum_core::provider::{Executor, Work};
 use vellum_core::{Error, PersistResult, Result};
 
 use crate::schema::{from_db, to_db};
