@@ -20,8 +20,8 @@ use prost::Message as _;
 
 use crate::error::{Error, Result};
 use crate::eval::PreBatchState;
-use crate::provider::hash::fnv1a_128;
 use crate::model::{AggregateMetaData, Event, ProcessInstance, QueueMessage};
+use crate::provider::hash::fnv1a_128;
 use crate::repository::DataStore;
 use crate::time::Micros;
 

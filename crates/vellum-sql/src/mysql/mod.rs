@@ -200,15 +200,33 @@ impl MysqlProvider {
     }
 
     /// Creates the schema in the provider's database (see [`create_schema`]).
+    ///
+    /// # Cancel safety
+    /// Runs on a connection of its own, never a pooled one: if the future is dropped part-way,
+    /// the connection closes with it and the server frees the schema lock it may hold.
     pub async fn create_schema(&self) -> Result<()> {
-        let mut conn = self.pool.get_conn().await.map_err(|e| storage("connecting", e))?;
-        create_schema(&mut conn).await
+        let mut conn = self.schema_conn().await?;
+        let result = create_schema(&mut conn).await;
+        let _ = conn.disconnect().await;
+        result
     }
 
     /// Drops the schema from the provider's database (see [`drop_schema`]).
+    ///
+    /// # Cancel safety
+    /// As [`MysqlProvider::create_schema`]: on a connection of its own, closed if dropped.
     pub async fn drop_schema(&self) -> Result<()> {
-        let mut conn = self.pool.get_conn().await.map_err(|e| storage("connecting", e))?;
-        drop_schema(&mut conn).await
+        let mut conn = self.schema_conn().await?;
+        let result = drop_schema(&mut conn).await;
+        let _ = conn.disconnect().await;
+        result
+    }
+
+    /// A new connection (not from the pool) for schema changes, which take a named lock.
+    async fn schema_conn(&self) -> Result<Conn> {
+        Conn::new(self.dedicated_opts().await?)
+            .await
+            .map_err(|e| storage("connecting for a schema change", e))
     }
 
     /// The vellum schema version stored in the provider's database, `None` when it has none.

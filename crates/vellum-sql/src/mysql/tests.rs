@@ -101,6 +101,44 @@ mod conformance {
     );
 }
 
+/// The suite again through a caller-owned pool ([`MysqlProvider::from_pool`]), each test in a
+/// database of its own as above.
+mod conformance_from_pool {
+    use vellum_conformance::{Backend, Skip};
+
+    use super::{MysqlOptions, MysqlProvider, TestDb};
+
+    /// A fresh database and a pool the test owns; every provider is a new value over that pool.
+    struct PooledDb {
+        db: TestDb,
+        pool: mysql_async::Pool,
+    }
+
+    impl Backend for PooledDb {
+        type Provider = MysqlProvider;
+
+        async fn provider(&self) -> MysqlProvider {
+            MysqlProvider::from_pool(self.pool.clone(), MysqlOptions::default())
+        }
+
+        async fn teardown(self) {
+            self.pool.disconnect().await.expect("disconnect the test's pool");
+            self.db.drop_db().await;
+        }
+    }
+
+    async fn backend() -> Result<PooledDb, Skip> {
+        let db = TestDb::create().await;
+        let pool = mysql_async::Pool::new(db.opts.clone());
+        Ok(PooledDb { db, pool })
+    }
+
+    vellum_conformance::conformance_tests!(
+        backend,
+        #[cfg_attr(not(vellum_mysql), ignore = "VELLUM_MYSQL_URL is not set")]
+    );
+}
+
 /// Runs `test` against a fresh database on a fresh runtime, then drops the database.
 fn run<F, Fut>(name: &str, test: F)
 where

@@ -256,14 +256,21 @@ impl PostgresProvider {
     }
 
     /// Creates this provider's schema and tables if missing ([`create_schema`]).
+    ///
+    /// # Cancel safety
+    /// Runs on a connection taken out of the pool for good (closed afterwards): if the future
+    /// is dropped part-way, no pooled session keeps the schema lock or an open transaction.
     pub async fn create_schema(&self) -> Result<()> {
-        let client = self.pooled("create_schema").await?;
+        let client = deadpool_postgres::Object::take(self.pooled("create_schema").await?);
         create_schema(&client, self.schema()).await
     }
 
     /// Drops this provider's schema with all its data, if present ([`drop_schema`]).
+    ///
+    /// # Cancel safety
+    /// As [`PostgresProvider::create_schema`].
     pub async fn drop_schema(&self) -> Result<()> {
-        let client = self.pooled("drop_schema").await?;
+        let client = deadpool_postgres::Object::take(self.pooled("drop_schema").await?);
         drop_schema(&client, self.schema()).await
     }
 

@@ -91,6 +91,48 @@ mod conformance {
     );
 }
 
+/// The suite again through a caller-owned pool ([`PostgresProvider::from_pool`]), each test in
+/// a schema of its own as above.
+mod conformance_from_pool {
+    use vellum_conformance::{Backend, Skip};
+
+    use super::{Pg, PostgresProvider, fresh};
+
+    /// A fresh schema and a pool the test owns; every provider is a new value over that pool.
+    struct PgPool {
+        pg: Pg,
+        pool: deadpool_postgres::Pool,
+    }
+
+    impl Backend for PgPool {
+        type Provider = PostgresProvider;
+
+        async fn provider(&self) -> PostgresProvider {
+            PostgresProvider::from_pool(self.pool.clone(), self.pg.options())
+                .expect("a provider over the pool")
+        }
+
+        async fn teardown(self) {
+            self.pool.close();
+            self.pg.teardown().await;
+        }
+    }
+
+    #[allow(clippy::unused_async)]
+    async fn backend() -> Result<PgPool, Skip> {
+        let pg = fresh();
+        let config: tokio_postgres::Config = pg.url.parse().expect("VELLUM_POSTGRES_URL parses");
+        let manager = deadpool_postgres::Manager::new(config, tokio_postgres::NoTls);
+        let pool = deadpool_postgres::Pool::builder(manager).max_size(8).build().expect("build the pool");
+        Ok(PgPool { pg, pool })
+    }
+
+    vellum_conformance::conformance_tests!(
+        backend,
+        #[cfg_attr(not(vellum_postgres), ignore = "VELLUM_POSTGRES_URL is not set")]
+    );
+}
+
 /// Runs `test` against a fresh backend on a multi-threaded runtime, tearing it down after.
 fn run<F, Fut>(test: F)
 where

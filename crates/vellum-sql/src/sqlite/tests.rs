@@ -58,6 +58,45 @@ mod conformance {
     vellum_conformance::conformance_tests!(backend);
 }
 
+/// The suite again through a caller-owned connection ([`SqliteProvider::from_connection`]).
+mod conformance_from_connection {
+    use std::sync::{Arc, Mutex};
+
+    use tempfile::TempDir;
+    use vellum_conformance::{Backend, Skip};
+
+    use crate::sqlite::{SqliteOptions, SqliteProvider};
+
+    /// One connection to a database file in a temporary directory, which the test owns; every
+    /// provider is a new value over that connection.
+    struct SqliteConnection {
+        conn: Arc<Mutex<rusqlite::Connection>>,
+        _dir: TempDir,
+    }
+
+    impl Backend for SqliteConnection {
+        type Provider = SqliteProvider;
+
+        async fn provider(&self) -> SqliteProvider {
+            SqliteProvider::from_connection(Arc::clone(&self.conn), SqliteOptions::default())
+                .expect("a provider over the test connection")
+        }
+    }
+
+    #[allow(clippy::unused_async)]
+    async fn backend() -> Result<SqliteConnection, Skip> {
+        let dir = tempfile::tempdir().map_err(|e| Skip(format!("no temporary directory: {e}")))?;
+        let conn = rusqlite::Connection::open(dir.path().join("vellum.db")).expect("open the test database");
+        // What vellum's own connections use (see `from_connection`).
+        let mode: String = conn.pragma_update_and_check(None, "journal_mode", "wal", |r| r.get(0)).unwrap();
+        assert!(mode.eq_ignore_ascii_case("wal"), "journal mode {mode}");
+        conn.pragma_update(None, "synchronous", "FULL").unwrap();
+        Ok(SqliteConnection { conn: Arc::new(Mutex::new(conn)), _dir: dir })
+    }
+
+    vellum_conformance::conformance_tests!(backend);
+}
+
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap()
 }
