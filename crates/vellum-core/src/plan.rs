@@ -457,16 +457,24 @@ impl<'s, S: PreBatchState + ?Sized> Overlay<'s, S> {
 }
 
 impl<S: PreBatchState + ?Sized> PreBatchState for Overlay<'_, S> {
+    // Each lookup skips an empty map first: most groups touch each key once, and a pair key
+    // costs two allocations to build.
     fn aggregate_revision(&mut self, handler_key: &str, instance_id: &str) -> Result<u64> {
-        match self.aggregates.get(&pair(handler_key, instance_id)) {
-            Some(revision) => Ok(*revision),
+        let changed = (!self.aggregates.is_empty())
+            .then(|| self.aggregates.get(&pair(handler_key, instance_id)).copied())
+            .flatten();
+        match changed {
+            Some(revision) => Ok(revision),
             None => self.base.aggregate_revision(handler_key, instance_id),
         }
     }
 
     fn process_revision(&mut self, handler_key: &str, instance_id: &str) -> Result<Option<u64>> {
-        match self.processes.get(&pair(handler_key, instance_id)) {
-            Some(revision) => Ok(*revision),
+        let changed = (!self.processes.is_empty())
+            .then(|| self.processes.get(&pair(handler_key, instance_id)).copied())
+            .flatten();
+        match changed {
+            Some(revision) => Ok(revision),
             None => self.base.process_revision(handler_key, instance_id),
         }
     }
