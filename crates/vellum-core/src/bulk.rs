@@ -18,10 +18,11 @@ use std::future::Future;
 
 use prost::Message as _;
 
+pub use crate::error::ImportError;
 use crate::error::{Error, Result};
 use crate::eval::PreBatchState;
+use crate::hash::fnv1a_128;
 use crate::model::{AggregateMetaData, Event, ProcessInstance, QueueMessage};
-use crate::provider::hash::fnv1a_128;
 use crate::repository::DataStore;
 use crate::time::Micros;
 
@@ -230,64 +231,6 @@ pub trait BulkStore: DataStore {
     /// As [`Persister::persist`](crate::Persister::persist): dropped before the store's writer
     /// took the import, nothing is written; dropped after, it commits whole or not at all.
     fn import(&self, records: Vec<Record>) -> impl Future<Output = Result<()>> + Send;
-}
-
-/// Why an import was refused; nothing from it was written.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
-pub enum ImportError {
-    /// The destination already holds a record with this key.
-    #[error("record {index} ({record}) is already stored")]
-    AlreadyStored {
-        /// Position of the record in the import.
-        index: usize,
-        /// The record's key.
-        record: String,
-    },
-    /// Two records of one import have the same key.
-    #[error("record {index} ({record}) repeats the key of record {first}")]
-    Repeated {
-        /// Position of the second record.
-        index: usize,
-        /// Position of the first record.
-        first: usize,
-        /// The record's key.
-        record: String,
-    },
-    /// An event does not continue the log densely.
-    #[error("record {index} ({record}) does not continue the event log, whose next offset is {expected}")]
-    OffsetGap {
-        /// Position of the record.
-        index: usize,
-        /// The record's key.
-        record: String,
-        /// The offset the event had to have.
-        expected: u64,
-    },
-    /// A revision of 0 means "not stored", so it cannot be imported.
-    #[error("record {index} ({record}) has revision 0")]
-    ZeroRevision {
-        /// Position of the record.
-        index: usize,
-        /// The record's key.
-        record: String,
-    },
-    /// A queue sequence of `u64::MAX` leaves no sequence for the next enqueue.
-    #[error("record {index} ({record}) has enqueue sequence u64::MAX, which leaves none for later messages")]
-    SequenceOutOfRange {
-        /// Position of the record.
-        index: usize,
-        /// The record's key.
-        record: String,
-    },
-    /// A queue time outside the storable range.
-    #[error("record {index} ({record}) has a next_attempt_at outside the storable range")]
-    TimeOutOfRange {
-        /// Position of the record.
-        index: usize,
-        /// The record's key.
-        record: String,
-    },
 }
 
 /// Checks an import against the destination's state before anything is written: every key

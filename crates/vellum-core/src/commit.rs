@@ -32,8 +32,8 @@ use crate::bulk::Record;
 use crate::error::{Error, Result};
 use crate::eval::PreBatchState;
 use crate::model::PersistResult;
+use crate::observe;
 use crate::plan::{Counters, Planned, StateKeys, plan_group, plan_import};
-use crate::provider::observe;
 
 /// The most batches one group (one transaction) takes; bounds transaction size and latency.
 pub const MAX_GROUP: usize = 256;

@@ -51,11 +51,11 @@ pub enum Error {
     },
 
     /// A bulk import was refused before anything was written
-    /// ([`check_import`](crate::bulk::check_import)).
+    /// (`bulk::check_import`).
     #[error("invalid import: {0}")]
-    InvalidImport(#[from] crate::bulk::ImportError),
+    InvalidImport(#[from] ImportError),
 
-    /// A [`copy`](crate::bulk::copy) was refused (non-empty destination) or did not verify.
+    /// A `bulk::copy` was refused (non-empty destination) or did not verify.
     #[error("copy failed: {0}")]
     Copy(String),
 
@@ -218,6 +218,64 @@ pub enum InvalidBatch {
         index: usize,
         /// The message ID.
         message_id: String,
+    },
+}
+
+/// Why an import was refused; nothing from it was written.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ImportError {
+    /// The destination already holds a record with this key.
+    #[error("record {index} ({record}) is already stored")]
+    AlreadyStored {
+        /// Position of the record in the import.
+        index: usize,
+        /// The record's key.
+        record: String,
+    },
+    /// Two records of one import have the same key.
+    #[error("record {index} ({record}) repeats the key of record {first}")]
+    Repeated {
+        /// Position of the second record.
+        index: usize,
+        /// Position of the first record.
+        first: usize,
+        /// The record's key.
+        record: String,
+    },
+    /// An event does not continue the log densely.
+    #[error("record {index} ({record}) does not continue the event log, whose next offset is {expected}")]
+    OffsetGap {
+        /// Position of the record.
+        index: usize,
+        /// The record's key.
+        record: String,
+        /// The offset the event had to have.
+        expected: u64,
+    },
+    /// A revision of 0 means "not stored", so it cannot be imported.
+    #[error("record {index} ({record}) has revision 0")]
+    ZeroRevision {
+        /// Position of the record.
+        index: usize,
+        /// The record's key.
+        record: String,
+    },
+    /// A queue sequence of `u64::MAX` leaves no sequence for the next enqueue.
+    #[error("record {index} ({record}) has enqueue sequence u64::MAX, which leaves none for later messages")]
+    SequenceOutOfRange {
+        /// Position of the record.
+        index: usize,
+        /// The record's key.
+        record: String,
+    },
+    /// A queue time outside the storable range.
+    #[error("record {index} ({record}) has a next_attempt_at outside the storable range")]
+    TimeOutOfRange {
+        /// Position of the record.
+        index: usize,
+        /// The record's key.
+        record: String,
     },
 }
 

@@ -27,7 +27,7 @@ pub trait PreBatchState {
     /// The stored revision of a queue message, `None` when absent.
     fn queue_revision(&mut self, message_id: &str) -> Result<Option<u64>>;
     /// The IDs of the stored timeouts owned by a process instance (removed with it). A
-    /// [`Snapshot`](crate::plan::Snapshot) may answer with only those among the keys it holds.
+    /// `plan::Snapshot` may answer with only those among the keys it holds.
     fn timeouts_of(&mut self, handler_key: &str, instance_id: &str) -> Result<Vec<String>>;
     /// The stored consumer offset for a source application, 0 when none.
     fn offset(&mut self, application_key: &str) -> Result<u64>;

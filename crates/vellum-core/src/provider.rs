@@ -76,7 +76,12 @@ pub use crate::eval::{Effect, PreBatchState, evaluate};
 pub use crate::plan::{
     Counters, Plan, Planned, QueueState, Snapshot, StateKeys, Write, plan_group, plan_import,
 };
-#[path = "hash.rs"]
-pub mod hash;
-#[path = "observe.rs"]
-pub mod observe;
+/// Stable hashes for names derived from keys (file names, lock names, lock keys).
+pub mod hash {
+    pub use crate::hash::*;
+}
+
+/// The `tracing` spans every provider emits, named once.
+pub mod observe {
+    pub use crate::observe::*;
+}
