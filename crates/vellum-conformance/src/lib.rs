@@ -8,9 +8,27 @@
 //!
 //! A provider crate (or a third-party provider) runs the whole suite with:
 //!
-//! ```ignore
-//! async fn backend() -> Result<MyBackend, vellum_conformance::Skip> { Ok(MyBackend::new()) }
+//! ```no_run
+//! use vellum_conformance::{Backend, Skip};
+//! use vellum_memory::MemoryProvider;
+//!
+//! /// The storage under test; every provider value must see the same data.
+//! struct Memory(MemoryProvider);
+//!
+//! impl Backend for Memory {
+//!     type Provider = MemoryProvider;
+//!
+//!     async fn provider(&self) -> MemoryProvider {
+//!         self.0.clone()
+//!     }
+//! }
+//!
+//! async fn backend() -> Result<Memory, Skip> {
+//!     Ok(Memory(MemoryProvider::new()))
+//! }
+//!
 //! vellum_conformance::conformance_tests!(backend);
+//! # fn main() {}
 //! ```
 #![allow(clippy::unwrap_used, clippy::missing_panics_doc)]
 
@@ -39,11 +57,19 @@ pub use harness::{Backend, Harness, Skip, TEST_TIMEOUT, run, runtime};
 /// Attributes after it go on every generated `#[test]`, e.g. to ignore the suite, saying why,
 /// when its database server is not configured:
 ///
-/// ```ignore
+/// ```no_run
+/// # use vellum_conformance::{Backend, Skip};
+/// # struct Memory(vellum_memory::MemoryProvider);
+/// # impl Backend for Memory {
+/// #     type Provider = vellum_memory::MemoryProvider;
+/// #     async fn provider(&self) -> vellum_memory::MemoryProvider { self.0.clone() }
+/// # }
+/// # async fn backend() -> Result<Memory, Skip> { Ok(Memory(vellum_memory::MemoryProvider::new())) }
 /// vellum_conformance::conformance_tests!(
 ///     backend,
 ///     #[cfg_attr(not(vellum_postgres), ignore = "VELLUM_POSTGRES_URL is not set")]
 /// );
+/// # fn main() {}
 /// ```
 #[macro_export]
 macro_rules! conformance_tests {

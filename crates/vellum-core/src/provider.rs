@@ -40,34 +40,54 @@
 //!    storage) and instantiate every test with
 //!    `vellum_conformance::conformance_tests!(make_backend)`.
 //!
-//! ```rust,ignore
-//! use vellum_core::provider::{Executor, Work, WriteQueue};
+//! A working (if useless) executor: it plans every unit against empty state and counts the
+//! writes, where a real one reads `work.keys()` from storage, applies each write and commits.
 //!
-//! struct MyExecutor { /* the store's lock and write connection */ }
+//! ```
+//! use vellum_core::provider::{Executor, Snapshot, Work, WriteQueue, block_on};
+//! use vellum_core::{Batch, Operation, PersistResult, Result};
 //!
-//! impl Executor for MyExecutor {
-//!     const PROVIDER: &'static str = "mine";
-//!     fn app_key(&self) -> &str { /* … */ }
-//!     async fn execute(&mut self, work: Work<'_>) -> Result<Vec<Result<PersistResult>>> {
-//!         let tx = self.begin()?;
-//!         let mut state = tx.snapshot(work.keys())?;      // a `Snapshot`
-//!         let planned = work.plan(&mut state, state.counters)?;
-//!         for write in &planned.plan.writes { tx.apply(write)?; }
-//!         if planned.plan.counters_changed() { tx.store_counters(planned.plan.after)?; }
-//!         tx.commit()?;
-//!         Ok(planned.outcomes)
-//!     }
-//!     async fn release(self) { /* unlock, disconnect */ }
+//! struct Counting {
+//!     writes: usize,
 //! }
 //!
-//! // In `Provider::open`, after taking the lock:
-//! let (writes, writer) = WriteQueue::new(MyExecutor { /* … */ });
-//! tokio::spawn(writer);
+//! impl Executor for Counting {
+//!     const PROVIDER: &'static str = "counting";
 //!
-//! // In the provider's tests:
-//! async fn make_backend() -> Result<MyBackend, vellum_conformance::Skip> { Ok(MyBackend::new()) }
-//! vellum_conformance::conformance_tests!(make_backend);
+//!     fn app_key(&self) -> &str {
+//!         "app"
+//!     }
+//!
+//!     async fn execute(&mut self, work: Work<'_>) -> Result<Vec<Result<PersistResult>>> {
+//!         let mut state = Snapshot::default(); // a real provider fetches `work.keys()`
+//!         let counters = state.counters;
+//!         let planned = work.plan(&mut state, counters)?;
+//!         self.writes += planned.plan.writes.len(); // a real provider applies each write
+//!         Ok(planned.outcomes)
+//!     }
+//!
+//!     async fn release(self) {
+//!         // A real provider releases the store's lock here.
+//!     }
+//! }
+//!
+//! # fn main() -> Result<()> {
+//! // In `Provider::open`, after taking the lock: the store keeps the queue, the writer runs
+//! // on a runtime (`tokio::spawn`) or, as here, on a thread of its own.
+//! let (queue, writer) = WriteQueue::new(Counting { writes: 0 });
+//! let thread = std::thread::spawn(move || block_on(writer));
+//! block_on(async {
+//!     let offset = Operation::SaveOffset { application_key: "a".into(), current_offset: 0, next_offset: 1 };
+//!     queue.persist(Batch::from(vec![offset])).await?;
+//!     queue.close().await
+//! })?;
+//! thread.join().expect("the writer thread");
+//! # Ok(())
+//! # }
 //! ```
+//!
+//! In the provider's tests, `vellum_conformance::conformance_tests!(make_backend)` runs the suite
+//! (see the `vellum-conformance` crate).
 
 pub use crate::bulk::check_import;
 pub use crate::commit::{Executor, MAX_GROUP, SharedWork, Work, WriteQueue, block_on};
