@@ -7,9 +7,9 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use vellum_core::{
-    AggregateMetaData, AggregateRepository, Batch, DataStore, DataStoreSet, Error, Event, EventRepository,
-    Identity, OffsetRepository, Operation, Packet, PersistResult, Persister, ProcessInstance,
-    ProcessRepository, Provider, QueueMessage, QueueRepository, Result,
+    AggregateMetaData, AggregateRepository, Batch, DataStore, DataStoreSet, Error, ErrorKind, Event,
+    EventRepository, Identity, OffsetRepository, Operation, Packet, PersistResult, Persister,
+    ProcessInstance, ProcessRepository, Provider, QueueMessage, QueueRepository, Result,
 };
 
 use crate::batch::Probe;
@@ -46,6 +46,7 @@ macro_rules! __provider_tests {
             provider::provider_data_store_set_close_closes_all_and_set_is_reusable,
             provider::provider_data_store_set_open_error_is_returned_not_cached,
             provider::provider_data_store_set_close_reports_every_error,
+            provider::provider_errors_say_what_to_do,
         );
     };
 }
@@ -938,4 +939,30 @@ pub async fn provider_data_store_set_close_reports_every_error<B: Backend>(b: &B
     let store = open(set.provider(), DEFAULT_APP_KEY).await;
     expect_conflict(&store, vec![save_offset(SOURCE, 9, 10)], 0).await;
     store.close().await.unwrap();
+}
+
+/// docs/errors.md#kinds-and-what-to-do: every error a caller can provoke on any provider has the
+/// kind that tells an engine what to do, and only `Locked` of them is retryable as it stands.
+pub async fn provider_errors_say_what_to_do<B: Backend>(b: &B) {
+    let h = Harness::open(b).await;
+    let locked = h.provider.open(DEFAULT_APP_KEY).await.err().expect("a second open is refused");
+    assert_eq!((locked.kind(), locked.is_retryable()), (ErrorKind::Locked, true), "{locked:?}");
+
+    let stale = Operation::SaveAggregateMetaData(aggregate(DEFAULT_HANDLER_KEY, "<instance>", 7));
+    let conflict = h.store.persist(Batch::from(vec![stale])).await.unwrap_err();
+    assert_eq!((conflict.kind(), conflict.is_retryable()), (ErrorKind::Conflict, false), "{conflict:?}");
+
+    let twice = vec![save_offset(SOURCE, 0, 1), save_offset(SOURCE, 0, 1)];
+    let invalid = h.store.persist(Batch::from(twice)).await.unwrap_err();
+    assert_eq!((invalid.kind(), invalid.is_retryable()), (ErrorKind::InvalidInput, false), "{invalid:?}");
+
+    persist(&*h.store, vec![Operation::SaveEvent(event("<kinds-e>", "A"))]).await;
+    let again = h.store.persist(Batch::from(vec![Operation::SaveEvent(event("<kinds-e>", "A"))])).await;
+    let duplicate = again.unwrap_err();
+    assert_eq!(duplicate.kind(), ErrorKind::DuplicateEvent, "{duplicate:?}");
+
+    let store = Arc::clone(&h.store);
+    h.close().await;
+    let closed = store.load_offset(SOURCE).await.unwrap_err();
+    assert_eq!((closed.kind(), closed.is_retryable()), (ErrorKind::Closed, false), "{closed:?}");
 }
