@@ -7,6 +7,8 @@
 //! its exclusive lock.
 
 mod bulk;
+#[cfg(any(feature = "postgres", feature = "mysql"))]
+mod fields;
 mod schema;
 mod store;
 

@@ -10,6 +10,7 @@ use vellum_core::{
 
 use super::PROVIDER;
 use super::{MAX_KEY_BYTES, get_bytes, get_i64, get_string, key_too_long, storage_for};
+use crate::fields::stored_strings;
 use crate::schema::from_db;
 use crate::store::{Dialect, Sealed};
 
@@ -256,37 +257,10 @@ fn check_sizes(app_key: &str, batch: &Batch, max_packet: usize) -> Result<()> {
 /// Checks every key the batch would store against [`MAX_KEY_BYTES`].
 fn check_keys(app_key: &str, batch: &Batch) -> Result<()> {
     for (index, op) in batch.iter().enumerate() {
-        let mut fields: Vec<(&str, &str)> = Vec::with_capacity(4);
-        match op {
-            Operation::SaveAggregateMetaData(m) => {
-                fields.extend([("handler key", m.handler_key.as_str()), ("instance ID", &m.instance_id)]);
-            }
-            Operation::SaveProcessInstance(p) | Operation::RemoveProcessInstance(p) => {
-                fields.extend([("handler key", p.handler_key.as_str()), ("instance ID", &p.instance_id)]);
-            }
-            Operation::SaveEvent(e) => fields.extend([
-                ("message ID", e.message_id.as_str()),
-                ("portable name", &e.portable_name),
-                ("source handler key", e.source_handler_key()),
-                ("source instance ID", &e.source_instance_id),
-            ]),
-            Operation::SaveQueueMessage(m) | Operation::RemoveQueueMessage(m) => {
-                fields.push(("message ID", m.id()));
-                if m.envelope.is_timeout() {
-                    fields.extend([
-                        ("source handler key", m.envelope.source_handler_key()),
-                        ("source instance ID", &m.envelope.source_instance_id),
-                    ]);
-                }
-            }
-            Operation::SaveOffset { application_key, .. } => {
-                fields.push(("application key", application_key));
-            }
-        }
-        for (field, value) in fields {
-            if value.len() > MAX_KEY_BYTES {
-                let what = format!("the {field} of operation {index} ({})", op.name());
-                return Err(key_too_long(app_key, &what, value.len()));
+        for field in stored_strings(op).into_iter().filter(|f| f.key) {
+            if field.value.len() > MAX_KEY_BYTES {
+                let what = format!("the {} of operation {index} ({})", field.name, op.name());
+                return Err(key_too_long(app_key, &what, field.value.len()));
             }
         }
     }

@@ -7,14 +7,15 @@ use tokio_postgres::Row;
 use tokio_postgres::types::ToSql;
 use vellum_core::time::Micros;
 use vellum_core::{
-    AggregateMetaData, Envelope, Error, Event, EventQuery, ExportFrom, Packet, ProcessInstance, QueueMessage,
-    Record, Result, StoreStats,
+    AggregateMetaData, Batch, Envelope, Error, ErrorKind, Event, EventQuery, ExportFrom, Packet,
+    ProcessInstance, QueueMessage, Record, Result, StoreStats,
 };
 
 use super::PROVIDER;
 use super::sql::Sql;
 use super::storage;
 use crate::bulk::limit;
+use crate::fields::stored_strings;
 use crate::schema::from_db;
 use crate::store::{Dialect, Sealed};
 
@@ -170,5 +171,26 @@ impl Dialect for PostgresReads {
 
     async fn export(&self, from: ExportFrom, limit: usize) -> Result<Vec<Record>> {
         self.export_rows(from, limit).await
+    }
+
+    /// PostgreSQL text cannot hold a NUL character: such a batch is refused here, naming the
+    /// field, rather than by the server with an error that names none.
+    fn check(&self, batch: &Batch) -> Result<()> {
+        batch.validate()?;
+        for (index, op) in batch.iter().enumerate() {
+            if let Some(field) = stored_strings(op).into_iter().find(|f| f.value.contains('\0')) {
+                return Err(Error::storage_kind(
+                    ErrorKind::InvalidInput,
+                    format!("postgres: cannot store data of application {:?}", self.app_key),
+                    format!(
+                        "the {} of operation {index} ({}) contains a NUL character, which PostgreSQL \
+                         text cannot hold",
+                        field.name,
+                        op.name()
+                    ),
+                ));
+            }
+        }
+        Ok(())
     }
 }

@@ -460,3 +460,26 @@ fn an_unreachable_server_is_unavailable() {
         assert!(err.is_retryable());
     });
 }
+
+/// PostgreSQL text cannot hold NUL: a batch with one is refused before it is queued, naming
+/// the field, as `InvalidInput`, and nothing of it is written.
+#[cfg_attr(not(vellum_postgres), ignore = "VELLUM_POSTGRES_URL is not set")]
+#[test]
+fn a_nul_in_a_key_is_invalid_input_naming_the_field() {
+    run(|pg| async move {
+        let provider = pg.provider().await;
+        let store = provider.open("nul").await.unwrap();
+        let err = store
+            .persist(Batch::from(vec![
+                Operation::SaveEvent(event("<fine>", "A")),
+                Operation::SaveAggregateMetaData(vellum_core::AggregateMetaData::new("h", "a\0b")),
+            ]))
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind(), vellum_core::ErrorKind::InvalidInput, "{err:?}");
+        let text = std::error::Error::source(&err).map(ToString::to_string).unwrap_or_default();
+        assert!(text.contains("instance ID of operation 1"), "{err}: {text}");
+        assert_eq!(store.next_event_offset().await.unwrap(), 0, "nothing of the batch was written");
+        store.close().await.unwrap();
+    });
+}
