@@ -10,7 +10,7 @@ use std::sync::atomic::AtomicU64;
 use std::sync::{Mutex, PoisonError};
 
 use redb::{Builder, Database, DatabaseError, ReadableDatabase, TableError, TableHandle};
-use vellum_core::{Error, Result};
+use vellum_core::{Error, ErrorKind, Result};
 
 use crate::layout::{
     AGGREGATES, COUNTERS, EVENT_IDS, EVENTS, EVENTS_BY_SOURCE, EVENTS_BY_TYPE, LAYOUT_VERSION, META,
@@ -199,13 +199,21 @@ pub(crate) trait OrStorage<T> {
 
 impl<T, E: Into<redb::Error>> OrStorage<T> for std::result::Result<T, E> {
     fn or_storage(self, file: &Path) -> Result<T> {
-        self.map_err(|e| Error::storage(format!("redb storage error in file {}", file.display()), e.into()))
+        self.map_err(|e| {
+            let e: redb::Error = e.into();
+            // redb reports a damaged file as `Corrupted`; anything else (I/O, limits) is plain storage.
+            let kind =
+                if matches!(e, redb::Error::Corrupted(_)) { ErrorKind::Corrupt } else { ErrorKind::Storage };
+            Error::storage_kind(kind, format!("redb storage error in file {}", file.display()), e)
+        })
     }
 }
 
 /// Decodes a record read from `file`; bad bytes are a storage error, never a panic.
 pub(crate) fn decode<M: prost::Message + Default>(bytes: &[u8], file: &Path, what: &str) -> Result<M> {
-    M::decode(bytes).map_err(|e| Error::storage(format!("corrupt {what} in redb file {}", file.display()), e))
+    M::decode(bytes).map_err(|e| {
+        Error::storage_kind(ErrorKind::Corrupt, format!("corrupt {what} in redb file {}", file.display()), e)
+    })
 }
 
 /// Runs `f`, turning a panic inside redb (which a corrupted file can cause) into a storage error
@@ -217,7 +225,8 @@ pub(crate) fn guarded<T>(file: &Path, f: impl FnOnce() -> Result<T>) -> Result<T
             .map(|s| (*s).to_owned())
             .or_else(|| payload.downcast_ref::<String>().cloned())
             .unwrap_or_else(|| "unknown panic".to_owned());
-        Err(Error::storage(
+        Err(Error::storage_kind(
+            ErrorKind::Corrupt,
             format!("redb failed on file {} (is it corrupted?)", file.display()),
             Invalid(format!("redb panicked: {message}")),
         ))

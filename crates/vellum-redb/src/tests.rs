@@ -75,6 +75,11 @@ async fn exercise(store: &RedbStore, path: &Path) {
     named("persist", store.persist(Batch::from(vec![Operation::SaveEvent(event("new"))])).await.map(drop));
 }
 
+thread_local! {
+    /// The kinds of the damage errors `open_damaged` saw on this thread.
+    static DAMAGE_KINDS: std::cell::RefCell<Vec<vellum_core::ErrorKind>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
 /// Opens `key`; the outcome must be a store or a storage error naming the file, never a panic.
 async fn open_damaged(provider: &RedbProvider, key: &str) -> Option<RedbStore> {
     let path = provider.file_path(key);
@@ -87,6 +92,9 @@ async fn open_damaged(provider: &RedbProvider, key: &str) -> Option<RedbStore> {
         Err(e @ Error::Storage { .. }) => {
             let text = e.to_string();
             assert!(text.contains(&canonical.display().to_string()), "{text} does not name the file");
+            // Damage is Corrupt (give up, restore a backup); never something worth retrying.
+            assert!(!e.is_retryable(), "{e:?}");
+            DAMAGE_KINDS.with(|kinds| kinds.borrow_mut().push(e.kind()));
             None
         }
         Err(e) => panic!("expected a store or a storage error, got {e:?}"),
@@ -231,6 +239,12 @@ fn corrupted_files_give_storage_errors_naming_the_file_never_panics() {
         }
         eprintln!(
             "corruption refused at open: {refused}/24 plain, {checked_refused}/24 with integrity check"
+        );
+        let kinds = DAMAGE_KINDS.with(std::cell::RefCell::take);
+        eprintln!("damage error kinds: {kinds:?}");
+        assert!(
+            kinds.contains(&vellum_core::ErrorKind::Corrupt),
+            "a damaged file that redb detects is reported as Corrupt: {kinds:?}"
         );
     });
 }

@@ -34,8 +34,13 @@ fn limit(n: usize) -> Value {
 }
 
 pub(super) fn decode_envelope(app_key: &str, bytes: &[u8]) -> Result<Envelope> {
-    Envelope::from_bytes(bytes)
-        .map_err(|e| Error::storage(format!("mysql: decoding an envelope of application {app_key:?}"), e))
+    Envelope::from_bytes(bytes).map_err(|e| {
+        Error::storage_kind(
+            ErrorKind::Corrupt,
+            format!("mysql: decoding an envelope of application {app_key:?}"),
+            e,
+        )
+    })
 }
 
 impl MysqlReads {

@@ -69,7 +69,13 @@ impl PostgresReads {
     }
 
     pub(super) fn envelope(&self, bytes: &[u8], doing: &str) -> Result<Envelope> {
-        Envelope::from_bytes(bytes).map_err(|e| storage(&self.app_key, doing, e))
+        Envelope::from_bytes(bytes).map_err(|e| {
+            Error::storage_kind(
+                ErrorKind::Corrupt,
+                format!("postgres: {doing} for application {:?}", self.app_key),
+                e,
+            )
+        })
     }
 
     pub(super) fn events_of(&self, rows: &[Row], doing: &str) -> Result<Vec<Event>> {

@@ -7,8 +7,8 @@ use std::time::Duration;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, Row, params};
 use vellum_core::time::Micros;
 use vellum_core::{
-    AggregateMetaData, Envelope, Error, Event, EventQuery, ExportFrom, Packet, ProcessInstance, QueueMessage,
-    Record, Result, StoreStats,
+    AggregateMetaData, Envelope, Error, ErrorKind, Event, EventQuery, ExportFrom, Packet, ProcessInstance,
+    QueueMessage, Record, Result, StoreStats,
 };
 
 use super::PROVIDER;
@@ -101,8 +101,13 @@ impl SqliteReads {
 }
 
 pub(super) fn decode(app_key: &str, what: &str, bytes: &[u8]) -> Result<Envelope> {
-    Envelope::from_bytes(bytes)
-        .map_err(|e| Error::storage(format!("sqlite: decoding {what} of application {app_key:?}"), e))
+    Envelope::from_bytes(bytes).map_err(|e| {
+        Error::storage_kind(
+            ErrorKind::Corrupt,
+            format!("sqlite: decoding {what} of application {app_key:?}"),
+            e,
+        )
+    })
 }
 
 impl Sealed for SqliteReads {}
