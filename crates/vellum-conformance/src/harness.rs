@@ -36,7 +36,9 @@ pub trait Backend: Send + Sync + 'static {
     }
 }
 
-/// Why a backend cannot run here (e.g. its server URL is unset); the test prints it and passes.
+/// Why a backend cannot run here (e.g. no temporary directory can be made); the test prints it
+/// and passes. A backend whose server is not configured is not skipped but ignored, with the
+/// reason, through the attributes `conformance_tests!` takes.
 #[derive(Debug, Clone)]
 pub struct Skip(pub String);
 
