@@ -20,6 +20,7 @@ mod envelope;
 mod error;
 mod eval;
 mod hash;
+mod integrity;
 mod model;
 mod observe;
 mod operation;

@@ -101,6 +101,12 @@ pub mod hash {
     pub use crate::hash::*;
 }
 
+/// Record checksums: the sum of each record kind, and the corrupt error a mismatch is
+/// (docs/integrity.md).
+pub mod integrity {
+    pub use crate::integrity::*;
+}
+
 /// The `tracing` spans every provider emits, named once.
 pub mod observe {
     pub use crate::observe::*;
