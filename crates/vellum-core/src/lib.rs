@@ -12,6 +12,7 @@
 //! the shared machinery one builds on (batch evaluation, planning, the commit engine, cursor
 //! paging, tracing spans and stable hashes).
 
+pub mod archive;
 mod batch;
 pub mod bulk;
 mod commit;
