@@ -25,6 +25,7 @@ use crate::hash::fnv1a_128;
 use crate::model::{AggregateMetaData, Event, ProcessInstance, QueueMessage};
 use crate::repository::DataStore;
 use crate::time::Micros;
+use crate::verify::Report;
 
 /// One stored item of an application, with the bookkeeping an ordinary batch cannot set.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -231,6 +232,36 @@ pub trait BulkStore: DataStore {
     /// As [`Persister::persist`](crate::Persister::persist): dropped before the store's writer
     /// took the import, nothing is written; dropped after, it commits whole or not at all.
     fn import(&self, records: Vec<Record>) -> impl Future<Output = Result<()>> + Send;
+
+    /// Checks the whole store for damage and repairs nothing: every record's checksum, every
+    /// index against the records in both directions, the counters against the contents, and
+    /// the storage engine's own integrity check, if it has one ([`verify`](crate::verify),
+    /// `docs/verify.md`). A provider feeds what it reads to a
+    /// [`Checker`](crate::verify::Checker) and returns its report. Damage found is in the
+    /// [`Report`], not an error.
+    ///
+    /// `progress` is called from the verifying task now and then (at least at the end) with
+    /// the number of records checked so far, which ends at [`Report::records`]: at most
+    /// [`stats`](Self::stats)`().total()` plus damaged records. Keep it quick: a provider may
+    /// call it while it holds a read transaction or lock.
+    ///
+    /// The default implementation returns [`Error::Unsupported`] naming the store's type.
+    ///
+    /// # Errors
+    /// [`Error::Closed`]; [`Error::Unsupported`] from a provider that cannot verify; a storage
+    /// error that stopped the check itself (I/O, a lost connection). Data that does not decode
+    /// is a [`Problem`](crate::verify::Problem) in the report, not an error.
+    ///
+    /// # Cancel safety
+    /// Dropping the future part-way loses nothing and changes nothing: it is a read.
+    fn verify(&self, progress: &mut (dyn FnMut(u64) + Send)) -> impl Future<Output = Result<Report>> + Send {
+        let _ = progress;
+        std::future::ready(Err(Error::Unsupported(format!(
+            "verify is not implemented for {} (application {:?})",
+            std::any::type_name::<Self>(),
+            self.app_key()
+        ))))
+    }
 }
 
 /// Checks an import against the destination's state before anything is written: every key

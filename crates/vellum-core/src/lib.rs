@@ -30,6 +30,7 @@ pub mod provider;
 mod repository;
 mod set;
 pub mod time;
+pub mod verify;
 
 pub use batch::Batch;
 pub use bulk::{BulkStore, ExportFrom, QueueKey, Record, Section, StoreStats};
