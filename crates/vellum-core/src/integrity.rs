@@ -235,6 +235,7 @@ impl std::error::Error for Damage {}
 
 /// Appends the checksum to a record's bytes (4 bytes, little-endian), for stores that keep a
 /// record as one value.
+#[must_use]
 pub fn seal(mut bytes: Vec<u8>, sum: u32) -> Vec<u8> {
     bytes.extend_from_slice(&sum.to_le_bytes());
     bytes

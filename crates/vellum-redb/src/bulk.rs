@@ -19,10 +19,8 @@ use vellum_core::{
 };
 
 use crate::PROVIDER;
-use crate::file::{OrStorage, decode};
-use crate::layout::{
-    AGGREGATES, AggregateRecord, EVENTS, OFFSETS, PROCESSES, ProcessRecord, QUEUE, QUEUE_ORDER,
-};
+use crate::file::OrStorage;
+use crate::layout::{AGGREGATES, EVENTS, OFFSETS, PROCESSES, QUEUE, QUEUE_ORDER};
 use crate::store::RedbStore;
 use crate::tables::Reader;
 
@@ -81,7 +79,7 @@ impl Reader<'_> {
         for entry in table.range::<(&str, &str)>(after_pair(after)).or_storage(file)?.take(limit) {
             let (key, value) = entry.or_storage(file)?;
             let (handler_key, instance_id) = key.value();
-            let record: AggregateRecord = decode(value.value(), file, "aggregate record")?;
+            let record = self.codec.aggregate(handler_key, instance_id, value.value())?;
             page.push(Record::Aggregate(AggregateMetaData {
                 handler_key: handler_key.to_owned(),
                 instance_id: instance_id.to_owned(),
@@ -99,7 +97,7 @@ impl Reader<'_> {
         for entry in table.range::<(&str, &str)>(after_pair(after)).or_storage(file)?.take(limit) {
             let (key, value) = entry.or_storage(file)?;
             let (handler_key, instance_id) = key.value();
-            let record: ProcessRecord = decode(value.value(), file, "process record")?;
+            let record = self.codec.process(handler_key, instance_id, value.value())?;
             page.push(Record::Process(ProcessInstance {
                 handler_key: handler_key.to_owned(),
                 instance_id: instance_id.to_owned(),
@@ -117,7 +115,8 @@ impl Reader<'_> {
         let mut page = Vec::with_capacity(limit.min(MAX_PREALLOCATED));
         for entry in table.range::<&str>((start, Bound::Unbounded)).or_storage(file)?.take(limit) {
             let (key, value) = entry.or_storage(file)?;
-            page.push(Record::Offset { application_key: key.value().to_owned(), next_offset: value.value() });
+            let next_offset = self.codec.offset(key.value(), value.value())?;
+            page.push(Record::Offset { application_key: key.value().to_owned(), next_offset });
         }
         Ok(page)
     }
@@ -136,8 +135,7 @@ impl Reader<'_> {
         for entry in order.range::<(i64, u64, &str)>((start, Bound::Unbounded)).or_storage(file)?.take(limit)
         {
             let (key, _) = entry.or_storage(file)?;
-            let (_, _, id) = key.value();
-            let (sequence, message) = self.queued(&queue, id)?;
+            let (sequence, message) = self.queued(&queue, key.value())?;
             page.push(Record::Queue { sequence, message });
         }
         Ok(page)
@@ -148,10 +146,18 @@ impl Reader<'_> {
         let file = self.file;
         let events = self.txn.open_table(EVENTS).or_storage(file)?;
         let mut page = Vec::with_capacity(limit.min(MAX_PREALLOCATED));
-        for entry in events.range(from..).or_storage(file)?.take(limit) {
+        for (expected, entry) in (from..).zip(events.range(from..).or_storage(file)?.take(limit)) {
             let (key, value) = entry.or_storage(file)?;
-            let envelope = decode(value.value(), file, "event envelope")?;
-            page.push(Record::Event(Event { offset: key.value(), envelope }));
+            let offset = key.value();
+            // The log is dense: a gap means a record was lost (docs/integrity.md).
+            if offset != expected {
+                return Err(self.codec.corrupt(
+                    &format_args!("event at offset {expected}"),
+                    format!("is missing (the next stored event is at offset {offset})"),
+                ));
+            }
+            let envelope = self.codec.event(offset, value.value())?;
+            page.push(Record::Event(Event { offset, envelope }));
         }
         Ok(page)
     }

@@ -13,10 +13,11 @@ use redb::{Builder, Database, DatabaseError, ReadableDatabase, TableError, Table
 use vellum_core::{Error, ErrorKind, Result};
 
 use crate::layout::{
-    AGGREGATES, COUNTERS, EVENT_IDS, EVENTS, EVENTS_BY_SOURCE, EVENTS_BY_TYPE, LAYOUT_VERSION, META,
-    META_APP_KEY, META_LAYOUT_VERSION, NEXT_OFFSET, NEXT_SEQUENCE, OFFSETS, PROCESSES, QUEUE, QUEUE_ORDER,
-    QUEUE_TIMEOUTS, file_name,
+    AGGREGATES, COUNTERS, COUNTERS_CHECKSUM, EVENT_IDS, EVENTS, EVENTS_BY_SOURCE, EVENTS_BY_TYPE,
+    LAYOUT_VERSION, META, META_APP_KEY, META_LAYOUT_VERSION, NEXT_OFFSET, NEXT_SEQUENCE, OFFSETS, PROCESSES,
+    QUEUE, QUEUE_ORDER, QUEUE_TIMEOUTS, file_name,
 };
+use crate::records::Codec;
 
 /// Canonical paths of the files open in this process (docs/locking.md#redb, within a process:
 /// redb's own lock is not guaranteed to exclude a second handle of the same process).
@@ -53,6 +54,11 @@ pub(crate) struct OpenFile {
 }
 
 impl OpenFile {
+    /// The codec that seals and checks this file's records.
+    pub(crate) fn codec(&self) -> Codec<'_> {
+        Codec { file: &self.path, app_key: &self.app_key }
+    }
+
     /// Closes the database, reporting what dropping it would ignore.
     pub(crate) fn close(self) -> Result<()> {
         let Self { db, path, .. } = self;
@@ -134,6 +140,11 @@ fn check_or_init(db: &Database, path: &Path, app_key: &str) -> Result<()> {
                 };
                 return Err(invalid(path, &what));
             }
+            drop(meta);
+            drop(txn);
+            if version < LAYOUT_VERSION {
+                return crate::migrate::upgrade(db, Codec { file: path, app_key }, version);
+            }
             Ok(())
         }
         Err(TableError::TableDoesNotExist(_)) => {
@@ -161,6 +172,8 @@ fn init(db: &Database, path: &Path, app_key: &str) -> Result<()> {
         let mut counters = txn.open_table(COUNTERS).or_storage(path)?;
         counters.insert(NEXT_OFFSET, 0).or_storage(path)?;
         counters.insert(NEXT_SEQUENCE, 0).or_storage(path)?;
+        let sum = Codec { file: path, app_key }.counters_sum(0, 0);
+        counters.insert(COUNTERS_CHECKSUM, sum).or_storage(path)?;
         txn.open_table(EVENTS).or_storage(path)?;
         txn.open_table(EVENT_IDS).or_storage(path)?;
         txn.open_table(EVENTS_BY_TYPE).or_storage(path)?;
@@ -207,13 +220,6 @@ impl<T, E: Into<redb::Error>> OrStorage<T> for std::result::Result<T, E> {
             Error::storage_kind(kind, format!("redb storage error in file {}", file.display()), e)
         })
     }
-}
-
-/// Decodes a record read from `file`; bad bytes are a storage error, never a panic.
-pub(crate) fn decode<M: prost::Message + Default>(bytes: &[u8], file: &Path, what: &str) -> Result<M> {
-    M::decode(bytes).map_err(|e| {
-        Error::storage_kind(ErrorKind::Corrupt, format!("corrupt {what} in redb file {}", file.display()), e)
-    })
 }
 
 /// Runs `f`, turning a panic inside redb (which a corrupted file can cause) into a storage error

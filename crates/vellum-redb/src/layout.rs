@@ -7,8 +7,13 @@
 
 use redb::TableDefinition;
 
-/// The version of the layout this crate writes. A file with a higher version is refused.
-pub(crate) const LAYOUT_VERSION: u64 = 1;
+/// The version of the layout this crate writes. A file with a higher version is refused; one
+/// with a lower version is migrated at open (`migrate.rs`).
+///
+/// - 1: records without checksums; consumer offsets in `offsets` as plain `u64`s.
+/// - 2: every record sealed with its checksum (`records.rs`); consumer offsets in
+///   `consumer_offsets`; the counters' checksum under [`COUNTERS_CHECKSUM`].
+pub(crate) const LAYOUT_VERSION: u64 = 2;
 
 /// `meta`: key -> bytes. Holds [`META_LAYOUT_VERSION`] (u64 big-endian) and [`META_APP_KEY`].
 pub(crate) const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
@@ -17,14 +22,16 @@ pub(crate) const META_LAYOUT_VERSION: &str = "layout_version";
 /// The `meta` key of the application key the file belongs to.
 pub(crate) const META_APP_KEY: &str = "app_key";
 
-/// `counters`: name -> u64. [`NEXT_OFFSET`] and [`NEXT_SEQUENCE`].
+/// `counters`: name -> u64. [`NEXT_OFFSET`], [`NEXT_SEQUENCE`] and [`COUNTERS_CHECKSUM`].
 pub(crate) const COUNTERS: TableDefinition<&str, u64> = TableDefinition::new("counters");
 /// The offset the next event gets (= number of events).
 pub(crate) const NEXT_OFFSET: &str = "next_offset";
 /// The enqueue sequence the next new queue message gets.
 pub(crate) const NEXT_SEQUENCE: &str = "next_sequence";
+/// The checksum of the two counters (`integrity::counters`), rewritten with them.
+pub(crate) const COUNTERS_CHECKSUM: &str = "checksum";
 
-/// `events`: offset -> encoded envelope.
+/// `events`: offset -> encoded envelope, sealed with its checksum.
 pub(crate) const EVENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("events");
 /// `event_ids`: message ID -> offset (duplicate detection, docs/batches.md#events-and-duplicate-message-ids).
 pub(crate) const EVENT_IDS: TableDefinition<&str, u64> = TableDefinition::new("event_ids");
@@ -33,11 +40,11 @@ pub(crate) const EVENTS_BY_TYPE: TableDefinition<(&str, u64), ()> = TableDefinit
 /// `events_by_source`: (handler key, instance ID, offset) -> ().
 pub(crate) const EVENTS_BY_SOURCE: TableDefinition<(&str, &str, u64), ()> =
     TableDefinition::new("events_by_source");
-/// `aggregates`: (handler key, instance ID) -> [`AggregateRecord`].
+/// `aggregates`: (handler key, instance ID) -> [`AggregateRecord`], sealed.
 pub(crate) const AGGREGATES: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("aggregates");
-/// `processes`: (handler key, instance ID) -> [`ProcessRecord`].
+/// `processes`: (handler key, instance ID) -> [`ProcessRecord`], sealed.
 pub(crate) const PROCESSES: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("processes");
-/// `queue`: message ID -> [`QueueRecord`].
+/// `queue`: message ID -> [`QueueRecord`], sealed with its envelope sum, then its state sum.
 pub(crate) const QUEUE: TableDefinition<&str, &[u8]> = TableDefinition::new("queue");
 /// `queue_order`: (`next_attempt_at` µs, enqueue sequence, message ID) -> (), the queue's order
 /// (docs/queue.md#queue-order).
@@ -46,8 +53,9 @@ pub(crate) const QUEUE_ORDER: TableDefinition<(i64, u64, &str), ()> = TableDefin
 /// `RemoveProcessInstance` (docs/batches.md#process-removal-and-timeouts).
 pub(crate) const QUEUE_TIMEOUTS: TableDefinition<(&str, &str, &str), ()> =
     TableDefinition::new("queue_timeouts");
-/// `offsets`: source application key -> next offset to consume.
-pub(crate) const OFFSETS: TableDefinition<&str, u64> = TableDefinition::new("offsets");
+/// `consumer_offsets`: source application key -> next offset to consume (u64 little-endian),
+/// sealed.
+pub(crate) const OFFSETS: TableDefinition<&str, &[u8]> = TableDefinition::new("consumer_offsets");
 
 /// An aggregate's stored meta-data.
 #[derive(Clone, PartialEq, prost::Message)]

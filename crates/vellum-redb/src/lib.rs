@@ -37,6 +37,8 @@
 mod bulk;
 mod file;
 mod layout;
+mod migrate;
+mod records;
 mod store;
 mod tables;
 mod writer;

@@ -54,7 +54,7 @@ impl Shared {
         let file = guard.as_ref().ok_or(Error::Closed)?;
         guarded(&file.path, || {
             let txn = file.db.begin_read().or_storage(&file.path)?;
-            f(&Reader { txn: &txn, file: &file.path })
+            f(&Reader { txn: &txn, file: &file.path, codec: file.codec() })
         })
     }
 }

@@ -3,27 +3,21 @@
 
 use std::path::Path;
 
-use prost::Message;
 use redb::{ReadOnlyTable, ReadTransaction, ReadableTable, Table, WriteTransaction};
 use vellum_core::provider::PreBatchState;
 use vellum_core::provider::{Counters, Plan, Write};
 use vellum_core::time::Micros;
 use vellum_core::{
-    AggregateMetaData, Envelope, Error, Event, EventQuery, Packet, ProcessInstance, QueueMessage, Result,
+    AggregateMetaData, Envelope, Event, EventQuery, Packet, ProcessInstance, QueueMessage, Result,
 };
 
-use crate::file::{OrStorage, decode};
+use crate::file::OrStorage;
 use crate::layout::{
-    AGGREGATES, AggregateRecord, COUNTERS, EVENT_IDS, EVENTS, EVENTS_BY_SOURCE, EVENTS_BY_TYPE, NEXT_OFFSET,
-    NEXT_SEQUENCE, OFFSETS, PROCESSES, ProcessRecord, QUEUE, QUEUE_ORDER, QUEUE_TIMEOUTS, QueueRecord,
+    AGGREGATES, AggregateRecord, COUNTERS, COUNTERS_CHECKSUM, EVENT_IDS, EVENTS, EVENTS_BY_SOURCE,
+    EVENTS_BY_TYPE, NEXT_OFFSET, NEXT_SEQUENCE, OFFSETS, PROCESSES, ProcessRecord, QUEUE, QUEUE_ORDER,
+    QUEUE_TIMEOUTS, QueueRecord,
 };
-
-/// Only the revision (tag 1) of an aggregate, process or queue record; the rest is skipped.
-#[derive(Clone, PartialEq, prost::Message)]
-struct Revision {
-    #[prost(uint64, tag = "1")]
-    revision: u64,
-}
+use crate::records::Codec;
 
 type StrTable<'t, V> = Table<'t, &'static str, V>;
 type PairTable<'t, V> = Table<'t, (&'static str, &'static str), V>;
@@ -31,6 +25,7 @@ type PairTable<'t, V> = Table<'t, (&'static str, &'static str), V>;
 /// Every table, open in one write transaction.
 pub(crate) struct WriteTables<'t> {
     file: &'t Path,
+    codec: Codec<'t>,
     counters: StrTable<'t, u64>,
     events: Table<'t, u64, &'static [u8]>,
     event_ids: StrTable<'t, u64>,
@@ -41,14 +36,16 @@ pub(crate) struct WriteTables<'t> {
     queue: StrTable<'t, &'static [u8]>,
     queue_order: Table<'t, (i64, u64, &'static str), ()>,
     queue_timeouts: Table<'t, (&'static str, &'static str, &'static str), ()>,
-    offsets: StrTable<'t, u64>,
+    offsets: StrTable<'t, &'static [u8]>,
 }
 
 impl<'t> WriteTables<'t> {
     /// Opens every table in `txn`.
-    pub(crate) fn open(txn: &'t WriteTransaction, file: &'t Path) -> Result<Self> {
+    pub(crate) fn open(txn: &'t WriteTransaction, codec: Codec<'t>) -> Result<Self> {
+        let file = codec.file;
         Ok(Self {
             file,
+            codec,
             counters: txn.open_table(COUNTERS).or_storage(file)?,
             events: txn.open_table(EVENTS).or_storage(file)?,
             event_ids: txn.open_table(EVENT_IDS).or_storage(file)?,
@@ -63,12 +60,17 @@ impl<'t> WriteTables<'t> {
         })
     }
 
-    /// The stored counters.
+    /// The stored counters, checked against their checksum.
     pub(crate) fn counters(&self) -> Result<Counters> {
-        let counter = |name: &str| -> Result<u64> {
-            Ok(self.counters.get(name).or_storage(self.file)?.map_or(0, |v| v.value()))
+        let counter = |name: &str| -> Result<Option<u64>> {
+            Ok(self.counters.get(name).or_storage(self.file)?.map(|v| v.value()))
         };
-        Ok(Counters { next_offset: counter(NEXT_OFFSET)?, next_sequence: counter(NEXT_SEQUENCE)? })
+        checked_counters(
+            self.codec,
+            counter(NEXT_OFFSET)?,
+            counter(NEXT_SEQUENCE)?,
+            counter(COUNTERS_CHECKSUM)?,
+        )
     }
 
     /// Applies a plan (a group's batches or an import), then stores its counters.
@@ -80,6 +82,8 @@ impl<'t> WriteTables<'t> {
             let file = self.file;
             self.counters.insert(NEXT_OFFSET, plan.after.next_offset).or_storage(file)?;
             self.counters.insert(NEXT_SEQUENCE, plan.after.next_sequence).or_storage(file)?;
+            let sum = self.codec.counters_sum(plan.after.next_offset, plan.after.next_sequence);
+            self.counters.insert(COUNTERS_CHECKSUM, sum).or_storage(file)?;
         }
         Ok(())
     }
@@ -90,7 +94,8 @@ impl<'t> WriteTables<'t> {
             Write::PutAggregate { meta, revision } => {
                 let record = AggregateRecord { revision, last_event_id: meta.last_event_id.clone() };
                 let key = (meta.handler_key.as_str(), meta.instance_id.as_str());
-                self.aggregates.insert(key, record.encode_to_vec().as_slice()).or_storage(file)?;
+                let value = self.codec.seal_aggregate(key.0, key.1, &record);
+                self.aggregates.insert(key, value.as_slice()).or_storage(file)?;
             }
             Write::PutProcess { instance, revision } => {
                 let record = ProcessRecord {
@@ -99,7 +104,8 @@ impl<'t> WriteTables<'t> {
                     data: instance.packet.data.clone(),
                 };
                 let key = (instance.handler_key.as_str(), instance.instance_id.as_str());
-                self.processes.insert(key, record.encode_to_vec().as_slice()).or_storage(file)?;
+                let value = self.codec.seal_process(key.0, key.1, &record);
+                self.processes.insert(key, value.as_slice()).or_storage(file)?;
             }
             Write::RemoveProcess { handler_key, instance_id } => {
                 self.processes.remove((handler_key, instance_id)).or_storage(file)?;
@@ -110,7 +116,7 @@ impl<'t> WriteTables<'t> {
             Write::AppendEvent { offset, envelope } => {
                 #[cfg(test)]
                 if envelope.message_id == crate::tests::INJECT_STORAGE_FAILURE {
-                    return Err(Error::storage("injected failure", "test"));
+                    return Err(vellum_core::Error::storage("injected failure", "test"));
                 }
                 self.append_event(offset, envelope)?;
             }
@@ -122,7 +128,8 @@ impl<'t> WriteTables<'t> {
             }
             Write::RemoveQueue { message_id } => self.remove_queue(message_id)?,
             Write::PutOffset { application_key, next_offset } => {
-                self.offsets.insert(application_key, next_offset).or_storage(file)?;
+                let value = self.codec.seal_offset(application_key, next_offset);
+                self.offsets.insert(application_key, value.as_slice()).or_storage(file)?;
             }
         }
         Ok(())
@@ -132,7 +139,7 @@ impl<'t> WriteTables<'t> {
     fn append_event(&mut self, offset: u64, envelope: &Envelope) -> Result<()> {
         let file = self.file;
         let id = envelope.message_id.as_str();
-        self.events.insert(offset, envelope.to_bytes().as_slice()).or_storage(file)?;
+        self.events.insert(offset, self.codec.seal_event(offset, envelope).as_slice()).or_storage(file)?;
         self.event_ids.insert(id, offset).or_storage(file)?;
         self.by_type.insert((envelope.portable_name.as_str(), offset), ()).or_storage(file)?;
         let source = (envelope.source_handler_key(), envelope.source_instance_id.as_str(), offset);
@@ -158,7 +165,7 @@ impl<'t> WriteTables<'t> {
             envelope: envelope.to_bytes(),
         };
         let id = message.id();
-        self.queue.insert(id, record.encode_to_vec().as_slice()).or_storage(file)?;
+        self.queue.insert(id, self.codec.seal_queue(id, &record).as_slice()).or_storage(file)?;
         self.queue_order.insert((at.0, sequence, id), ()).or_storage(file)?;
         if let Some((handler_key, instance_id)) = Write::timeout_owner(message) {
             self.queue_timeouts.insert((handler_key, instance_id, id), ()).or_storage(file)?;
@@ -171,7 +178,7 @@ impl<'t> WriteTables<'t> {
         let record = self.queue.get(id).or_storage(file)?.map(|v| v.value().to_vec());
         // Absent only when a `RemoveProcess` earlier in the batch cascaded it: nothing to update.
         let Some(bytes) = record else { return Ok(()) };
-        let mut record: QueueRecord = decode(&bytes, file, "queue record")?;
+        let (mut record, _) = self.codec.queue(id, &bytes)?;
         if record.next_attempt_at != at.0 {
             self.queue_order.remove((record.next_attempt_at, record.sequence, id)).or_storage(file)?;
             self.queue_order.insert((at.0, record.sequence, id), ()).or_storage(file)?;
@@ -179,7 +186,7 @@ impl<'t> WriteTables<'t> {
         record.revision = revision;
         record.failure_count = failure_count;
         record.next_attempt_at = at.0;
-        self.queue.insert(id, record.encode_to_vec().as_slice()).or_storage(file)?;
+        self.queue.insert(id, self.codec.seal_queue(id, &record).as_slice()).or_storage(file)?;
         Ok(())
     }
 
@@ -188,9 +195,8 @@ impl<'t> WriteTables<'t> {
         let file = self.file;
         let removed = self.queue.remove(id).or_storage(file)?.map(|v| v.value().to_vec());
         let Some(bytes) = removed else { return Ok(()) };
-        let record: QueueRecord = decode(&bytes, file, "queue record")?;
+        let (record, envelope) = self.codec.queue(id, &bytes)?;
         self.queue_order.remove((record.next_attempt_at, record.sequence, id)).or_storage(file)?;
-        let envelope: Envelope = decode(&record.envelope, file, "queued envelope")?;
         if envelope.is_timeout() {
             let owner = (envelope.source_handler_key(), envelope.source_instance_id.as_str(), id);
             self.queue_timeouts.remove(owner).or_storage(file)?;
@@ -211,30 +217,28 @@ impl<'t> WriteTables<'t> {
         }
         Ok(ids)
     }
-
-    fn revision_of<K: redb::Key + 'static>(
-        table: &Table<'t, K, &'static [u8]>,
-        key: K::SelfType<'_>,
-        file: &Path,
-        what: &str,
-    ) -> Result<Option<u64>> {
-        let Some(value) = table.get(key).or_storage(file)? else { return Ok(None) };
-        Ok(Some(decode::<Revision>(value.value(), file, what)?.revision))
-    }
 }
 
+/// Preconditions are checked against verified records: a damaged revision must not decide a
+/// conflict.
 impl PreBatchState for WriteTables<'_> {
     fn aggregate_revision(&mut self, handler_key: &str, instance_id: &str) -> Result<u64> {
-        Ok(Self::revision_of(&self.aggregates, (handler_key, instance_id), self.file, "aggregate record")?
-            .unwrap_or(0))
+        let Some(value) = self.aggregates.get((handler_key, instance_id)).or_storage(self.file)? else {
+            return Ok(0);
+        };
+        Ok(self.codec.aggregate(handler_key, instance_id, value.value())?.revision)
     }
 
     fn process_revision(&mut self, handler_key: &str, instance_id: &str) -> Result<Option<u64>> {
-        Self::revision_of(&self.processes, (handler_key, instance_id), self.file, "process record")
+        let Some(value) = self.processes.get((handler_key, instance_id)).or_storage(self.file)? else {
+            return Ok(None);
+        };
+        Ok(Some(self.codec.process(handler_key, instance_id, value.value())?.revision))
     }
 
     fn queue_revision(&mut self, message_id: &str) -> Result<Option<u64>> {
-        Self::revision_of(&self.queue, message_id, self.file, "queue record")
+        let Some(value) = self.queue.get(message_id).or_storage(self.file)? else { return Ok(None) };
+        Ok(Some(self.codec.queue(message_id, value.value())?.0.revision))
     }
 
     fn timeouts_of(&mut self, handler_key: &str, instance_id: &str) -> Result<Vec<String>> {
@@ -242,7 +246,8 @@ impl PreBatchState for WriteTables<'_> {
     }
 
     fn offset(&mut self, application_key: &str) -> Result<u64> {
-        Ok(self.offsets.get(application_key).or_storage(self.file)?.map_or(0, |v| v.value()))
+        let Some(value) = self.offsets.get(application_key).or_storage(self.file)? else { return Ok(0) };
+        self.codec.offset(application_key, value.value())
     }
 
     fn event_exists(&mut self, message_id: &str) -> Result<bool> {
@@ -250,22 +255,26 @@ impl PreBatchState for WriteTables<'_> {
     }
 }
 
-/// A stored value that cannot be represented (e.g. a key at the end of its range).
-#[derive(Debug)]
-struct Overflow(&'static str);
-
-impl std::fmt::Display for Overflow {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "counter {} reached u64::MAX", self.0)
-    }
+/// The counters as stored, checked against their checksum; a missing one is damage (a new file
+/// is laid out with all three).
+pub(crate) fn checked_counters(
+    codec: Codec<'_>,
+    next_offset: Option<u64>,
+    next_sequence: Option<u64>,
+    sum: Option<u64>,
+) -> Result<Counters> {
+    let (Some(next_offset), Some(next_sequence)) = (next_offset, next_sequence) else {
+        return Err(codec.corrupt(&"counters", "a counter is missing"));
+    };
+    codec.check_counters(next_offset, next_sequence, sum)?;
+    Ok(Counters { next_offset, next_sequence })
 }
-
-impl std::error::Error for Overflow {}
 
 /// Reads over one read transaction (an MVCC snapshot).
 pub(crate) struct Reader<'a> {
     pub(crate) txn: &'a ReadTransaction,
     pub(crate) file: &'a Path,
+    pub(crate) codec: Codec<'a>,
 }
 
 impl Reader<'_> {
@@ -273,7 +282,7 @@ impl Reader<'_> {
         let table = self.txn.open_table(AGGREGATES).or_storage(self.file)?;
         let mut meta = AggregateMetaData::new(handler_key, instance_id);
         if let Some(value) = table.get((handler_key, instance_id)).or_storage(self.file)? {
-            let record: AggregateRecord = decode(value.value(), self.file, "aggregate record")?;
+            let record = self.codec.aggregate(handler_key, instance_id, value.value())?;
             meta.revision = record.revision;
             meta.last_event_id = record.last_event_id;
         }
@@ -284,7 +293,7 @@ impl Reader<'_> {
         let table = self.txn.open_table(PROCESSES).or_storage(self.file)?;
         let mut instance = ProcessInstance::new(handler_key, instance_id);
         if let Some(value) = table.get((handler_key, instance_id)).or_storage(self.file)? {
-            let record: ProcessRecord = decode(value.value(), self.file, "process record")?;
+            let record = self.codec.process(handler_key, instance_id, value.value())?;
             instance.revision = record.revision;
             instance.packet = Packet { media_type: record.media_type, data: record.data };
         }
@@ -293,12 +302,28 @@ impl Reader<'_> {
 
     pub(crate) fn offset(&self, application_key: &str) -> Result<u64> {
         let table = self.txn.open_table(OFFSETS).or_storage(self.file)?;
-        Ok(table.get(application_key).or_storage(self.file)?.map_or(0, |v| v.value()))
+        match table.get(application_key).or_storage(self.file)? {
+            Some(value) => self.codec.offset(application_key, value.value()),
+            None => Ok(0),
+        }
+    }
+
+    /// The stored counters, checked against their checksum.
+    pub(crate) fn counters(&self) -> Result<Counters> {
+        let table = self.txn.open_table(COUNTERS).or_storage(self.file)?;
+        let counter = |name: &str| -> Result<Option<u64>> {
+            Ok(table.get(name).or_storage(self.file)?.map(|v| v.value()))
+        };
+        checked_counters(
+            self.codec,
+            counter(NEXT_OFFSET)?,
+            counter(NEXT_SEQUENCE)?,
+            counter(COUNTERS_CHECKSUM)?,
+        )
     }
 
     pub(crate) fn next_event_offset(&self) -> Result<u64> {
-        let table = self.txn.open_table(COUNTERS).or_storage(self.file)?;
-        Ok(table.get(NEXT_OFFSET).or_storage(self.file)?.map_or(0, |v| v.value()))
+        Ok(self.counters()?.next_offset)
     }
 
     pub(crate) fn queue_head(&self, n: usize) -> Result<Vec<QueueMessage>> {
@@ -307,35 +332,44 @@ impl Reader<'_> {
         let mut messages = Vec::with_capacity(n.min(1024));
         for entry in order.iter().or_storage(self.file)?.take(n) {
             let (key, _) = entry.or_storage(self.file)?;
-            let (_, _, id) = key.value();
-            messages.push(self.queued(&queue, id)?.1);
+            messages.push(self.queued(&queue, key.value())?.1);
         }
         Ok(messages)
     }
 
-    /// The enqueue sequence and the message of `id`, which the queue order index named.
+    /// The enqueue sequence and the message the queue order entry `(time, sequence, ID)` names;
+    /// an entry that disagrees with the message's record is damage.
     pub(crate) fn queued(
         &self,
         queue: &ReadOnlyTable<&'static str, &'static [u8]>,
-        id: &str,
+        (at, sequence, id): (i64, u64, &str),
     ) -> Result<(u64, QueueMessage)> {
-        let value = queue.get(id).or_storage(self.file)?.ok_or_else(|| {
-            Error::storage(
-                format!("queue order index of redb file {} names a missing message", self.file.display()),
-                Overflow("queue_order"),
-            )
-        })?;
-        let record: QueueRecord = decode(value.value(), self.file, "queue record")?;
+        let entry = || format!("queue order entry ({at}, {sequence}, {id:?})");
+        let value = queue
+            .get(id)
+            .or_storage(self.file)?
+            .ok_or_else(|| self.codec.corrupt(&entry(), "names a message that is not stored"))?;
+        let (record, envelope) = self.codec.queue(id, value.value())?;
+        if (record.next_attempt_at, record.sequence) != (at, sequence) {
+            return Err(self.codec.corrupt(
+                &entry(),
+                format!(
+                    "disagrees with the message's record (time {}, sequence {})",
+                    record.next_attempt_at, record.sequence
+                ),
+            ));
+        }
         let message = QueueMessage {
             revision: record.revision,
             failure_count: record.failure_count,
             next_attempt_at: Micros(record.next_attempt_at).to_system_time(),
-            envelope: decode(&record.envelope, self.file, "queued envelope")?,
+            envelope,
         };
         Ok((record.sequence, message))
     }
 
     /// Up to `limit` events matching `query` with `offset >= from`, ascending, through the index.
+    /// Each event is checked against the index entry that named it.
     pub(crate) fn events(&self, query: &EventQuery, from: u64, limit: usize) -> Result<Vec<Event>> {
         let file = self.file;
         let mut offsets = Vec::new();
@@ -363,16 +397,37 @@ impl Reader<'_> {
             }
         }
         let events = self.txn.open_table(EVENTS).or_storage(file)?;
+        let mut previous = None;
         offsets
             .into_iter()
             .map(|offset| {
+                if previous.is_some_and(|p| p >= offset) || offset < from {
+                    return Err(self.codec.corrupt(
+                        &format_args!("event index entry at offset {offset}"),
+                        format!("is out of order (after offset {previous:?}, from {from})"),
+                    ));
+                }
+                previous = Some(offset);
                 let value = events.get(offset).or_storage(file)?.ok_or_else(|| {
-                    Error::storage(
-                        format!("event index of redb file {} names missing offset {offset}", file.display()),
-                        Overflow("events"),
+                    self.codec.corrupt(
+                        &format_args!("event index entry at offset {offset}"),
+                        "names no stored event",
                     )
                 })?;
-                Ok(Event { offset, envelope: decode(value.value(), file, "event envelope")? })
+                let envelope = self.codec.event(offset, value.value())?;
+                if !query.matches(&envelope) {
+                    return Err(self.codec.corrupt(
+                        &format_args!("event index entry at offset {offset}"),
+                        format!(
+                            "names event {:?} of type {:?} from {}/{}, which the query does not match",
+                            envelope.message_id,
+                            envelope.portable_name,
+                            envelope.source_handler_key(),
+                            envelope.source_instance_id
+                        ),
+                    ));
+                }
+                Ok(Event { offset, envelope })
             })
             .collect()
     }

@@ -368,3 +368,36 @@ fn close_and_drop_release_the_file() {
         reopened.expect("a dropped store releases its key").close().await.unwrap();
     });
 }
+
+#[test]
+fn a_flipped_payload_byte_is_a_corrupt_error_naming_the_offset_never_a_wrong_value() {
+    let dir = tempfile::tempdir().unwrap();
+    let provider = RedbProvider::new(dir.path());
+    let rt = runtime();
+    rt.block_on(fill(&provider, "app", 5));
+    let path = dir.path().join(crate::layout::file_name("app"));
+    let mut bytes = std::fs::read(&path).unwrap();
+    // Every copy of the payload "e3-7" (the event at offset 37): the live one is among them.
+    let needle = b"e3-7";
+    let hits: Vec<usize> = (0..bytes.len() - needle.len()).filter(|&i| &bytes[i..i + 4] == needle).collect();
+    assert!(!hits.is_empty());
+    for i in hits {
+        bytes[i + 3] ^= 0x01;
+    }
+    std::fs::write(&path, bytes).unwrap();
+    rt.block_on(async {
+        let store = provider.open("app").await.unwrap();
+        let mut cursor = store.load_events_by_type(&["T"], 0).await.unwrap();
+        let error = loop {
+            match cursor.next().await {
+                Ok(Some(event)) => assert_ne!(event.offset, 37, "a damaged event was served"),
+                Ok(None) => panic!("every event was served, the damaged one too"),
+                Err(e) => break e,
+            }
+        };
+        assert_eq!(error.kind(), vellum_core::ErrorKind::Corrupt, "{error}");
+        let text = error.to_string();
+        assert!(text.contains("offset 37") && text.contains(&path.display().to_string()), "{text}");
+        store.close().await.unwrap();
+    });
+}

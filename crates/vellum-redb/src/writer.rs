@@ -42,7 +42,7 @@ fn execute(file: &OpenFile, work: Work<'_>) -> Result<Vec<Result<PersistResult>>
     let path = file.path.as_path();
     let txn = file.db.begin_write().or_storage(path)?;
     let outcomes = {
-        let mut tables = WriteTables::open(&txn, path)?;
+        let mut tables = WriteTables::open(&txn, file.codec())?;
         let counters = tables.counters()?;
         let planned = work.plan(&mut tables, counters)?;
         if planned.plan.is_empty() {
