@@ -240,10 +240,10 @@ pub trait BulkStore: DataStore {
     /// [`Checker`](crate::verify::Checker) and returns its report. Damage found is in the
     /// [`Report`], not an error.
     ///
-    /// `progress` is called from the verifying task now and then (at least at the end) with
-    /// the number of records checked so far, which ends at [`Report::records`]: at most
-    /// [`stats`](Self::stats)`().total()` plus damaged records. Keep it quick: a provider may
-    /// call it while it holds a read transaction or lock.
+    /// `progress` is called from the verifying task now and then, and once at the end, with
+    /// the number of records checked so far (damaged ones included), for a progress bar whose
+    /// length is [`stats`](Self::stats)`().total()`. Keep it quick: a provider may call it
+    /// while it holds a read transaction or lock.
     ///
     /// The default implementation returns [`Error::Unsupported`] naming the store's type.
     ///

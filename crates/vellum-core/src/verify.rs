@@ -306,6 +306,8 @@ pub struct Checker {
     timeouts: Vec<(Sym, Sym, Sym)>,
     counters: Vec<(u64, u64)>,
     records: u64,
+    /// Calls of `damaged` and `problem`.
+    damaged: u64,
     index_entries: u64,
     problems: Vec<Problem>,
     engine_problems: Vec<Problem>,
@@ -346,6 +348,7 @@ impl Checker {
             timeouts: Vec::new(),
             counters: Vec::new(),
             records: 0,
+            damaged: 0,
             index_entries: 0,
             problems: Vec::new(),
             engine_problems: Vec::new(),
@@ -407,6 +410,7 @@ impl Checker {
     /// need not know (an aggregate, a process, a consumer offset, or a key that is itself
     /// unreadable). The problem is reported as given.
     pub fn problem(&mut self, problem: Problem) {
+        self.damaged += 1;
         self.problems.push(problem);
     }
 
@@ -422,6 +426,7 @@ impl Checker {
             }
             Damaged::Counters => self.damaged_counters = true,
         }
+        self.damaged += 1;
         self.problems.push(problem);
     }
 
@@ -436,10 +441,12 @@ impl Checker {
         self.engine_problems.extend(problems);
     }
 
-    /// The records fed so far that checked out: what a provider reports as progress.
+    /// The records fed so far, intact or damaged (each [`Fact::Event`], [`Fact::Queue`] and
+    /// [`Fact::Record`], and each call of [`damaged`](Self::damaged) and
+    /// [`problem`](Self::problem)): what a provider reports as progress.
     #[must_use]
-    pub fn records(&self) -> u64 {
-        self.records
+    pub fn read(&self) -> u64 {
+        self.records + self.damaged
     }
 
     /// Cross-checks everything fed ([module docs](self)) and returns the report.
@@ -460,6 +467,7 @@ impl Checker {
             timeouts,
             counters,
             records,
+            damaged: _,
             index_entries,
             mut problems,
             engine_problems,
@@ -1218,6 +1226,7 @@ mod tests {
         );
         checker.damaged(Damaged::Counters, Problem::new("counters", "checksum mismatch"));
         checker.problem(Problem::new("aggregate h/1", "checksum mismatch"));
+        let read = checker.read();
         let report = checker.finish();
         let found: Vec<String> = report.problems.iter().map(ToString::to_string).collect();
         assert_eq!(
@@ -1230,6 +1239,7 @@ mod tests {
             ]
         );
         assert_eq!(report.records, 5);
+        assert_eq!(read, 9, "progress counts damaged records too");
     }
 
     /// Only declared indexes (or those fed an entry) are compared.

@@ -5,6 +5,7 @@
 
 use vellum_core::provider::observe;
 use vellum_core::provider::plan_import;
+use vellum_core::verify::Report;
 use vellum_core::{
     AggregateMetaData, BulkStore, DataStore, ExportFrom, ProcessInstance, Record, Result, StoreStats,
 };
@@ -32,6 +33,10 @@ impl BulkStore for MemoryStore {
             Ok(())
         });
         observe::record(&span, result)
+    }
+
+    async fn verify(&self, progress: &mut (dyn FnMut(u64) + Send)) -> Result<Report> {
+        Ok(self.read()?.verify(progress))
     }
 }
 

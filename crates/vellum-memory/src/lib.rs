@@ -35,6 +35,7 @@ mod keyed;
 mod log;
 mod queue;
 mod store;
+mod verify;
 
 use std::collections::HashMap;
 use std::sync::Arc;

@@ -1,7 +1,8 @@
 //! The event log with by-type and by-source indexes, so neither query scans the whole log.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 
+use vellum_core::verify::{Checker, Fact};
 use vellum_core::{Envelope, Event, EventQuery};
 
 use crate::keyed::Keyed2;
@@ -10,7 +11,8 @@ use crate::keyed::Keyed2;
 pub(crate) struct EventLog {
     /// The envelope at offset `i` is `events[i]`.
     events: Vec<Envelope>,
-    ids: HashSet<String>,
+    /// Message ID -> offset.
+    ids: HashMap<String, u64>,
     by_type: HashMap<String, Vec<u64>>,
     by_source: Keyed2<Vec<u64>>,
 }
@@ -21,13 +23,13 @@ impl EventLog {
     }
 
     pub(crate) fn contains(&self, message_id: &str) -> bool {
-        self.ids.contains(message_id)
+        self.ids.contains_key(message_id)
     }
 
     /// Appends an event; `offset` is the log's next offset (plans assign offsets densely).
     pub(crate) fn append(&mut self, offset: u64, envelope: &Envelope) {
         debug_assert_eq!(offset, self.next_offset(), "plans append at the next offset");
-        self.ids.insert(envelope.message_id.clone());
+        self.ids.insert(envelope.message_id.clone(), offset);
         match self.by_type.get_mut(&envelope.portable_name) {
             Some(offsets) => offsets.push(offset),
             None => {
@@ -72,6 +74,48 @@ impl EventLog {
             .into_iter()
             .map(|offset| Event { offset, envelope: self.events[offset as usize].clone() })
             .collect()
+    }
+}
+
+impl EventLog {
+    /// Feeds every event and index entry to `checker` (`BulkStore::verify`), calling `tick`
+    /// after each event.
+    pub(crate) fn verify(&self, checker: &mut Checker, tick: &mut impl FnMut(&Checker)) {
+        for (offset, e) in (0_u64..).zip(&self.events) {
+            checker.fact(Fact::Event {
+                offset,
+                message_id: &e.message_id,
+                portable_name: &e.portable_name,
+                handler_key: e.source_handler_key(),
+                instance_id: &e.source_instance_id,
+            });
+            tick(checker);
+        }
+        for (message_id, &offset) in &self.ids {
+            checker.fact(Fact::EventId { message_id, offset });
+        }
+        for (portable_name, offsets) in &self.by_type {
+            for &offset in offsets {
+                checker.fact(Fact::ByType { portable_name, offset });
+            }
+        }
+        for (handler_key, instance_id, offsets) in self.by_source.iter() {
+            for &offset in offsets {
+                checker.fact(Fact::BySource { handler_key, instance_id, offset });
+            }
+        }
+    }
+}
+
+/// Damage for tests of `verify`: the indexes changed behind the log's back.
+#[cfg(test)]
+impl EventLog {
+    pub(crate) fn by_type_mut(&mut self) -> &mut HashMap<String, Vec<u64>> {
+        &mut self.by_type
+    }
+
+    pub(crate) fn ids_mut(&mut self) -> &mut HashMap<String, u64> {
+        &mut self.ids
     }
 }
 

@@ -5,6 +5,7 @@ use std::collections::{BTreeSet, HashMap};
 use std::ops::Bound;
 
 use vellum_core::time::Micros;
+use vellum_core::verify::{Checker, Fact};
 use vellum_core::{Envelope, QueueKey, QueueMessage};
 
 use crate::keyed::Keyed2;
@@ -139,5 +140,46 @@ impl Queue {
 
     pub(crate) fn len(&self) -> usize {
         self.messages.len()
+    }
+
+    /// Feeds every message and index entry to `checker` (`BulkStore::verify`), calling `tick`
+    /// after each message.
+    pub(crate) fn verify(&self, checker: &mut Checker, tick: &mut impl FnMut(&Checker)) {
+        for (message_id, e) in &self.messages {
+            let env = &e.envelope;
+            let timeout_owner =
+                env.is_timeout().then(|| (env.source_handler_key(), env.source_instance_id.as_str()));
+            checker.fact(Fact::Queue {
+                message_id,
+                sequence: e.sequence,
+                next_attempt_at: e.next_attempt_at.0,
+                timeout_owner,
+            });
+            tick(checker);
+        }
+        for (next_attempt_at, sequence, message_id) in &self.order {
+            checker.fact(Fact::QueueOrder {
+                next_attempt_at: next_attempt_at.0,
+                sequence: *sequence,
+                message_id,
+            });
+        }
+        for (handler_key, instance_id, ids) in self.timeouts.iter() {
+            for message_id in ids {
+                checker.fact(Fact::TimeoutOwner { handler_key, instance_id, message_id });
+            }
+        }
+    }
+}
+
+/// Damage for tests of `verify`: the indexes and counter changed behind the queue's back.
+#[cfg(test)]
+impl Queue {
+    pub(crate) fn order_mut(&mut self) -> &mut BTreeSet<(Micros, u64, String)> {
+        &mut self.order
+    }
+
+    pub(crate) fn set_next_sequence(&mut self, next: u64) {
+        self.next_sequence = next;
     }
 }
