@@ -33,6 +33,10 @@ pub enum Command {
     Inspect(InspectArgs),
     /// Copy one application's whole store to an empty store of any provider, then verify it.
     Copy(CopyArgs),
+    /// Write one application's whole store to an archive file (a checksummed backup).
+    Export(ExportArgs),
+    /// Restore an archive file into an empty store of any provider, then verify it.
+    Import(ImportArgs),
     /// Measure the standard workloads on one or more providers.
     Bench(BenchArgs),
     /// Create, drop or report vellum's schema in a SQL database.
@@ -149,6 +153,38 @@ pub struct CopyArgs {
     #[arg(long, env = "VELLUM_APP")]
     pub app: String,
     /// Records per page (one import transaction each).
+    #[arg(long, default_value_t = 1000)]
+    pub page_size: usize,
+}
+
+/// `vellum export`.
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    /// The store URL to export.
+    pub url: String,
+    /// The application key to export.
+    #[arg(long, env = "VELLUM_APP")]
+    pub app: String,
+    /// The archive file to write, replaced only once the archive is complete; `-` for stdout.
+    #[arg(short, long, value_name = "FILE")]
+    pub output: PathBuf,
+    /// Records per page read from the store.
+    #[arg(long, default_value_t = 1000)]
+    pub page_size: usize,
+}
+
+/// `vellum import`.
+#[derive(Debug, Args)]
+pub struct ImportArgs {
+    /// The archive file to read; `-` for stdin (copied to a temporary file first, as the archive
+    /// is read twice: checked whole, then imported).
+    pub file: PathBuf,
+    /// The destination store URL; its store for the application must be empty.
+    pub url: String,
+    /// The application key to restore; the archive must hold this application.
+    #[arg(long, env = "VELLUM_APP")]
+    pub app: String,
+    /// Records per import transaction.
     #[arg(long, default_value_t = 1000)]
     pub page_size: usize,
 }

@@ -1,5 +1,6 @@
 //! `vellum`: the command-line tool (see `vellum --help`).
 
+mod archive;
 mod bench;
 mod cli;
 mod copy;
@@ -28,6 +29,8 @@ fn main() -> ExitCode {
             Command::Demo(args) => demo::run(args).await,
             Command::Inspect(args) => inspect::run(args).await,
             Command::Copy(args) => copy::run(args).await,
+            Command::Export(args) => archive::export(args).await,
+            Command::Import(args) => archive::import(args).await,
             Command::Bench(args) => bench::run(args).await,
             Command::Schema(args) => schema::run(args).await,
         }

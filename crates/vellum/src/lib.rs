@@ -33,7 +33,8 @@
 //! # Ok(()) }
 //! ```
 //!
-//! Whole stores move between providers with [`bulk::copy`] (what `vellum copy` runs).
+//! Whole stores move between providers with [`bulk::copy`] (what `vellum copy` runs), and to
+//! and from a backup file with [`bulk::archive`] (`vellum export` / `vellum import`).
 //!
 //! This crate exports the API an engine uses. Writing a provider takes more (batch evaluation,
 //! planning, the commit engine): see [`vellum_core::provider`].
@@ -54,8 +55,10 @@ pub use vellum_core::{
 
 pub mod bulk {
     //! Bulk export and import of whole stores: backup, restore, and copying a store between
-    //! providers ([`copy`], what `vellum copy` runs).
+    //! providers ([`copy`], what `vellum copy` runs); a whole store as one checksummed file
+    //! ([`archive`], what `vellum export` and `vellum import` run).
 
+    pub use vellum_core::archive;
     pub use vellum_core::bulk::{
         BulkStore, CopySummary, Digest, Export, ExportFrom, ImportError, QueueKey, Record, Section,
         StoreStats, checksum, copy,
