@@ -2,6 +2,7 @@
 //! forward each call to the concrete provider without boxing a future per call.
 
 use vellum_core::bulk::{BulkStore, ExportFrom, Record, StoreStats};
+use vellum_core::verify::Report;
 use vellum_core::{
     AggregateMetaData, AggregateRepository, Batch, DataStore, Error, EventCursor, EventRepository,
     OffsetRepository, PersistResult, Persister, ProcessInstance, ProcessRepository, Provider, QueueMessage,
@@ -253,5 +254,9 @@ impl BulkStore for AnyStore {
 
     async fn import(&self, records: Vec<Record>) -> Result<()> {
         dispatch!(Self, self, s => s.import(records).await)
+    }
+
+    async fn verify(&self, progress: &mut (dyn FnMut(u64) + Send)) -> Result<Report> {
+        dispatch!(Self, self, s => s.verify(progress).await)
     }
 }

@@ -65,6 +65,14 @@ pub mod bulk {
     };
 }
 
+pub mod verify {
+    //! Checking a whole store for damage: [`BulkStore::verify`](crate::BulkStore::verify)
+    //! (what `vellum verify` runs) returns a [`Report`] listing each [`Problem`] with where it
+    //! is. Provider authors feed the checker in [`vellum_core::verify`].
+
+    pub use vellum_core::verify::{Problem, Report};
+}
+
 /// The in-memory provider.
 #[cfg(feature = "memory")]
 pub use vellum_memory as memory;
