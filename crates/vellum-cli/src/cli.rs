@@ -41,6 +41,9 @@ pub enum Command {
     Bench(BenchArgs),
     /// Create, drop or report vellum's schema in a SQL database.
     Schema(SchemaArgs),
+    /// Check one application's whole store for damage: record checksums, indexes against
+    /// records, counters, and the storage engine's own check. Exit status 1 if damaged.
+    Verify(VerifyArgs),
 }
 
 /// Which store: a URL and an application key.
@@ -240,6 +243,19 @@ pub enum SchemaAction {
         /// A `sqlite://`, `postgres://` or `mysql://` URL.
         url: String,
     },
+}
+
+/// `vellum verify`.
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    /// The store URL to check.
+    pub url: String,
+    /// The application key whose store to check.
+    #[arg(long, env = "VELLUM_APP")]
+    pub app: String,
+    /// Print the report as JSON (one document) instead of a summary.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// Parses a positive number of seconds.

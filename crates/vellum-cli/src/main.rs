@@ -8,6 +8,7 @@ mod demo;
 mod inspect;
 mod report;
 mod schema;
+mod verify;
 
 use std::process::ExitCode;
 
@@ -33,6 +34,7 @@ fn main() -> ExitCode {
             Command::Import(args) => archive::import(args).await,
             Command::Bench(args) => bench::run(args).await,
             Command::Schema(args) => schema::run(args).await,
+            Command::Verify(args) => verify::run(args).await,
         }
     });
     match result {
