@@ -54,24 +54,24 @@ pub struct BulkSql {
     row_values: bool,
     /// Record counts: aggregates, processes, offsets, queue, and the next event offset.
     pub stats: String,
-    /// Aggregates from the start: handler key, instance ID, revision, last event ID.
+    /// Aggregates from the start: handler key, instance ID, revision, last event ID, checksum.
     pub aggregates_first: String,
     /// Aggregates after a `(handler_key, instance_id)`.
     pub aggregates_after: String,
-    /// Processes from the start: handler key, instance ID, revision, media type, data.
+    /// Processes from the start: handler key, instance ID, revision, media type, data, checksum.
     pub processes_first: String,
     /// Processes after a `(handler_key, instance_id)`.
     pub processes_after: String,
-    /// Offsets from the start: source application key, next offset.
+    /// Offsets from the start: source application key, next offset, checksum.
     pub offsets_first: String,
     /// Offsets after a source application key (its one keyset parameter).
     pub offsets_after: String,
     /// The queue from the start, in queue order: revision, failure count, `next_attempt_at`,
-    /// sequence, envelope.
+    /// sequence, envelope, message ID, envelope checksum, state checksum.
     pub queue_first: String,
     /// The queue after a `(next_attempt_at, sequence, message_id)`.
     pub queue_after: String,
-    /// Events from an offset on, in offset order: offset, envelope.
+    /// Events from an offset on, in offset order: offset, envelope, checksum.
     pub events: String,
 }
 
@@ -87,11 +87,12 @@ impl BulkSql {
             ))
         };
         let (agg, proc_) = (
-            "handler_key, instance_id, revision, last_event_id",
-            "handler_key, instance_id, revision, media_type, data",
+            "handler_key, instance_id, revision, last_event_id, checksum",
+            "handler_key, instance_id, revision, media_type, data, checksum",
         );
         let by_instance = keyset(&["handler_key", "instance_id"]);
-        let queue = "revision, failure_count, next_attempt_at, sequence, envelope";
+        let queue = "revision, failure_count, next_attempt_at, sequence, envelope, message_id, \
+                     envelope_checksum, state_checksum";
         let queue_order = "next_attempt_at, sequence, message_id";
         let queue_keyset = keyset(&["next_attempt_at", "sequence", "message_id"]);
         Self {
@@ -107,16 +108,26 @@ impl BulkSql {
             aggregates_after: page(agg, "vellum_aggregate", Some(&by_instance), "handler_key, instance_id"),
             processes_first: page(proc_, "vellum_process", None, "handler_key, instance_id"),
             processes_after: page(proc_, "vellum_process", Some(&by_instance), "handler_key, instance_id"),
-            offsets_first: page("source_app_key, next_offset", "vellum_offset", None, "source_app_key"),
+            offsets_first: page(
+                "source_app_key, next_offset, checksum",
+                "vellum_offset",
+                None,
+                "source_app_key",
+            ),
             offsets_after: page(
-                "source_app_key, next_offset",
+                "source_app_key, next_offset, checksum",
                 "vellum_offset",
                 Some("source_app_key > ?"),
                 "source_app_key",
             ),
             queue_first: page(queue, "vellum_queue", None, queue_order),
             queue_after: page(queue, "vellum_queue", Some(&queue_keyset), queue_order),
-            events: page("event_offset, envelope", "vellum_event", Some("event_offset >= ?"), "event_offset"),
+            events: page(
+                "event_offset, envelope, checksum",
+                "vellum_event",
+                Some("event_offset >= ?"),
+                "event_offset",
+            ),
         }
     }
 
@@ -164,7 +175,7 @@ mod tests {
         let pg = BulkSql::new(Style { tables: "s.", numbered: true, row_values: true });
         assert_eq!(
             pg.aggregates_after,
-            "SELECT handler_key, instance_id, revision, last_event_id FROM s.vellum_aggregate \
+            "SELECT handler_key, instance_id, revision, last_event_id, checksum FROM s.vellum_aggregate \
              WHERE app_key = $1 AND (handler_key, instance_id) > ($2, $3) ORDER BY handler_key, instance_id \
              LIMIT $4"
         );

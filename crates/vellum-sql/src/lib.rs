@@ -11,6 +11,7 @@ mod bulk;
 mod fields;
 mod schema;
 mod store;
+mod sums;
 
 pub use store::{Dialect, SqlStore};
 

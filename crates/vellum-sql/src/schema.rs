@@ -15,13 +15,21 @@
 //!   `(app_key, timeout_handler_key, timeout_instance_id)`.
 //! - `vellum_offset(app_key, source_app_key, next_offset)`.
 //!
+//! Since version 2 every table but `vellum_schema` also has `checksum` (the queue:
+//! `envelope_checksum` and `state_checksum`), the row's record sum (docs/integrity.md).
+//!
 //! Every row is scoped by the store's application key
 //! (docs/events.md#isolation-per-application). u64 values (revisions, offsets, failure counts)
 //! are stored in signed 64-bit columns by bit-casting, so the full u64 range round-trips; only
 //! equality is ever asked of those columns except `event_offset`, which stays far below 2^63.
 
-/// The schema version this build writes and reads. A database at a newer version is refused.
-pub const SCHEMA_VERSION: i64 = 1;
+/// The schema version this build writes and reads. A database at a newer version is refused;
+/// one at an older version is upgraded by `create_schema` (and so by opening with migration on).
+///
+/// - 1: rows without checksums.
+/// - 2: every row carries the checksum of its record (`checksum`; the queue has
+///   `envelope_checksum` and `state_checksum`), see `sums.rs` and docs/integrity.md.
+pub const SCHEMA_VERSION: i64 = 2;
 
 /// Stores a u64 in a signed 64-bit column, keeping every bit.
 #[must_use]

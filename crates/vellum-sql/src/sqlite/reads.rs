@@ -7,13 +7,14 @@ use std::time::Duration;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, Row, params};
 use vellum_core::time::Micros;
 use vellum_core::{
-    AggregateMetaData, Envelope, Error, ErrorKind, Event, EventQuery, ExportFrom, Packet, ProcessInstance,
-    QueueMessage, Record, Result, StoreStats,
+    AggregateMetaData, Error, Event, EventQuery, ExportFrom, Packet, ProcessInstance, QueueMessage, Record,
+    Result, StoreStats,
 };
 
 use super::PROVIDER;
 use crate::schema::from_db;
 use crate::store::{Dialect, Sealed};
+use crate::sums::{QueueRow, Rows};
 
 /// Where a store's reads run.
 #[derive(Debug)]
@@ -98,16 +99,11 @@ impl SqliteReads {
     pub(super) fn app_key(&self) -> &str {
         &self.app_key
     }
-}
 
-pub(super) fn decode(app_key: &str, what: &str, bytes: &[u8]) -> Result<Envelope> {
-    Envelope::from_bytes(bytes).map_err(|e| {
-        Error::storage_kind(
-            ErrorKind::Corrupt,
-            format!("sqlite: decoding {what} of application {app_key:?}"),
-            e,
-        )
-    })
+    /// The checker of this store's rows.
+    pub(super) fn rows(&self) -> Rows<'_> {
+        Rows { provider: PROVIDER, app_key: &self.app_key }
+    }
 }
 
 impl Sealed for SqliteReads {}
@@ -120,26 +116,9 @@ impl Dialect for SqliteReads {
     }
 
     async fn aggregate(&self, handler_key: &str, instance_id: &str) -> Result<AggregateMetaData> {
-        let row: Option<(i64, String)> = self.with("loading aggregate meta-data", |conn| {
+        let row: Option<(i64, String, i64)> = self.with("loading aggregate meta-data", |conn| {
             conn.prepare_cached(
-                "SELECT revision, last_event_id FROM vellum_aggregate \
-                 WHERE app_key = ?1 AND handler_key = ?2 AND instance_id = ?3",
-            )?
-            .query_row(params![&*self.app_key, handler_key, instance_id], |r| Ok((r.get(0)?, r.get(1)?)))
-            .optional()
-        })?;
-        let mut meta = AggregateMetaData::new(handler_key, instance_id);
-        if let Some((revision, last_event_id)) = row {
-            meta.revision = from_db(revision);
-            meta.last_event_id = last_event_id;
-        }
-        Ok(meta)
-    }
-
-    async fn process(&self, handler_key: &str, instance_id: &str) -> Result<ProcessInstance> {
-        let row: Option<(i64, String, Vec<u8>)> = self.with("loading a process instance", |conn| {
-            conn.prepare_cached(
-                "SELECT revision, media_type, data FROM vellum_process \
+                "SELECT revision, last_event_id, checksum FROM vellum_aggregate \
                  WHERE app_key = ?1 AND handler_key = ?2 AND instance_id = ?3",
             )?
             .query_row(params![&*self.app_key, handler_key, instance_id], |r| {
@@ -147,8 +126,29 @@ impl Dialect for SqliteReads {
             })
             .optional()
         })?;
+        let mut meta = AggregateMetaData::new(handler_key, instance_id);
+        if let Some((revision, last_event_id, sum)) = row {
+            self.rows().aggregate(handler_key, instance_id, revision, &last_event_id, sum)?;
+            meta.revision = from_db(revision);
+            meta.last_event_id = last_event_id;
+        }
+        Ok(meta)
+    }
+
+    async fn process(&self, handler_key: &str, instance_id: &str) -> Result<ProcessInstance> {
+        let row: Option<(i64, String, Vec<u8>, i64)> = self.with("loading a process instance", |conn| {
+            conn.prepare_cached(
+                "SELECT revision, media_type, data, checksum FROM vellum_process \
+                 WHERE app_key = ?1 AND handler_key = ?2 AND instance_id = ?3",
+            )?
+            .query_row(params![&*self.app_key, handler_key, instance_id], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+            })
+            .optional()
+        })?;
         let mut instance = ProcessInstance::new(handler_key, instance_id);
-        if let Some((revision, media_type, data)) = row {
+        if let Some((revision, media_type, data, sum)) = row {
+            self.rows().process(handler_key, instance_id, revision, &media_type, &data, sum)?;
             instance.revision = from_db(revision);
             instance.packet = Packet { media_type, data };
         }
@@ -156,56 +156,76 @@ impl Dialect for SqliteReads {
     }
 
     async fn offset(&self, application_key: &str) -> Result<u64> {
-        let offset: Option<i64> = self.with("loading a consumer offset", |conn| {
+        let row: Option<(i64, i64)> = self.with("loading a consumer offset", |conn| {
             conn.prepare_cached(
-                "SELECT next_offset FROM vellum_offset WHERE app_key = ?1 AND source_app_key = ?2",
+                "SELECT next_offset, checksum FROM vellum_offset WHERE app_key = ?1 AND source_app_key = ?2",
             )?
-            .query_row(params![&*self.app_key, application_key], |r| r.get(0))
+            .query_row(params![&*self.app_key, application_key], |r| Ok((r.get(0)?, r.get(1)?)))
             .optional()
         })?;
-        Ok(offset.map_or(0, from_db))
+        let Some((offset, sum)) = row else { return Ok(0) };
+        self.rows().offset(application_key, offset, sum)?;
+        Ok(from_db(offset))
     }
 
     async fn queue_head(&self, n: usize) -> Result<Vec<QueueMessage>> {
         let limit = i64::try_from(n).unwrap_or(i64::MAX);
-        let rows: Vec<(i64, i64, i64, Vec<u8>)> = self.with("loading queue messages", |conn| {
+        type Raw = (i64, i64, i64, Vec<u8>, i64, String, i64, i64);
+        let rows: Vec<Raw> = self.with("loading queue messages", |conn| {
             conn.prepare_cached(
-                "SELECT revision, failure_count, next_attempt_at, envelope FROM vellum_queue \
+                "SELECT revision, failure_count, next_attempt_at, envelope, sequence, message_id, \
+                 envelope_checksum, state_checksum FROM vellum_queue \
                  WHERE app_key = ?1 ORDER BY next_attempt_at, sequence, message_id LIMIT ?2",
             )?
-            .query_map(params![&*self.app_key, limit], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?
+            .query_map(params![&*self.app_key, limit], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?, r.get(7)?))
+            })?
             .collect()
         })?;
         rows.into_iter()
-            .map(|(revision, failure_count, at, bytes)| {
+            .map(|(revision, failure_count, at, bytes, sequence, message_id, envelope_sum, state_sum)| {
+                let envelope = self.rows().queue(&QueueRow {
+                    message_id: &message_id,
+                    revision,
+                    failure_count,
+                    next_attempt_at: at,
+                    sequence,
+                    envelope: &bytes,
+                    envelope_sum,
+                    state_sum,
+                })?;
                 Ok(QueueMessage {
                     revision: from_db(revision),
                     failure_count: from_db(failure_count),
                     next_attempt_at: Micros(at).to_system_time(),
-                    envelope: decode(&self.app_key, "a queue message", &bytes)?,
+                    envelope,
                 })
             })
             .collect()
     }
 
     async fn next_event_offset(&self) -> Result<u64> {
-        let offset: Option<i64> = self.with("loading the next event offset", |conn| {
-            conn.prepare_cached("SELECT next_offset FROM vellum_app WHERE app_key = ?1")?
-                .query_row([&*self.app_key], |r| r.get(0))
-                .optional()
+        let row: Option<(i64, i64, i64)> = self.with("loading the next event offset", |conn| {
+            conn.prepare_cached(
+                "SELECT next_offset, next_sequence, checksum FROM vellum_app WHERE app_key = ?1",
+            )?
+            .query_row([&*self.app_key], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .optional()
         })?;
-        Ok(offset.map_or(0, from_db))
+        let Some((offset, sequence, sum)) = row else { return Ok(0) };
+        self.rows().counters(offset, sequence, sum)?;
+        Ok(from_db(offset))
     }
 
     async fn events(&self, query: &EventQuery, from: u64, limit: usize) -> Result<Vec<Event>> {
         let from = i64::try_from(from).unwrap_or(i64::MAX);
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        let rows: Vec<(i64, Vec<u8>)> = self.with("loading a page of events", |conn| {
-            let pair = |r: &Row<'_>| Ok((r.get(0)?, r.get(1)?));
+        let rows: Vec<(i64, Vec<u8>, i64)> = self.with("loading a page of events", |conn| {
+            let pair = |r: &Row<'_>| Ok((r.get(0)?, r.get(1)?, r.get(2)?));
             match query {
                 EventQuery::BySource { handler_key, instance_id } => conn
                     .prepare_cached(
-                        "SELECT event_offset, envelope FROM vellum_event \
+                        "SELECT event_offset, envelope, checksum FROM vellum_event \
                          WHERE app_key = ?1 AND handler_key = ?2 AND instance_id = ?3 \
                          AND event_offset >= ?4 ORDER BY event_offset LIMIT ?5",
                     )?
@@ -217,7 +237,7 @@ impl Dialect for SqliteReads {
                     // One read transaction, so every name sees the same snapshot.
                     let tx = conn.unchecked_transaction()?;
                     let mut stmt = tx.prepare_cached(
-                        "SELECT event_offset, envelope FROM vellum_event \
+                        "SELECT event_offset, envelope, checksum FROM vellum_event \
                          WHERE app_key = ?1 AND portable_name = ?2 AND event_offset >= ?3 \
                          ORDER BY event_offset LIMIT ?4",
                     )?;
@@ -230,16 +250,25 @@ impl Dialect for SqliteReads {
                     drop(stmt);
                     tx.commit()?;
                     if names.len() > 1 {
-                        all.sort_unstable_by_key(|&(offset, _)| offset);
+                        all.sort_unstable_by_key(|&(offset, _, _)| offset);
                         all.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
                     }
                     Ok(all)
                 }
             }
         })?;
+        let mut previous = None;
         rows.into_iter()
-            .map(|(offset, bytes)| {
-                Ok(Event { offset: from_db(offset), envelope: decode(&self.app_key, "an event", &bytes)? })
+            .map(|(offset, bytes, sum)| {
+                if previous.is_some_and(|p| p >= offset) {
+                    return Err(self.rows().corrupt(
+                        "vellum_event",
+                        &format_args!("event at offset {offset}"),
+                        "appears twice or out of order in an index range",
+                    ));
+                }
+                previous = Some(offset);
+                self.rows().event(offset, &bytes, sum, Some(query))
             })
             .collect()
     }

@@ -10,6 +10,7 @@ use vellum_core::provider::{Executor, Work};
 use vellum_core::{Error, PersistResult, Result};
 
 use crate::schema::{from_db, to_db};
+use crate::sums::{Rows, write as sum};
 
 use super::lock::AppLock;
 
@@ -87,11 +88,16 @@ pub(crate) fn store_counters(
     Counters { next_offset, next_sequence }: Counters,
 ) -> rusqlite::Result<()> {
     tx.prepare_cached(
-        "INSERT INTO vellum_app (app_key, next_offset, next_sequence) VALUES (?1, ?2, ?3) \
+        "INSERT INTO vellum_app (app_key, next_offset, next_sequence, checksum) VALUES (?1, ?2, ?3, ?4) \
          ON CONFLICT (app_key) DO UPDATE SET next_offset = excluded.next_offset, \
-         next_sequence = excluded.next_sequence",
+         next_sequence = excluded.next_sequence, checksum = excluded.checksum",
     )?
-    .execute(params![app_key, to_db(next_offset), to_db(next_sequence)])
+    .execute(params![
+        app_key,
+        to_db(next_offset),
+        to_db(next_sequence),
+        sum::counters(app_key, next_offset, next_sequence)
+    ])
     .map(drop)
 }
 
@@ -104,12 +110,15 @@ fn read_snapshot(tx: &Transaction<'_>, app_key: &str, keys: StateKeys) -> Result
     };
     let mut snapshot = Snapshot::default();
     let counters = tx
-        .prepare_cached("SELECT next_offset, next_sequence FROM vellum_app WHERE app_key = ?1")
+        .prepare_cached("SELECT next_offset, next_sequence, checksum FROM vellum_app WHERE app_key = ?1")
         .and_then(|mut s| {
-            s.query_row([app_key], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?))).optional()
+            s.query_row([app_key], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?, r.get::<_, i64>(2)?)))
+                .optional()
         })
         .map_err(err("the application counters"))?;
-    if let Some((offset, sequence)) = counters {
+    if let Some((offset, sequence, stored)) = counters {
+        // Offsets and sequences are handed out from these: damage must stop the writer.
+        Rows { provider: super::PROVIDER, app_key }.counters(offset, sequence, stored)?;
         snapshot.counters = Counters { next_offset: from_db(offset), next_sequence: from_db(sequence) };
     }
 
@@ -199,10 +208,12 @@ fn read_snapshot(tx: &Transaction<'_>, app_key: &str, keys: StateKeys) -> Result
 fn execute(tx: &Transaction<'_>, app_key: &str, write: &Write<'_>) -> rusqlite::Result<()> {
     match *write {
         Write::AppendEvent { offset, envelope } => {
+            let bytes = envelope.to_bytes();
             tx.prepare_cached(
                 "INSERT INTO vellum_event \
-                 (app_key, event_offset, message_id, portable_name, handler_key, instance_id, envelope) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                 (app_key, event_offset, message_id, portable_name, handler_key, instance_id, envelope, \
+                  checksum) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
             )?
             .execute(params![
                 app_key,
@@ -211,49 +222,57 @@ fn execute(tx: &Transaction<'_>, app_key: &str, write: &Write<'_>) -> rusqlite::
                 envelope.portable_name,
                 envelope.source_handler_key(),
                 envelope.source_instance_id,
-                envelope.to_bytes(),
+                bytes,
+                sum::event(app_key, offset, &bytes),
             ])?;
         }
         Write::InsertQueue { message, revision, sequence, next_attempt_at } => {
             let (owner_key, owner_id) = Write::timeout_owner(message).unzip();
+            let (id, bytes) = (message.id(), message.envelope.to_bytes());
             tx.prepare_cached(
                 "INSERT INTO vellum_queue \
                  (app_key, message_id, revision, failure_count, next_attempt_at, sequence, \
-                  timeout_handler_key, timeout_instance_id, envelope) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                  timeout_handler_key, timeout_instance_id, envelope, envelope_checksum, state_checksum) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
             )?
             .execute(params![
                 app_key,
-                message.id(),
+                id,
                 to_db(revision),
                 to_db(message.failure_count),
                 next_attempt_at.0,
                 to_db(sequence),
                 owner_key,
                 owner_id,
-                message.envelope.to_bytes(),
+                bytes,
+                sum::queue_envelope(app_key, id, sequence, &bytes),
+                sum::queue_state(app_key, id, revision, message.failure_count, next_attempt_at.0),
             ])?;
         }
         Write::PutAggregate { meta, revision } => {
             tx.prepare_cached(
-                "INSERT INTO vellum_aggregate (app_key, handler_key, instance_id, revision, last_event_id) \
-                 VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (app_key, handler_key, instance_id) \
-                 DO UPDATE SET revision = excluded.revision, last_event_id = excluded.last_event_id",
+                "INSERT INTO vellum_aggregate \
+                 (app_key, handler_key, instance_id, revision, last_event_id, checksum) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT (app_key, handler_key, instance_id) \
+                 DO UPDATE SET revision = excluded.revision, last_event_id = excluded.last_event_id, \
+                 checksum = excluded.checksum",
             )?
             .execute(params![
                 app_key,
                 meta.handler_key,
                 meta.instance_id,
                 to_db(revision),
-                meta.last_event_id
+                meta.last_event_id,
+                sum::aggregate(app_key, &meta.handler_key, &meta.instance_id, revision, &meta.last_event_id),
             ])?;
         }
         Write::PutProcess { instance, revision } => {
             tx.prepare_cached(
-                "INSERT INTO vellum_process (app_key, handler_key, instance_id, revision, media_type, data) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT (app_key, handler_key, instance_id) \
+                "INSERT INTO vellum_process \
+                 (app_key, handler_key, instance_id, revision, media_type, data, checksum) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT (app_key, handler_key, instance_id) \
                  DO UPDATE SET revision = excluded.revision, media_type = excluded.media_type, \
-                 data = excluded.data",
+                 data = excluded.data, checksum = excluded.checksum",
             )?
             .execute(params![
                 app_key,
@@ -262,6 +281,14 @@ fn execute(tx: &Transaction<'_>, app_key: &str, write: &Write<'_>) -> rusqlite::
                 to_db(revision),
                 instance.packet.media_type,
                 instance.packet.data,
+                sum::process(
+                    app_key,
+                    &instance.handler_key,
+                    &instance.instance_id,
+                    revision,
+                    &instance.packet.media_type,
+                    &instance.packet.data
+                ),
             ])?;
         }
         Write::RemoveProcess { handler_key, instance_id } => {
@@ -277,15 +304,16 @@ fn execute(tx: &Transaction<'_>, app_key: &str, write: &Write<'_>) -> rusqlite::
         }
         Write::UpdateQueue { message_id, revision, failure_count, next_attempt_at } => {
             tx.prepare_cached(
-                "UPDATE vellum_queue SET revision = ?3, failure_count = ?4, next_attempt_at = ?5 \
-                 WHERE app_key = ?1 AND message_id = ?2",
+                "UPDATE vellum_queue SET revision = ?3, failure_count = ?4, next_attempt_at = ?5, \
+                 state_checksum = ?6 WHERE app_key = ?1 AND message_id = ?2",
             )?
             .execute(params![
                 app_key,
                 message_id,
                 to_db(revision),
                 to_db(failure_count),
-                next_attempt_at.0
+                next_attempt_at.0,
+                sum::queue_state(app_key, message_id, revision, failure_count, next_attempt_at.0),
             ])?;
         }
         Write::RemoveQueue { message_id } => {
@@ -294,10 +322,16 @@ fn execute(tx: &Transaction<'_>, app_key: &str, write: &Write<'_>) -> rusqlite::
         }
         Write::PutOffset { application_key, next_offset } => {
             tx.prepare_cached(
-                "INSERT INTO vellum_offset (app_key, source_app_key, next_offset) VALUES (?1, ?2, ?3) \
-                 ON CONFLICT (app_key, source_app_key) DO UPDATE SET next_offset = excluded.next_offset",
+                "INSERT INTO vellum_offset (app_key, source_app_key, next_offset, checksum) \
+                 VALUES (?1, ?2, ?3, ?4) ON CONFLICT (app_key, source_app_key) \
+                 DO UPDATE SET next_offset = excluded.next_offset, checksum = excluded.checksum",
             )?
-            .execute(params![app_key, application_key, to_db(next_offset)])?;
+            .execute(params![
+                app_key,
+                application_key,
+                to_db(next_offset),
+                sum::offset(app_key, application_key, next_offset)
+            ])?;
         }
     }
     Ok(())
