@@ -30,7 +30,10 @@ pub async fn run(args: VerifyArgs) -> Result<()> {
     } else {
         let mut t = Table::new(["", ""]);
         t.row(["verified".to_owned(), format!("application {:?} at {}", args.app, args.url)]);
-        t.row(["records".to_owned(), format!("{} checked", report.records)]);
+        t.row([
+            "records".to_owned(),
+            format!("{} intact (a damaged one is a problem below)", report.records),
+        ]);
         t.row(["index entries".to_owned(), format!("{} checked against the records", report.index_entries)]);
         t.row([
             "engine check".to_owned(),

@@ -41,7 +41,7 @@ fn verify_prints_a_summary_or_json() {
     let tmp = tempfile::tempdir().unwrap();
     let summary = ok(tmp.path(), &["verify", "memory:", "--app", "empty"]);
     assert!(summary.contains("verified       application \"empty\" at memory:"), "{summary}");
-    assert!(summary.contains("records        0 checked"), "{summary}");
+    assert!(summary.contains("records        0 intact"), "{summary}");
     assert!(summary.contains("engine check   none"), "{summary}");
     assert!(summary.contains("problems       none found"), "{summary}");
     let report: Value =
