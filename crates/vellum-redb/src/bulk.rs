@@ -13,6 +13,7 @@ use std::ops::Bound;
 
 use redb::{Key, ReadableTableMetadata, TableDefinition, Value};
 use vellum_core::provider::observe;
+use vellum_core::verify::Report;
 use vellum_core::{
     AggregateMetaData, BulkStore, DataStore, Event, ExportFrom, Packet, ProcessInstance, QueueKey, Record,
     Result, StoreStats,
@@ -42,6 +43,11 @@ impl BulkStore for RedbStore {
 
     async fn import(&self, records: Vec<Record>) -> Result<()> {
         self.writes().import(records).await
+    }
+
+    async fn verify(&self, progress: &mut (dyn FnMut(u64) + Send)) -> Result<Report> {
+        let checked = self.integrity_checked_at_open();
+        self.read("verify", |r| r.verify(checked, progress))
     }
 }
 

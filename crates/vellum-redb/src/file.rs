@@ -50,6 +50,8 @@ pub(crate) struct OpenFile {
     pub(crate) app_key: String,
     /// Write transactions committed since open.
     pub(crate) commits: AtomicU64,
+    /// Whether redb checked every page checksum when the file was opened.
+    pub(crate) integrity_checked: bool,
     _registration: Registration,
 }
 
@@ -107,6 +109,7 @@ pub(crate) fn open(dir: &Path, app_key: &str, options: Options) -> Result<OpenFi
         path,
         app_key: app_key.to_owned(),
         commits: AtomicU64::new(0),
+        integrity_checked: options.check_integrity,
         _registration: registration,
     })
 }

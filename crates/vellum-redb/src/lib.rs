@@ -41,6 +41,7 @@ mod migrate;
 mod records;
 mod store;
 mod tables;
+mod verify;
 mod writer;
 
 use std::path::{Path, PathBuf};

@@ -90,6 +90,11 @@ impl RedbStore {
         self.shared.read(query, f)
     }
 
+    /// Whether redb checked every page checksum when this store's file was opened.
+    pub(crate) fn integrity_checked_at_open(&self) -> bool {
+        self.shared.file.read().as_ref().is_some_and(|f| f.integrity_checked)
+    }
+
     /// The queue to the writer (bulk import goes through it too).
     pub(crate) fn writes(&self) -> &WriteQueue {
         &self.writes

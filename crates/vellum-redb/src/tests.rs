@@ -401,3 +401,52 @@ fn a_flipped_payload_byte_is_a_corrupt_error_naming_the_offset_never_a_wrong_val
         store.close().await.unwrap();
     });
 }
+
+#[test]
+fn verify_is_clean_on_a_sound_file_and_names_each_damage() {
+    use redb::{ReadableDatabase as _, ReadableTable as _};
+    use vellum_core::BulkStore;
+
+    let dir = tempfile::tempdir().unwrap();
+    let provider = RedbProvider::new(dir.path()).with_integrity_check(true);
+    let rt = runtime();
+    rt.block_on(fill(&provider, "app", 3));
+    let report = rt.block_on(async {
+        let store = provider.open("app").await.unwrap();
+        let report = store.verify(&mut |_| {}).await.unwrap();
+        store.close().await.unwrap();
+        report
+    });
+    assert!(report.is_clean(), "{:?}", report.problems);
+    assert_eq!(report.records, 3 * 11 + 1, "30 events, 3 queue messages, 1 offset");
+    assert!(report.engine_check.is_some());
+
+    // Lose one by-type entry and change one event's bytes behind vellum's back.
+    let path = dir.path().join(crate::layout::file_name("app"));
+    {
+        let db = redb::Database::open(&path).unwrap();
+        let txn = db.begin_write().unwrap();
+        txn.open_table(crate::layout::EVENTS_BY_TYPE).unwrap().remove(("T", 4)).unwrap();
+        let mut events = txn.open_table(crate::layout::EVENTS).unwrap();
+        let mut bytes = events.get(7).unwrap().unwrap().value().to_vec();
+        bytes[2] ^= 0x40;
+        events.insert(7, bytes.as_slice()).unwrap();
+        drop(events);
+        txn.commit().unwrap();
+        let _ = db.begin_read().unwrap();
+    }
+    let report = rt.block_on(async {
+        let store = RedbProvider::new(dir.path()).open("app").await.unwrap();
+        let report = store.verify(&mut |_| {}).await.unwrap();
+        store.close().await.unwrap();
+        report
+    });
+    let problems: Vec<String> = report.problems.iter().map(ToString::to_string).collect();
+    assert_eq!(problems.len(), 2, "{problems:#?}");
+    assert!(
+        problems.iter().any(|p| p.starts_with("event at offset 7") && p.contains("checksum")),
+        "{problems:#?}"
+    );
+    assert!(problems.iter().any(|p| p.contains("events_by_type") && p.contains('4')), "{problems:#?}");
+    assert!(report.engine_check.is_none());
+}

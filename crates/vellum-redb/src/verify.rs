@@ -1,0 +1,168 @@
+//! `BulkStore::verify` for redb: every table read in one read transaction (one snapshot) and
+//! fed to the shared [`Checker`] (docs/verify.md). Records are opened with the same codec as
+//! every read, so a record that fails its checksum here fails every read too.
+//!
+//! redb's own check (`Database::check_integrity`, every page checksum) needs the file to itself,
+//! so it runs at open: a store opened with `with_integrity_check(true)` (or
+//! `redb://DIR?integrity_check=true`, which `vellum verify` uses) reports it as its engine check.
+
+use redb::ReadableTable;
+use vellum_core::verify::{Checker, Damaged, Fact, Index, Problem, Report};
+use vellum_core::{Error, Result};
+
+use crate::file::OrStorage;
+use crate::layout::{
+    AGGREGATES, EVENT_IDS, EVENTS, EVENTS_BY_SOURCE, EVENTS_BY_TYPE, OFFSETS, PROCESSES, QUEUE, QUEUE_ORDER,
+    QUEUE_TIMEOUTS,
+};
+use crate::tables::Reader;
+
+/// How often (in records) progress is reported.
+const PROGRESS_EVERY: u64 = 4096;
+
+/// Every index this provider keeps beside its records.
+const INDEXES: [Index; 5] =
+    [Index::ByType, Index::BySource, Index::EventIds, Index::QueueOrder, Index::TimeoutOwners];
+
+impl Reader<'_> {
+    /// Feeds every record, index entry and the counters to a checker.
+    pub(crate) fn verify(
+        &self,
+        integrity_checked: bool,
+        progress: &mut (dyn FnMut(u64) + Send),
+    ) -> Result<Report> {
+        let mut checker = Checker::new(&INDEXES);
+        if integrity_checked {
+            checker.engine_check("redb check_integrity (run when the store was opened)", Vec::new());
+        }
+        let mut tick = |checker: &Checker| {
+            if checker.read().is_multiple_of(PROGRESS_EVERY) {
+                progress(checker.read());
+            }
+        };
+        self.verify_events(&mut checker, &mut tick)?;
+        self.verify_queue(&mut checker, &mut tick)?;
+        self.verify_others(&mut checker, &mut tick)?;
+        match self.counters() {
+            Ok(c) => {
+                checker.fact(Fact::Counters { next_offset: c.next_offset, next_sequence: c.next_sequence });
+            }
+            Err(e) => checker.damaged(Damaged::Counters, problem("counters", &e)),
+        }
+        progress(checker.read());
+        Ok(checker.finish())
+    }
+
+    fn verify_events(&self, checker: &mut Checker, tick: &mut dyn FnMut(&Checker)) -> Result<()> {
+        let file = self.file;
+        for entry in self.txn.open_table(EVENTS).or_storage(file)?.iter().or_storage(file)? {
+            let (key, value) = entry.or_storage(file)?;
+            let offset = key.value();
+            match self.codec.event(offset, value.value()) {
+                Ok(e) => checker.fact(Fact::Event {
+                    offset,
+                    message_id: &e.message_id,
+                    portable_name: &e.portable_name,
+                    handler_key: e.source_handler_key(),
+                    instance_id: &e.source_instance_id,
+                }),
+                Err(e) => checker
+                    .damaged(Damaged::Event { offset }, problem(format!("event at offset {offset}"), &e)),
+            }
+            tick(checker);
+        }
+        for entry in self.txn.open_table(EVENTS_BY_TYPE).or_storage(file)?.iter().or_storage(file)? {
+            let (key, ()) = (entry.or_storage(file)?.0, ());
+            let (portable_name, offset) = key.value();
+            checker.fact(Fact::ByType { portable_name, offset });
+        }
+        for entry in self.txn.open_table(EVENTS_BY_SOURCE).or_storage(file)?.iter().or_storage(file)? {
+            let key = entry.or_storage(file)?.0;
+            let (handler_key, instance_id, offset) = key.value();
+            checker.fact(Fact::BySource { handler_key, instance_id, offset });
+        }
+        for entry in self.txn.open_table(EVENT_IDS).or_storage(file)?.iter().or_storage(file)? {
+            let (key, value) = entry.or_storage(file)?;
+            checker.fact(Fact::EventId { message_id: key.value(), offset: value.value() });
+        }
+        Ok(())
+    }
+
+    fn verify_queue(&self, checker: &mut Checker, tick: &mut dyn FnMut(&Checker)) -> Result<()> {
+        let file = self.file;
+        for entry in self.txn.open_table(QUEUE).or_storage(file)?.iter().or_storage(file)? {
+            let (key, value) = entry.or_storage(file)?;
+            let message_id = key.value();
+            match self.codec.queue(message_id, value.value()) {
+                Ok((record, envelope)) => checker.fact(Fact::Queue {
+                    message_id,
+                    sequence: record.sequence,
+                    next_attempt_at: record.next_attempt_at,
+                    timeout_owner: envelope
+                        .is_timeout()
+                        .then(|| (envelope.source_handler_key(), envelope.source_instance_id.as_str())),
+                }),
+                Err(e) => checker.damaged(
+                    Damaged::Queue { message_id },
+                    problem(format!("queue message {message_id:?}"), &e),
+                ),
+            }
+            tick(checker);
+        }
+        for entry in self.txn.open_table(QUEUE_ORDER).or_storage(file)?.iter().or_storage(file)? {
+            let key = entry.or_storage(file)?.0;
+            let (next_attempt_at, sequence, message_id) = key.value();
+            checker.fact(Fact::QueueOrder { next_attempt_at, sequence, message_id });
+        }
+        for entry in self.txn.open_table(QUEUE_TIMEOUTS).or_storage(file)?.iter().or_storage(file)? {
+            let key = entry.or_storage(file)?.0;
+            let (handler_key, instance_id, message_id) = key.value();
+            checker.fact(Fact::TimeoutOwner { handler_key, instance_id, message_id });
+        }
+        Ok(())
+    }
+
+    /// Aggregates, processes and consumer offsets: only their checksums.
+    fn verify_others(&self, checker: &mut Checker, tick: &mut dyn FnMut(&Checker)) -> Result<()> {
+        let file = self.file;
+        for entry in self.txn.open_table(AGGREGATES).or_storage(file)?.iter().or_storage(file)? {
+            let (key, value) = entry.or_storage(file)?;
+            let (h, i) = key.value();
+            match self.codec.aggregate(h, i, value.value()) {
+                Ok(_) => checker.fact(Fact::Record),
+                Err(e) => checker.problem(problem(format!("aggregate {h:?}/{i:?}"), &e)),
+            }
+            tick(checker);
+        }
+        for entry in self.txn.open_table(PROCESSES).or_storage(file)?.iter().or_storage(file)? {
+            let (key, value) = entry.or_storage(file)?;
+            let (h, i) = key.value();
+            match self.codec.process(h, i, value.value()) {
+                Ok(_) => checker.fact(Fact::Record),
+                Err(e) => checker.problem(problem(format!("process {h:?}/{i:?}"), &e)),
+            }
+            tick(checker);
+        }
+        for entry in self.txn.open_table(OFFSETS).or_storage(file)?.iter().or_storage(file)? {
+            let (key, value) = entry.or_storage(file)?;
+            match self.codec.offset(key.value(), value.value()) {
+                Ok(_) => checker.fact(Fact::Record),
+                Err(e) => checker.problem(problem(format!("offset of application {:?}", key.value()), &e)),
+            }
+            tick(checker);
+        }
+        Ok(())
+    }
+}
+
+/// A problem at `location`, described by the error's innermost cause (the location already
+/// names the record).
+fn problem(location: impl Into<String>, error: &Error) -> Problem {
+    let mut what = error.to_string();
+    let mut source = std::error::Error::source(error);
+    while let Some(cause) = source {
+        what = cause.to_string();
+        source = cause.source();
+    }
+    Problem::new(location, what)
+}
