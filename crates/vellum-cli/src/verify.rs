@@ -8,7 +8,7 @@ use std::time::Instant;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::{Value, json};
 use vellum::verify::Report;
-use vellum::{BulkStore, DataStore, Error, ErrorKind, Provider, Result};
+use vellum::{AnyProvider, BulkStore, DataStore, Error, ErrorKind, Provider, Result};
 
 use crate::cli::VerifyArgs;
 use crate::report::{Table, require_existing};
@@ -16,7 +16,7 @@ use crate::report::{Table, require_existing};
 /// Runs the check and prints its report; a damaged store is an error (exit status 1) after
 /// the report is printed.
 pub async fn run(args: VerifyArgs) -> Result<()> {
-    let provider = vellum::connect(&args.url)?;
+    let provider = with_engine_check(vellum::connect(&args.url)?);
     require_existing(&args.url, &provider, &args.app)?;
     let store = provider.open(&args.app).await?;
     let started = Instant::now();
@@ -54,6 +54,16 @@ pub async fn run(args: VerifyArgs) -> Result<()> {
             format!("the store of application {:?} at {} is damaged", args.app, args.url),
             format!("{} (see the report)", problems(&report)),
         ))
+    }
+}
+
+/// The provider, set to run its storage engine's own check where that happens at open: redb
+/// checks every page's checksum only when it opens a file (it needs the file to itself), and
+/// a page that fails is refused there, as an error naming the file.
+fn with_engine_check(provider: AnyProvider) -> AnyProvider {
+    match provider {
+        AnyProvider::Redb(redb) => AnyProvider::Redb(redb.with_integrity_check(true)),
+        other => other,
     }
 }
 
