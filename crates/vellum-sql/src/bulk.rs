@@ -73,6 +73,17 @@ pub struct BulkSql {
     pub queue_after: String,
     /// Events from an offset on, in offset order: offset, envelope, checksum.
     pub events: String,
+    /// Verify: events from an offset on, with the columns indexes are built on: offset,
+    /// envelope, checksum, message ID, portable name, handler key, instance ID.
+    pub verify_events: String,
+    /// Verify: the queue from the start in message ID order: message ID, revision, failure
+    /// count, `next_attempt_at`, sequence, envelope, envelope checksum, state checksum, timeout
+    /// handler key, timeout instance ID.
+    pub verify_queue_first: String,
+    /// Verify: the queue after a message ID.
+    pub verify_queue_after: String,
+    /// Verify: the counter row: next offset, next sequence, checksum.
+    pub verify_counters: String,
 }
 
 impl BulkSql {
@@ -94,6 +105,8 @@ impl BulkSql {
         let queue = "revision, failure_count, next_attempt_at, sequence, envelope, message_id, \
                      envelope_checksum, state_checksum";
         let queue_order = "next_attempt_at, sequence, message_id";
+        let verify_queue = "message_id, revision, failure_count, next_attempt_at, sequence, envelope, \
+                            envelope_checksum, state_checksum, timeout_handler_key, timeout_instance_id";
         let queue_keyset = keyset(&["next_attempt_at", "sequence", "message_id"]);
         Self {
             row_values: style.row_values,
@@ -122,6 +135,16 @@ impl BulkSql {
             ),
             queue_first: page(queue, "vellum_queue", None, queue_order),
             queue_after: page(queue, "vellum_queue", Some(&queue_keyset), queue_order),
+            verify_events: page(
+                "event_offset, envelope, checksum, message_id, portable_name, handler_key, instance_id",
+                "vellum_event",
+                Some("event_offset >= ?"),
+                "event_offset",
+            ),
+            verify_queue_first: page(verify_queue, "vellum_queue", None, "message_id"),
+            verify_queue_after: page(verify_queue, "vellum_queue", Some("message_id > ?"), "message_id"),
+            verify_counters: style
+                .render("SELECT next_offset, next_sequence, checksum FROM {t}vellum_app WHERE app_key = ?"),
             events: page(
                 "event_offset, envelope, checksum",
                 "vellum_event",

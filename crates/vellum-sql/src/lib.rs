@@ -12,6 +12,7 @@ mod fields;
 mod schema;
 mod store;
 mod sums;
+mod verify;
 
 pub use store::{Dialect, SqlStore};
 

@@ -13,6 +13,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use tracing::Instrument as _;
 use vellum_core::provider::WriteQueue;
 use vellum_core::provider::observe;
+use vellum_core::verify::{Checker, Index, Report};
+
+use crate::verify::{RawRow, VerifyPage};
 use vellum_core::{
     AggregateMetaData, AggregateRepository, Batch, BulkStore, DataStore, Error, Event, EventCursor,
     EventPageSource, EventQuery, EventRepository, ExportFrom, OffsetRepository, PageFuture, PersistResult,
@@ -83,6 +86,24 @@ pub trait Dialect: Sealed + Send + Sync + Sized + 'static {
 
     /// Lets go of read resources when the store closes or is dropped. Default: nothing.
     fn close(&self) {}
+
+    /// The indexes whose entries [`Dialect::engine_check`] feeds to verify. Default: none.
+    fn verify_indexes(&self) -> Vec<Index> {
+        Vec::new()
+    }
+
+    /// One page of raw rows for verify (`verify.rs`), at most `verify::PAGE` long.
+    fn verify_page(&self, page: VerifyPage) -> impl Future<Output = Result<Vec<RawRow>>> + Send;
+
+    /// The counter row for verify: next offset, next sequence, checksum.
+    fn verify_counters(&self) -> impl Future<Output = Result<Option<(i64, i64, i64)>>> + Send;
+
+    /// The engine's own check and the entries of [`Dialect::verify_indexes`], fed to `checker`.
+    /// Default: nothing.
+    fn engine_check(&self, checker: &mut Checker) -> impl Future<Output = Result<()>> + Send {
+        let _ = checker;
+        std::future::ready(Ok(()))
+    }
 }
 
 /// An open store of one application in a SQL database ([`SqliteStore`](crate::sqlite::SqliteStore),
@@ -253,5 +274,13 @@ impl<D: Dialect> BulkStore for SqlStore<D> {
 
     async fn import(&self, records: Vec<Record>) -> Result<()> {
         self.writes.import(records).await
+    }
+
+    async fn verify(&self, progress: &mut (dyn FnMut(u64) + Send)) -> Result<Report> {
+        self.shared.check_open()?;
+        let span = observe::bulk_span(D::PROVIDER, self.shared.dialect.app_key(), false, 0);
+        let report = crate::verify::verify(&self.shared.dialect, progress).instrument(span).await?;
+        self.shared.check_open()?;
+        Ok(report)
     }
 }

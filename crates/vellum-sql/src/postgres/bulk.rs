@@ -14,6 +14,7 @@ use super::reads::PostgresReads;
 use super::storage;
 use crate::bulk::limit;
 use crate::schema::{from_db, to_db};
+use crate::sums::QueueRow;
 
 impl PostgresReads {
     /// Record counts.
@@ -31,6 +32,7 @@ impl PostgresReads {
     }
 
     /// One export page.
+    #[allow(clippy::too_many_lines)] // one arm per section, each a statement and its row check
     pub(super) async fn export_rows(&self, from: ExportFrom, n: usize) -> Result<Vec<Record>> {
         let s = self;
         let (app, n, sql) = (s.app_key.as_str(), limit(n), &s.sql.bulk);
@@ -43,11 +45,22 @@ impl PostgresReads {
                 };
                 rows.iter()
                     .map(|row| {
+                        let (handler_key, instance_id): (String, String) =
+                            (s.get(row, 0, doing)?, s.get(row, 1, doing)?);
+                        let (revision, last_event_id): (i64, String) =
+                            (s.get(row, 2, doing)?, s.get(row, 3, doing)?);
+                        s.rows().aggregate(
+                            &handler_key,
+                            &instance_id,
+                            revision,
+                            &last_event_id,
+                            s.get(row, 4, doing)?,
+                        )?;
                         Ok(Record::Aggregate(AggregateMetaData {
-                            handler_key: s.get(row, 0, doing)?,
-                            instance_id: s.get(row, 1, doing)?,
-                            revision: from_db(s.get(row, 2, doing)?),
-                            last_event_id: s.get(row, 3, doing)?,
+                            handler_key,
+                            instance_id,
+                            revision: from_db(revision),
+                            last_event_id,
                         }))
                     })
                     .collect()
@@ -59,14 +72,18 @@ impl PostgresReads {
                 };
                 rows.iter()
                     .map(|row| {
+                        let (handler_key, instance_id): (String, String) =
+                            (s.get(row, 0, doing)?, s.get(row, 1, doing)?);
+                        let revision: i64 = s.get(row, 2, doing)?;
+                        let (media_type, data): (String, Vec<u8>) =
+                            (s.get(row, 3, doing)?, s.get(row, 4, doing)?);
+                        let sum = s.get(row, 5, doing)?;
+                        s.rows().process(&handler_key, &instance_id, revision, &media_type, &data, sum)?;
                         Ok(Record::Process(ProcessInstance {
-                            handler_key: s.get(row, 0, doing)?,
-                            instance_id: s.get(row, 1, doing)?,
-                            revision: from_db(s.get(row, 2, doing)?),
-                            packet: Packet::new(
-                                s.get::<String>(row, 3, doing)?,
-                                s.get::<Vec<u8>>(row, 4, doing)?,
-                            ),
+                            handler_key,
+                            instance_id,
+                            revision: from_db(revision),
+                            packet: Packet::new(media_type, data),
                         }))
                     })
                     .collect()
@@ -78,10 +95,10 @@ impl PostgresReads {
                 };
                 rows.iter()
                     .map(|row| {
-                        Ok(Record::Offset {
-                            application_key: s.get(row, 0, doing)?,
-                            next_offset: from_db(s.get(row, 1, doing)?),
-                        })
+                        let (application_key, next_offset): (String, i64) =
+                            (s.get(row, 0, doing)?, s.get(row, 1, doing)?);
+                        s.rows().offset(&application_key, next_offset, s.get(row, 2, doing)?)?;
+                        Ok(Record::Offset { application_key, next_offset: from_db(next_offset) })
                     })
                     .collect()
             }
@@ -96,14 +113,23 @@ impl PostgresReads {
                 };
                 rows.iter()
                     .map(|row| {
-                        let bytes: &[u8] = s.get(row, 4, doing)?;
+                        let q = QueueRow {
+                            revision: s.get(row, 0, doing)?,
+                            failure_count: s.get(row, 1, doing)?,
+                            next_attempt_at: s.get(row, 2, doing)?,
+                            sequence: s.get(row, 3, doing)?,
+                            envelope: s.get(row, 4, doing)?,
+                            message_id: s.get(row, 5, doing)?,
+                            envelope_sum: s.get(row, 6, doing)?,
+                            state_sum: s.get(row, 7, doing)?,
+                        };
                         Ok(Record::Queue {
-                            sequence: from_db(s.get(row, 3, doing)?),
+                            sequence: from_db(q.sequence),
                             message: QueueMessage {
-                                revision: from_db(s.get(row, 0, doing)?),
-                                failure_count: from_db(s.get(row, 1, doing)?),
-                                next_attempt_at: Micros(s.get(row, 2, doing)?).to_system_time(),
-                                envelope: s.envelope(bytes, doing)?,
+                                revision: from_db(q.revision),
+                                failure_count: from_db(q.failure_count),
+                                next_attempt_at: Micros(q.next_attempt_at).to_system_time(),
+                                envelope: s.rows().queue(&q)?,
                             },
                         })
                     })
@@ -113,7 +139,7 @@ impl PostgresReads {
                 // Offsets stay far below 2^63: a larger start matches nothing.
                 let Ok(offset) = i64::try_from(offset) else { return Ok(Vec::new()) };
                 let rows = s.query(doing, &sql.events, &[&app, &offset, &n]).await?;
-                Ok(s.events_of(&rows, doing)?.into_iter().map(Record::Event).collect())
+                Ok(s.events_of(&rows, doing, None, Some(offset))?.into_iter().map(Record::Event).collect())
             }
         }
     }

@@ -42,6 +42,8 @@
 mod bulk;
 mod reads;
 mod sql;
+mod upgrade;
+mod verify;
 mod writer;
 
 #[cfg(test)]
@@ -368,13 +370,17 @@ pub async fn create_schema(client: &Client, schema: &str) -> Result<()> {
     let key = sql::lock_key(schema, "\u{1}create_schema");
     client.execute("SELECT pg_advisory_lock($1)", &[&key]).await.map_err(fail)?;
     let result = async {
-        match schema_version(client, schema).await {
+        let stored = match schema_version(client, schema).await {
             Ok(Some(version)) if version > SCHEMA_VERSION => return Err(newer_version(schema, version)),
             Ok(Some(version)) if version == SCHEMA_VERSION => return Ok(()),
-            Ok(_) | Err(None) => {}
+            Ok(version) => version,
+            Err(None) => None,
             Err(Some(e)) => return Err(fail(e)),
-        }
+        };
         client.batch_execute("BEGIN").await.map_err(fail)?;
+        if stored.is_some_and(|v| v < 2) {
+            upgrade::add_checksums(client, schema).await.map_err(fail)?;
+        }
         for statement in sql::create_statements(schema) {
             client.batch_execute(&statement).await.map_err(fail)?;
         }
@@ -429,7 +435,7 @@ impl PostgresProvider {
         }
         let backend_pid: i32 = row.try_get(1).map_err(|e| storage(app_key, "taking the advisory lock", e))?;
         client
-            .execute(&self.inner.sql.ensure_app, &[&app_key])
+            .execute(&self.inner.sql.ensure_app, &[&app_key, &crate::sums::write::counters(app_key, 0, 0)])
             .await
             .map_err(|e| storage(app_key, "creating the application's counter row", e))?;
         // The writer's statements are big and run with ever-new arrays: plan them once, and

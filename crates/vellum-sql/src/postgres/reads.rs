@@ -7,8 +7,8 @@ use tokio_postgres::Row;
 use tokio_postgres::types::ToSql;
 use vellum_core::time::Micros;
 use vellum_core::{
-    AggregateMetaData, Batch, Envelope, Error, ErrorKind, Event, EventQuery, ExportFrom, Packet,
-    ProcessInstance, QueueMessage, Record, Result, StoreStats,
+    AggregateMetaData, Batch, Error, ErrorKind, Event, EventQuery, ExportFrom, Packet, ProcessInstance,
+    QueueMessage, Record, Result, StoreStats,
 };
 
 use super::PROVIDER;
@@ -18,6 +18,8 @@ use crate::bulk::limit;
 use crate::fields::stored_strings;
 use crate::schema::from_db;
 use crate::store::{Dialect, Sealed};
+use crate::sums::{QueueRow, Rows};
+use crate::verify::{RawRow, VerifyPage};
 
 /// The reads of one PostgreSQL store: cached prepared statements on the provider's pool.
 pub struct PostgresReads {
@@ -68,22 +70,36 @@ impl PostgresReads {
         row.try_get(index).map_err(|e| storage(&self.app_key, doing, e))
     }
 
-    pub(super) fn envelope(&self, bytes: &[u8], doing: &str) -> Result<Envelope> {
-        Envelope::from_bytes(bytes).map_err(|e| {
-            Error::storage_kind(
-                ErrorKind::Corrupt,
-                format!("postgres: {doing} for application {:?}", self.app_key),
-                e,
-            )
-        })
+    /// The checker of this store's rows.
+    pub(super) fn rows(&self) -> Rows<'_> {
+        Rows { provider: PROVIDER, app_key: &self.app_key }
     }
 
-    pub(super) fn events_of(&self, rows: &[Row], doing: &str) -> Result<Vec<Event>> {
+    /// The events of rows `(offset, envelope, checksum)`, checked; found through `query` when
+    /// given, or a dense stretch of the log from offset `dense_from` otherwise.
+    pub(super) fn events_of(
+        &self,
+        rows: &[Row],
+        doing: &str,
+        query: Option<&EventQuery>,
+        dense_from: Option<i64>,
+    ) -> Result<Vec<Event>> {
+        let mut previous: Option<i64> = None;
         rows.iter()
             .map(|row| {
                 let offset: i64 = self.get(row, 0, doing)?;
                 let bytes: &[u8] = self.get(row, 1, doing)?;
-                Ok(Event { offset: from_db(offset), envelope: self.envelope(bytes, doing)? })
+                let sum: i64 = self.get(row, 2, doing)?;
+                let expected = dense_from.map(|first| previous.map_or(first, |p| p + 1));
+                if previous.is_some_and(|p| p >= offset) || expected.is_some_and(|e| e != offset) {
+                    return Err(self.rows().corrupt(
+                        "vellum_event",
+                        &format_args!("event at offset {}", expected.unwrap_or(offset)),
+                        format!("is missing or out of order (the row read has offset {offset})"),
+                    ));
+                }
+                previous = Some(offset);
+                self.rows().event(offset, bytes, sum, query)
             })
             .collect()
     }
@@ -105,8 +121,17 @@ impl Dialect for PostgresReads {
             .await?;
         let mut meta = AggregateMetaData::new(handler_key, instance_id);
         if let Some(row) = row {
-            meta.revision = from_db(self.get(&row, 0, doing)?);
-            meta.last_event_id = self.get(&row, 1, doing)?;
+            let (revision, last_event_id): (i64, String) =
+                (self.get(&row, 0, doing)?, self.get(&row, 1, doing)?);
+            self.rows().aggregate(
+                handler_key,
+                instance_id,
+                revision,
+                &last_event_id,
+                self.get(&row, 2, doing)?,
+            )?;
+            meta.revision = from_db(revision);
+            meta.last_event_id = last_event_id;
         }
         Ok(meta)
     }
@@ -118,9 +143,13 @@ impl Dialect for PostgresReads {
             .await?;
         let mut instance = ProcessInstance::new(handler_key, instance_id);
         if let Some(row) = row {
-            instance.revision = from_db(self.get(&row, 0, doing)?);
-            instance.packet =
-                Packet::new(self.get::<String>(&row, 1, doing)?, self.get::<Vec<u8>>(&row, 2, doing)?);
+            let revision: i64 = self.get(&row, 0, doing)?;
+            let (media_type, data): (String, Vec<u8>) =
+                (self.get(&row, 1, doing)?, self.get(&row, 2, doing)?);
+            let sum = self.get(&row, 3, doing)?;
+            self.rows().process(handler_key, instance_id, revision, &media_type, &data, sum)?;
+            instance.revision = from_db(revision);
+            instance.packet = Packet::new(media_type, data);
         }
         Ok(instance)
     }
@@ -128,7 +157,10 @@ impl Dialect for PostgresReads {
     async fn offset(&self, application_key: &str) -> Result<u64> {
         let doing = "loading a consumer offset";
         let row = self.query_opt(doing, &self.sql.load_offset, &[&self.app_key, &application_key]).await?;
-        row.map_or(Ok(0), |row| Ok(from_db(self.get(&row, 0, doing)?)))
+        let Some(row) = row else { return Ok(0) };
+        let next_offset: i64 = self.get(&row, 0, doing)?;
+        self.rows().offset(application_key, next_offset, self.get(&row, 1, doing)?)?;
+        Ok(from_db(next_offset))
     }
 
     async fn queue_head(&self, n: usize) -> Result<Vec<QueueMessage>> {
@@ -136,12 +168,21 @@ impl Dialect for PostgresReads {
         let rows = self.query(doing, &self.sql.load_queue, &[&self.app_key, &limit(n)]).await?;
         rows.iter()
             .map(|row| {
-                let bytes: &[u8] = self.get(row, 3, doing)?;
+                let q = QueueRow {
+                    revision: self.get(row, 0, doing)?,
+                    failure_count: self.get(row, 1, doing)?,
+                    next_attempt_at: self.get(row, 2, doing)?,
+                    envelope: self.get(row, 3, doing)?,
+                    sequence: self.get(row, 4, doing)?,
+                    message_id: self.get(row, 5, doing)?,
+                    envelope_sum: self.get(row, 6, doing)?,
+                    state_sum: self.get(row, 7, doing)?,
+                };
                 Ok(QueueMessage {
-                    revision: from_db(self.get(row, 0, doing)?),
-                    failure_count: from_db(self.get(row, 1, doing)?),
-                    next_attempt_at: Micros(self.get(row, 2, doing)?).to_system_time(),
-                    envelope: self.envelope(bytes, doing)?,
+                    revision: from_db(q.revision),
+                    failure_count: from_db(q.failure_count),
+                    next_attempt_at: Micros(q.next_attempt_at).to_system_time(),
+                    envelope: self.rows().queue(&q)?,
                 })
             })
             .collect()
@@ -150,7 +191,10 @@ impl Dialect for PostgresReads {
     async fn next_event_offset(&self) -> Result<u64> {
         let doing = "loading the next event offset";
         let row = self.query_opt(doing, &self.sql.next_event_offset, &[&self.app_key]).await?;
-        row.map_or(Ok(0), |row| Ok(from_db(self.get(&row, 0, doing)?)))
+        let Some(row) = row else { return Ok(0) };
+        let (next_offset, next_sequence): (i64, i64) = (self.get(&row, 0, doing)?, self.get(&row, 1, doing)?);
+        self.rows().counters(next_offset, next_sequence, self.get(&row, 2, doing)?)?;
+        Ok(from_db(next_offset))
     }
 
     async fn events(&self, query: &EventQuery, from: u64, n: usize) -> Result<Vec<Event>> {
@@ -168,7 +212,7 @@ impl Dialect for PostgresReads {
                 (doing, self.query(doing, &self.sql.page_by_source, &params).await?)
             }
         };
-        self.events_of(&rows, doing)
+        self.events_of(&rows, doing, Some(query), None)
     }
 
     async fn stats(&self) -> Result<StoreStats> {
@@ -177,6 +221,14 @@ impl Dialect for PostgresReads {
 
     async fn export(&self, from: ExportFrom, limit: usize) -> Result<Vec<Record>> {
         self.export_rows(from, limit).await
+    }
+
+    async fn verify_page(&self, page: VerifyPage) -> Result<Vec<RawRow>> {
+        self.raw_page(&page).await
+    }
+
+    async fn verify_counters(&self) -> Result<Option<(i64, i64, i64)>> {
+        self.raw_counters().await
     }
 
     /// PostgreSQL text cannot hold a NUL character: such a batch is refused here, naming the

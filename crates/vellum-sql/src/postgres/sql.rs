@@ -22,7 +22,7 @@ pub(crate) fn validate_schema(name: &str) -> Result<(), Error> {
     }
 }
 
-/// The DDL of schema version 1, run in one transaction by `create_schema`. `{s}` is the schema.
+/// The DDL of the current schema version, run in one transaction by `create_schema`. `{s}` is the schema.
 pub(crate) fn create_statements(s: &str) -> Vec<String> {
     let key = r#"TEXT COLLATE "C" NOT NULL"#;
     vec![
@@ -30,12 +30,13 @@ pub(crate) fn create_statements(s: &str) -> Vec<String> {
         format!("CREATE TABLE IF NOT EXISTS {s}.vellum_schema (version BIGINT NOT NULL)"),
         format!(
             "CREATE TABLE IF NOT EXISTS {s}.vellum_app (app_key {key} PRIMARY KEY, \
-             next_offset BIGINT NOT NULL, next_sequence BIGINT NOT NULL)"
+             next_offset BIGINT NOT NULL, next_sequence BIGINT NOT NULL, checksum BIGINT NOT NULL)"
         ),
         format!(
             "CREATE TABLE IF NOT EXISTS {s}.vellum_event (app_key {key}, event_offset BIGINT NOT NULL, \
              message_id {key}, portable_name {key}, handler_key {key}, instance_id {key}, \
-             envelope BYTEA NOT NULL, PRIMARY KEY (app_key, event_offset), UNIQUE (app_key, message_id))"
+             envelope BYTEA NOT NULL, checksum BIGINT NOT NULL, PRIMARY KEY (app_key, event_offset), \
+             UNIQUE (app_key, message_id))"
         ),
         format!(
             "CREATE INDEX IF NOT EXISTS vellum_event_by_type ON {s}.vellum_event \
@@ -47,19 +48,20 @@ pub(crate) fn create_statements(s: &str) -> Vec<String> {
         ),
         format!(
             "CREATE TABLE IF NOT EXISTS {s}.vellum_aggregate (app_key {key}, handler_key {key}, \
-             instance_id {key}, revision BIGINT NOT NULL, last_event_id {key}, \
+             instance_id {key}, revision BIGINT NOT NULL, last_event_id {key}, checksum BIGINT NOT NULL, \
              PRIMARY KEY (app_key, handler_key, instance_id))"
         ),
         format!(
             "CREATE TABLE IF NOT EXISTS {s}.vellum_process (app_key {key}, handler_key {key}, \
              instance_id {key}, revision BIGINT NOT NULL, media_type {key}, data BYTEA NOT NULL, \
-             PRIMARY KEY (app_key, handler_key, instance_id))"
+             checksum BIGINT NOT NULL, PRIMARY KEY (app_key, handler_key, instance_id))"
         ),
         format!(
             "CREATE TABLE IF NOT EXISTS {s}.vellum_queue (app_key {key}, message_id {key}, \
              revision BIGINT NOT NULL, failure_count BIGINT NOT NULL, next_attempt_at BIGINT NOT NULL, \
              sequence BIGINT NOT NULL, timeout_handler_key TEXT COLLATE \"C\", \
              timeout_instance_id TEXT COLLATE \"C\", envelope BYTEA NOT NULL, \
+             envelope_checksum BIGINT NOT NULL, state_checksum BIGINT NOT NULL, \
              PRIMARY KEY (app_key, message_id))"
         ),
         format!(
@@ -79,9 +81,26 @@ pub(crate) fn create_statements(s: &str) -> Vec<String> {
         ),
         format!(
             "CREATE TABLE IF NOT EXISTS {s}.vellum_offset (app_key {key}, source_app_key {key}, \
-             next_offset BIGINT NOT NULL, PRIMARY KEY (app_key, source_app_key))"
+             next_offset BIGINT NOT NULL, checksum BIGINT NOT NULL, PRIMARY KEY (app_key, source_app_key))"
         ),
     ]
+}
+
+/// Schema 1 to 2: the checksum columns, filled by `create_schema` before it records version 2.
+pub(crate) fn add_checksum_columns(s: &str) -> String {
+    let add = |table: &str, column: &str| {
+        format!("ALTER TABLE {s}.{table} ADD COLUMN IF NOT EXISTS {column} BIGINT NOT NULL DEFAULT 0;")
+    };
+    [
+        add("vellum_app", "checksum"),
+        add("vellum_event", "checksum"),
+        add("vellum_aggregate", "checksum"),
+        add("vellum_process", "checksum"),
+        add("vellum_queue", "envelope_checksum"),
+        add("vellum_queue", "state_checksum"),
+        add("vellum_offset", "checksum"),
+    ]
+    .concat()
 }
 
 /// The SQLSTATE `vellum_expect` raises.
@@ -136,41 +155,43 @@ impl Sql {
         Self {
             bulk: BulkSql::new(style),
             ensure_app: format!(
-                "INSERT INTO {s}.vellum_app (app_key, next_offset, next_sequence) VALUES ($1, 0, 0) \
-                 ON CONFLICT (app_key) DO NOTHING"
+                "INSERT INTO {s}.vellum_app (app_key, next_offset, next_sequence, checksum) \
+                 VALUES ($1, 0, 0, $2) ON CONFLICT (app_key) DO NOTHING"
             ),
             load_aggregate: format!(
-                "SELECT revision, last_event_id FROM {s}.vellum_aggregate \
+                "SELECT revision, last_event_id, checksum FROM {s}.vellum_aggregate \
                  WHERE app_key = $1 AND handler_key = $2 AND instance_id = $3"
             ),
             load_process: format!(
-                "SELECT revision, media_type, data FROM {s}.vellum_process \
+                "SELECT revision, media_type, data, checksum FROM {s}.vellum_process \
                  WHERE app_key = $1 AND handler_key = $2 AND instance_id = $3"
             ),
             load_offset: format!(
-                "SELECT next_offset FROM {s}.vellum_offset WHERE app_key = $1 AND source_app_key = $2"
+                "SELECT next_offset, checksum FROM {s}.vellum_offset WHERE app_key = $1 AND source_app_key = $2"
             ),
-            next_event_offset: format!("SELECT next_offset FROM {s}.vellum_app WHERE app_key = $1"),
+            next_event_offset: format!(
+                "SELECT next_offset, next_sequence, checksum FROM {s}.vellum_app WHERE app_key = $1"
+            ),
             load_queue: format!(
-                "SELECT revision, failure_count, next_attempt_at, envelope FROM {s}.vellum_queue \
-                 WHERE app_key = $1 ORDER BY next_attempt_at, sequence, message_id LIMIT $2"
+                "SELECT revision, failure_count, next_attempt_at, envelope, sequence, message_id, \
+                 envelope_checksum, state_checksum FROM {s}.vellum_queue WHERE app_key = $1 ORDER BY next_attempt_at, sequence, message_id LIMIT $2"
             ),
             // One ordered index range per type, merged: cost follows the matches. The plain
             // `portable_name = ANY(..)` form gets a generic plan that walks the whole log in
             // offset order and filters, so a rare type cost a full scan.
             page_by_type: format!(
-                "SELECT e.event_offset, e.envelope FROM unnest($2::text[]) AS t(name) \
-                 CROSS JOIN LATERAL (SELECT event_offset, envelope FROM {s}.vellum_event \
+                "SELECT e.event_offset, e.envelope, e.checksum FROM unnest($2::text[]) AS t(name) \
+                 CROSS JOIN LATERAL (SELECT event_offset, envelope, checksum FROM {s}.vellum_event \
                  WHERE app_key = $1 AND portable_name = t.name AND event_offset >= $3 \
                  ORDER BY event_offset LIMIT $4) e ORDER BY e.event_offset LIMIT $4"
             ),
             page_by_source: format!(
-                "SELECT event_offset, envelope FROM {s}.vellum_event WHERE app_key = $1 \
+                "SELECT event_offset, envelope, checksum FROM {s}.vellum_event WHERE app_key = $1 \
                  AND handler_key = $2 AND instance_id = $3 AND event_offset >= $4 \
                  ORDER BY event_offset LIMIT $5"
             ),
             read_counters: format!(
-                "SELECT next_offset, next_sequence FROM {s}.vellum_app WHERE app_key = $1"
+                "SELECT next_offset, next_sequence, checksum FROM {s}.vellum_app WHERE app_key = $1"
             ),
             read_aggregates: format!(
                 "SELECT k.h, k.i, (SELECT a.revision FROM {s}.vellum_aggregate a WHERE a.app_key = $1 \
@@ -198,41 +219,52 @@ impl Sql {
             commit_simple: format!(
                 "WITH ok AS MATERIALIZED (SELECT {s}.vellum_expect({}) AS ok), \
                  ev AS (INSERT INTO {s}.vellum_event \
-                   (app_key, event_offset, message_id, portable_name, handler_key, instance_id, envelope) \
+                   (app_key, event_offset, message_id, portable_name, handler_key, instance_id, envelope, \
+                   checksum) \
                    SELECT $1::text, u.* FROM UNNEST($10::bigint[], $11::text[], $12::text[], $13::text[], \
-                   $14::text[], $15::bytea[]) AS u WHERE (SELECT ok FROM ok)), \
-                 ag AS (INSERT INTO {s}.vellum_aggregate (app_key, handler_key, instance_id, revision, last_event_id) \
-                   SELECT $1::text, u.* FROM UNNEST($16::text[], $17::text[], $18::bigint[], $19::text[]) AS u \
+                   $14::text[], $15::bytea[], $24::bigint[]) AS u WHERE (SELECT ok FROM ok)), \
+                 ag AS (INSERT INTO {s}.vellum_aggregate \
+                   (app_key, handler_key, instance_id, revision, last_event_id, checksum) \
+                   SELECT $1::text, u.* FROM UNNEST($16::text[], $17::text[], $18::bigint[], $19::text[], \
+                   $25::bigint[]) AS u \
                    WHERE (SELECT ok FROM ok) ON CONFLICT (app_key, handler_key, instance_id) \
-                   DO UPDATE SET revision = EXCLUDED.revision, last_event_id = EXCLUDED.last_event_id), \
-                 os AS (INSERT INTO {s}.vellum_offset (app_key, source_app_key, next_offset) \
-                   SELECT $1::text, u.* FROM UNNEST($20::text[], $21::bigint[]) AS u WHERE (SELECT ok FROM ok) \
-                   ON CONFLICT (app_key, source_app_key) DO UPDATE SET next_offset = EXCLUDED.next_offset), \
-                 ct AS (UPDATE {s}.vellum_app SET next_offset = $22, next_sequence = $23 \
+                   DO UPDATE SET revision = EXCLUDED.revision, last_event_id = EXCLUDED.last_event_id, \
+                   checksum = EXCLUDED.checksum), \
+                 os AS (INSERT INTO {s}.vellum_offset (app_key, source_app_key, next_offset, checksum) \
+                   SELECT $1::text, u.* FROM UNNEST($20::text[], $21::bigint[], $26::bigint[]) AS u \
+                   WHERE (SELECT ok FROM ok) ON CONFLICT (app_key, source_app_key) \
+                   DO UPDATE SET next_offset = EXCLUDED.next_offset, checksum = EXCLUDED.checksum), \
+                 ct AS (UPDATE {s}.vellum_app SET next_offset = $22, next_sequence = $23, checksum = $27 \
                    WHERE app_key = $1 AND (SELECT ok FROM ok)) \
                  SELECT ok FROM ok",
                 expect_conditions(s, false)
             ),
             insert_events: format!(
                 "INSERT INTO {s}.vellum_event \
-                 (app_key, event_offset, message_id, portable_name, handler_key, instance_id, envelope) \
-                 SELECT $1, * FROM UNNEST($2::bigint[], $3::text[], $4::text[], $5::text[], $6::text[], $7::bytea[])"
+                 (app_key, event_offset, message_id, portable_name, handler_key, instance_id, envelope, \
+                 checksum) SELECT $1, * FROM UNNEST($2::bigint[], $3::text[], $4::text[], $5::text[], \
+                 $6::text[], $7::bytea[], $8::bigint[])"
             ),
             upsert_aggregates: format!(
-                "INSERT INTO {s}.vellum_aggregate (app_key, handler_key, instance_id, revision, last_event_id) \
-                 SELECT $1, * FROM UNNEST($2::text[], $3::text[], $4::bigint[], $5::text[]) \
+                "INSERT INTO {s}.vellum_aggregate \
+                 (app_key, handler_key, instance_id, revision, last_event_id, checksum) \
+                 SELECT $1, * FROM UNNEST($2::text[], $3::text[], $4::bigint[], $5::text[], $6::bigint[]) \
                  ON CONFLICT (app_key, handler_key, instance_id) \
-                 DO UPDATE SET revision = EXCLUDED.revision, last_event_id = EXCLUDED.last_event_id"
+                 DO UPDATE SET revision = EXCLUDED.revision, last_event_id = EXCLUDED.last_event_id, \
+                 checksum = EXCLUDED.checksum"
             ),
             upsert_offsets: format!(
-                "INSERT INTO {s}.vellum_offset (app_key, source_app_key, next_offset) \
-                 SELECT $1, * FROM UNNEST($2::text[], $3::bigint[]) \
-                 ON CONFLICT (app_key, source_app_key) DO UPDATE SET next_offset = EXCLUDED.next_offset"
+                "INSERT INTO {s}.vellum_offset (app_key, source_app_key, next_offset, checksum) \
+                 SELECT $1, * FROM UNNEST($2::text[], $3::bigint[], $4::bigint[]) \
+                 ON CONFLICT (app_key, source_app_key) \
+                 DO UPDATE SET next_offset = EXCLUDED.next_offset, checksum = EXCLUDED.checksum"
             ),
             upsert_process: format!(
-                "INSERT INTO {s}.vellum_process (app_key, handler_key, instance_id, revision, media_type, data) \
-                 VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (app_key, handler_key, instance_id) \
-                 DO UPDATE SET revision = EXCLUDED.revision, media_type = EXCLUDED.media_type, data = EXCLUDED.data"
+                "INSERT INTO {s}.vellum_process \
+                 (app_key, handler_key, instance_id, revision, media_type, data, checksum) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (app_key, handler_key, instance_id) \
+                 DO UPDATE SET revision = EXCLUDED.revision, media_type = EXCLUDED.media_type, \
+                 data = EXCLUDED.data, checksum = EXCLUDED.checksum"
             ),
             delete_process: format!(
                 "DELETE FROM {s}.vellum_process WHERE app_key = $1 AND handler_key = $2 AND instance_id = $3"
@@ -243,19 +275,21 @@ impl Sql {
             ),
             insert_queue: format!(
                 "INSERT INTO {s}.vellum_queue (app_key, message_id, revision, failure_count, next_attempt_at, \
-                 sequence, timeout_handler_key, timeout_instance_id, envelope) \
-                 SELECT $1, m, r, f, t, q, th, ti, e FROM UNNEST($2::text[], $3::bigint[], $4::bigint[], \
-                 $5::bigint[], $6::bigint[], $7::text[], $8::text[], $9::bytea[]) AS u(m, r, f, t, q, th, ti, e)"
+                 sequence, timeout_handler_key, timeout_instance_id, envelope, envelope_checksum, state_checksum) \
+                 SELECT $1, m, r, f, t, q, th, ti, e, es, ss FROM UNNEST($2::text[], $3::bigint[], $4::bigint[], \
+                 $5::bigint[], $6::bigint[], $7::text[], $8::text[], $9::bytea[], $10::bigint[], $11::bigint[]) \
+                 AS u(m, r, f, t, q, th, ti, e, es, ss)"
             ),
             update_queue: format!(
-                "UPDATE {s}.vellum_queue SET revision = $3, failure_count = $4, next_attempt_at = $5 \
-                 WHERE app_key = $1 AND message_id = $2"
+                "UPDATE {s}.vellum_queue SET revision = $3, failure_count = $4, next_attempt_at = $5, \
+                 state_checksum = $6 WHERE app_key = $1 AND message_id = $2"
             ),
             delete_queue: format!("DELETE FROM {s}.vellum_queue WHERE app_key = $1 AND message_id = $2"),
             store_counters: format!(
-                "INSERT INTO {s}.vellum_app (app_key, next_offset, next_sequence) VALUES ($1, $2, $3) \
-                 ON CONFLICT (app_key) DO UPDATE SET next_offset = EXCLUDED.next_offset, \
-                 next_sequence = EXCLUDED.next_sequence"
+                "INSERT INTO {s}.vellum_app (app_key, next_offset, next_sequence, checksum) \
+                 VALUES ($1, $2, $3, $4) ON CONFLICT (app_key) DO UPDATE SET \
+                 next_offset = EXCLUDED.next_offset, next_sequence = EXCLUDED.next_sequence, \
+                 checksum = EXCLUDED.checksum"
             ),
             schema,
         }

@@ -23,6 +23,7 @@ use vellum_core::{Batch, Error, ErrorKind, Operation, PersistResult, Result};
 use super::sql::{STALE, Sql};
 use super::storage;
 use crate::schema::{from_db, to_db};
+use crate::sums::{Rows, write as sum};
 
 /// A store's dedicated connection: either connected by vellum from a URL's configuration, or
 /// detached from a caller's pool.
@@ -191,7 +192,7 @@ impl PgWriter {
 
     /// Reads the pre-group state: counters and every row the group's preconditions look at,
     /// all pipelined in one round trip.
-    pub(super) async fn snapshot(&self, keys: &StateKeys) -> PgResult<Snapshot> {
+    pub(super) async fn snapshot(&self, keys: &StateKeys) -> PgResult<(Snapshot, Option<i64>)> {
         let c = self.conn.client();
         let st = &self.st;
         let app: &str = &self.app_key;
@@ -236,9 +237,11 @@ impl PgWriter {
             },
         )?;
         let mut s = Snapshot::default();
+        let mut counters_sum = None;
         if let Some(row) = counters {
             s.counters =
                 Counters { next_offset: from_db(row.try_get(0)?), next_sequence: from_db(row.try_get(1)?) };
+            counters_sum = Some(row.try_get(2)?);
         }
         // One row per key asked, with a NULL revision when absent.
         for row in aggregates {
@@ -263,7 +266,7 @@ impl PgWriter {
         for row in event_rows {
             s.events.insert(row.try_get(0)?);
         }
-        Ok(s)
+        Ok((s, counters_sum))
     }
 
     /// Runs a unit of work: a group through the one-round-trip path when the counters are
@@ -283,11 +286,16 @@ impl PgWriter {
             }
         }
         let known = self.counters.take();
-        let mut snapshot = self
+        let (mut snapshot, counters_sum) = self
             .snapshot(&work.keys())
             .await
             .map_err(|e| storage(&self.app_key, "reading the state to plan against", e))?;
         let before = snapshot.counters;
+        if let Some(sum) = counters_sum {
+            // Offsets and sequences are handed out from these: damage must stop the writer.
+            let rows = Rows { provider: super::PROVIDER, app_key: &self.app_key };
+            rows.counters(to_db(before.next_offset), to_db(before.next_sequence), sum)?;
+        }
         let Planned { outcomes, plan } = match work.plan(&mut snapshot, before) {
             Ok(planned) => planned,
             Err(e) => {
@@ -300,7 +308,7 @@ impl PgWriter {
             self.counters = Some(before);
             return Ok(outcomes);
         }
-        let writes = Writes::of(&plan.writes);
+        let writes = Writes::of(&self.app_key, &plan.writes);
         self.send_writes(&writes, plan.counters_changed().then_some(plan.after), None)
             .await
             .map_err(|e| storage(&self.app_key, "committing", e))?;
@@ -329,7 +337,7 @@ impl PgWriter {
             return Ok(None);
         }
         let after = plan.after;
-        let writes = Writes::of(&plan.writes);
+        let writes = Writes::of(&self.app_key, &plan.writes);
         let changed = plan.counters_changed();
         let simple = batches.iter().flat_map(Batch::iter).all(|op| {
             matches!(
@@ -367,9 +375,10 @@ impl PgWriter {
         let app: &str = &self.app_key;
         let (old_offset, old_sequence) =
             (to_db(expected.counters.next_offset), to_db(expected.counters.next_sequence));
+        let counters_sum = sum::counters(app, next_offset, next_sequence);
         let (next_offset, next_sequence) = (to_db(next_offset), to_db(next_sequence));
         let (events, aggregates, offsets) = (&writes.events, &writes.aggregates, &writes.offsets);
-        let params: [&(dyn ToSql + Sync); 23] = [
+        let params: [&(dyn ToSql + Sync); 27] = [
             &app,
             &expected.events,
             &expected.agg_h,
@@ -393,6 +402,10 @@ impl PgWriter {
             &offsets.values,
             &next_offset,
             &next_sequence,
+            &events.sums,
+            &aggregates.sums,
+            &offsets.sums,
+            &counters_sum,
         ];
         self.conn.client().execute(&self.st.commit_simple, &params).await.map(drop)
     }
@@ -417,7 +430,7 @@ impl PgWriter {
             steps.push(Box::pin(async move {
                 c.execute(
                     &st.insert_events,
-                    &[&app, &e.offsets, &e.ids, &e.names, &e.handlers, &e.instances, &e.envelopes],
+                    &[&app, &e.offsets, &e.ids, &e.names, &e.handlers, &e.instances, &e.envelopes, &e.sums],
                 )
                 .await
             }));
@@ -427,7 +440,7 @@ impl PgWriter {
             steps.push(Box::pin(async move {
                 c.execute(
                     &st.upsert_aggregates,
-                    &[&app, &a.handlers, &a.instances, &a.revisions, &a.last_ids],
+                    &[&app, &a.handlers, &a.instances, &a.revisions, &a.last_ids, &a.sums],
                 )
                 .await
             }));
@@ -435,15 +448,18 @@ impl PgWriter {
         if !w.offsets.sources.is_empty() {
             let o = &w.offsets;
             steps.push(Box::pin(async move {
-                c.execute(&st.upsert_offsets, &[&app, &o.sources, &o.values]).await
+                c.execute(&st.upsert_offsets, &[&app, &o.sources, &o.values, &o.sums]).await
             }));
         }
         for step in &w.ordered {
             match step {
-                Ordered::PutProcess { handler, instance, revision, media_type, data } => {
+                Ordered::PutProcess { handler, instance, revision, media_type, data, sum } => {
                     steps.push(Box::pin(async move {
-                        c.execute(&st.upsert_process, &[&app, handler, instance, revision, media_type, data])
-                            .await
+                        c.execute(
+                            &st.upsert_process,
+                            &[&app, handler, instance, revision, media_type, data, sum],
+                        )
+                        .await
                     }));
                 }
                 Ordered::RemoveProcess { handler, instance } => {
@@ -468,15 +484,20 @@ impl PgWriter {
                                 &q.handlers,
                                 &q.instances,
                                 &q.envelopes,
+                                &q.envelope_sums,
+                                &q.state_sums,
                             ],
                         )
                         .await
                     }));
                 }
-                Ordered::UpdateQueue { id, revision, failure_count, next_attempt_at } => {
+                Ordered::UpdateQueue { id, revision, failure_count, next_attempt_at, sum } => {
                     steps.push(Box::pin(async move {
-                        c.execute(&st.update_queue, &[&app, id, revision, failure_count, next_attempt_at])
-                            .await
+                        c.execute(
+                            &st.update_queue,
+                            &[&app, id, revision, failure_count, next_attempt_at, sum],
+                        )
+                        .await
                     }));
                 }
                 Ordered::RemoveQueue { id } => {
@@ -485,9 +506,10 @@ impl PgWriter {
             }
         }
         if let Some(Counters { next_offset, next_sequence }) = counters {
+            let counters_sum = sum::counters(app, next_offset, next_sequence);
             let (next_offset, next_sequence) = (to_db(next_offset), to_db(next_sequence));
             steps.push(Box::pin(async move {
-                c.execute(&st.store_counters, &[&app, &next_offset, &next_sequence]).await
+                c.execute(&st.store_counters, &[&app, &next_offset, &next_sequence, &counters_sum]).await
             }));
         }
         steps.push(Box::pin(async move { c.batch_execute("COMMIT").await.map(|()| 0) }));
@@ -683,6 +705,7 @@ pub(super) struct EventRows<'a> {
     pub(super) handlers: Vec<&'a str>,
     pub(super) instances: Vec<&'a str>,
     pub(super) envelopes: Vec<Vec<u8>>,
+    pub(super) sums: Vec<i64>,
 }
 
 /// The last aggregate write per instance, as column arrays.
@@ -692,6 +715,7 @@ pub(super) struct AggregateRows<'a> {
     pub(super) instances: Vec<&'a str>,
     pub(super) revisions: Vec<i64>,
     pub(super) last_ids: Vec<&'a str>,
+    pub(super) sums: Vec<i64>,
 }
 
 /// The last consumer-offset write per source, as column arrays.
@@ -699,6 +723,7 @@ pub(super) struct AggregateRows<'a> {
 pub(super) struct OffsetRows<'a> {
     pub(super) sources: Vec<&'a str>,
     pub(super) values: Vec<i64>,
+    pub(super) sums: Vec<i64>,
 }
 
 /// Consecutive enqueues, as column arrays.
@@ -712,15 +737,35 @@ struct QueueRows<'a> {
     handlers: Vec<Option<&'a str>>,
     instances: Vec<Option<&'a str>>,
     envelopes: Vec<Vec<u8>>,
+    envelope_sums: Vec<i64>,
+    state_sums: Vec<i64>,
 }
 
 /// Process and queue writes, which interact (the timeout cascade) and so keep their order.
 enum Ordered<'a> {
-    PutProcess { handler: &'a str, instance: &'a str, revision: i64, media_type: &'a str, data: &'a [u8] },
-    RemoveProcess { handler: &'a str, instance: &'a str },
+    PutProcess {
+        handler: &'a str,
+        instance: &'a str,
+        revision: i64,
+        media_type: &'a str,
+        data: &'a [u8],
+        sum: i64,
+    },
+    RemoveProcess {
+        handler: &'a str,
+        instance: &'a str,
+    },
     Enqueue(QueueRows<'a>),
-    UpdateQueue { id: &'a str, revision: i64, failure_count: i64, next_attempt_at: i64 },
-    RemoveQueue { id: &'a str },
+    UpdateQueue {
+        id: &'a str,
+        revision: i64,
+        failure_count: i64,
+        next_attempt_at: i64,
+        sum: i64,
+    },
+    RemoveQueue {
+        id: &'a str,
+    },
 }
 
 /// A group's writes arranged for set-based statements. Events, aggregates and consumer offsets
@@ -735,7 +780,9 @@ struct Writes<'a> {
 }
 
 impl<'a> Writes<'a> {
-    fn of(writes: &[Write<'a>]) -> Self {
+    /// The writes of a plan, with the row checksums of `app_key`.
+    #[allow(clippy::too_many_lines)] // one arm per kind of write
+    fn of(app_key: &str, writes: &[Write<'a>]) -> Self {
         let mut w = Self::default();
         let mut aggregate_index: HashMap<(&str, &str), usize> = HashMap::new();
         let mut offset_index: HashMap<&str, usize> = HashMap::new();
@@ -750,7 +797,9 @@ impl<'a> Writes<'a> {
                     e.names.push(&envelope.portable_name);
                     e.handlers.push(envelope.source_handler_key());
                     e.instances.push(&envelope.source_instance_id);
-                    e.envelopes.push(envelope.to_bytes());
+                    let bytes = envelope.to_bytes();
+                    e.sums.push(sum::event(app_key, offset, &bytes));
+                    e.envelopes.push(bytes);
                 }
                 Write::InsertQueue { message, revision, sequence, next_attempt_at } => {
                     let q = enqueues.get_or_insert_with(QueueRows::default);
@@ -762,30 +811,45 @@ impl<'a> Writes<'a> {
                     q.sequences.push(to_db(sequence));
                     q.handlers.push(owner.map(|o| o.0));
                     q.instances.push(owner.map(|o| o.1));
-                    q.envelopes.push(message.envelope.to_bytes());
+                    let bytes = message.envelope.to_bytes();
+                    q.envelope_sums.push(sum::queue_envelope(app_key, message.id(), sequence, &bytes));
+                    q.state_sums.push(sum::queue_state(
+                        app_key,
+                        message.id(),
+                        revision,
+                        message.failure_count,
+                        next_attempt_at.0,
+                    ));
+                    q.envelopes.push(bytes);
                 }
                 Write::PutAggregate { meta, revision } => {
                     let a = &mut w.aggregates;
                     let key = (meta.handler_key.as_str(), meta.instance_id.as_str());
+                    let row_sum = sum::aggregate(app_key, key.0, key.1, revision, &meta.last_event_id);
                     if let Some(&i) = aggregate_index.get(&key) {
                         a.revisions[i] = to_db(revision);
                         a.last_ids[i] = &meta.last_event_id;
+                        a.sums[i] = row_sum;
                     } else {
                         aggregate_index.insert(key, a.handlers.len());
                         a.handlers.push(key.0);
                         a.instances.push(key.1);
                         a.revisions.push(to_db(revision));
                         a.last_ids.push(&meta.last_event_id);
+                        a.sums.push(row_sum);
                     }
                 }
                 Write::PutOffset { application_key, next_offset } => {
                     let o = &mut w.offsets;
+                    let row_sum = sum::offset(app_key, application_key, next_offset);
                     if let Some(&i) = offset_index.get(application_key) {
                         o.values[i] = to_db(next_offset);
+                        o.sums[i] = row_sum;
                     } else {
                         offset_index.insert(application_key, o.sources.len());
                         o.sources.push(application_key);
                         o.values.push(to_db(next_offset));
+                        o.sums.push(row_sum);
                     }
                 }
                 // Process and queue writes interact (the timeout cascade): they keep their order,
@@ -798,6 +862,14 @@ impl<'a> Writes<'a> {
                         revision: to_db(revision),
                         media_type: &instance.packet.media_type,
                         data: &instance.packet.data,
+                        sum: sum::process(
+                            app_key,
+                            &instance.handler_key,
+                            &instance.instance_id,
+                            revision,
+                            &instance.packet.media_type,
+                            &instance.packet.data,
+                        ),
                     },
                 ),
                 Write::RemoveProcess { handler_key, instance_id } => w.push_ordered(
@@ -812,6 +884,13 @@ impl<'a> Writes<'a> {
                             revision: to_db(revision),
                             failure_count: to_db(failure_count),
                             next_attempt_at: next_attempt_at.0,
+                            sum: sum::queue_state(
+                                app_key,
+                                message_id,
+                                revision,
+                                failure_count,
+                                next_attempt_at.0,
+                            ),
                         },
                     ),
                 Write::RemoveQueue { message_id } => {

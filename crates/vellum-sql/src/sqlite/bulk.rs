@@ -19,7 +19,7 @@ use crate::sums::QueueRow;
 
 /// SQLite's export statements: `?` placeholders, row-value keysets (SQLite turns them into
 /// index ranges).
-static SQL: LazyLock<BulkSql> =
+pub(super) static SQL: LazyLock<BulkSql> =
     LazyLock::new(|| BulkSql::new(Style { tables: "", numbered: false, row_values: true }));
 
 impl SqliteReads {
@@ -36,6 +36,7 @@ impl SqliteReads {
     }
 
     /// One export page, read inline.
+    #[allow(clippy::too_many_lines)] // one arm per section, each a statement and its row check
     pub(super) fn export_rows(&self, from: ExportFrom, n: usize) -> Result<Vec<Record>> {
         let (app, n, sql) = (self.app_key(), limit(n), &*SQL);
         let rows = self.rows();

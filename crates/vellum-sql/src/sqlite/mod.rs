@@ -39,6 +39,7 @@ mod bulk;
 mod lock;
 mod reads;
 mod schema;
+mod verify;
 mod writer;
 
 #[cfg(test)]

@@ -15,6 +15,8 @@ use super::PROVIDER;
 use crate::schema::from_db;
 use crate::store::{Dialect, Sealed};
 use crate::sums::{QueueRow, Rows};
+use crate::verify::{RawRow, VerifyPage};
+use vellum_core::verify::{Checker, Index};
 
 /// Where a store's reads run.
 #[derive(Debug)]
@@ -169,8 +171,8 @@ impl Dialect for SqliteReads {
     }
 
     async fn queue_head(&self, n: usize) -> Result<Vec<QueueMessage>> {
-        let limit = i64::try_from(n).unwrap_or(i64::MAX);
         type Raw = (i64, i64, i64, Vec<u8>, i64, String, i64, i64);
+        let limit = i64::try_from(n).unwrap_or(i64::MAX);
         let rows: Vec<Raw> = self.with("loading queue messages", |conn| {
             conn.prepare_cached(
                 "SELECT revision, failure_count, next_attempt_at, envelope, sequence, message_id, \
@@ -283,5 +285,21 @@ impl Dialect for SqliteReads {
 
     fn close(&self) {
         self.readers.clear();
+    }
+
+    fn verify_indexes(&self) -> Vec<Index> {
+        super::verify::INDEXES.to_vec()
+    }
+
+    async fn verify_page(&self, page: VerifyPage) -> Result<Vec<RawRow>> {
+        self.raw_page(&page)
+    }
+
+    async fn verify_counters(&self) -> Result<Option<(i64, i64, i64)>> {
+        self.raw_counters()
+    }
+
+    async fn engine_check(&self, checker: &mut Checker) -> Result<()> {
+        self.check_engine(checker)
     }
 }

@@ -666,3 +666,122 @@ fn crash_safety_under_sigkill() {
 fn crash_safety_under_sigkill_long() {
     crash_trials(300);
 }
+
+/// The tables as schema version 1 laid them out: no checksum columns.
+const SCHEMA_1: &str = "
+CREATE TABLE vellum_schema (id INTEGER PRIMARY KEY CHECK (id = 0), version INTEGER NOT NULL) STRICT;
+CREATE TABLE vellum_app (app_key TEXT NOT NULL PRIMARY KEY, next_offset INTEGER NOT NULL,
+    next_sequence INTEGER NOT NULL) STRICT, WITHOUT ROWID;
+CREATE TABLE vellum_event (app_key TEXT NOT NULL, event_offset INTEGER NOT NULL, message_id TEXT NOT NULL,
+    portable_name TEXT NOT NULL, handler_key TEXT NOT NULL, instance_id TEXT NOT NULL, envelope BLOB NOT NULL,
+    UNIQUE (app_key, event_offset), UNIQUE (app_key, message_id)) STRICT;
+CREATE INDEX vellum_event_by_type ON vellum_event (app_key, portable_name, event_offset);
+CREATE INDEX vellum_event_by_source ON vellum_event (app_key, handler_key, instance_id, event_offset);
+CREATE TABLE vellum_aggregate (app_key TEXT NOT NULL, handler_key TEXT NOT NULL, instance_id TEXT NOT NULL,
+    revision INTEGER NOT NULL, last_event_id TEXT NOT NULL, PRIMARY KEY (app_key, handler_key, instance_id))
+    STRICT, WITHOUT ROWID;
+CREATE TABLE vellum_process (app_key TEXT NOT NULL, handler_key TEXT NOT NULL, instance_id TEXT NOT NULL,
+    revision INTEGER NOT NULL, media_type TEXT NOT NULL, data BLOB NOT NULL,
+    UNIQUE (app_key, handler_key, instance_id)) STRICT;
+CREATE TABLE vellum_queue (app_key TEXT NOT NULL, message_id TEXT NOT NULL, revision INTEGER NOT NULL,
+    failure_count INTEGER NOT NULL, next_attempt_at INTEGER NOT NULL, sequence INTEGER NOT NULL,
+    timeout_handler_key TEXT, timeout_instance_id TEXT, envelope BLOB NOT NULL, UNIQUE (app_key, message_id)) STRICT;
+CREATE INDEX vellum_queue_by_time ON vellum_queue (app_key, next_attempt_at, sequence, message_id);
+CREATE INDEX vellum_queue_by_owner ON vellum_queue (app_key, timeout_handler_key, timeout_instance_id)
+    WHERE timeout_handler_key IS NOT NULL;
+CREATE TABLE vellum_offset (app_key TEXT NOT NULL, source_app_key TEXT NOT NULL, next_offset INTEGER NOT NULL,
+    PRIMARY KEY (app_key, source_app_key)) STRICT, WITHOUT ROWID;
+INSERT INTO vellum_schema (id, version) VALUES (0, 1);
+";
+
+#[test]
+fn a_schema_1_database_is_upgraded_with_checksums_and_reads_back() {
+    use vellum_core::BulkStore;
+
+    let (_dir, path) = temp_db();
+    {
+        let conn = connect(&path);
+        conn.execute_batch(SCHEMA_1).unwrap();
+        let e0 = event("e0", "A");
+        let envelope = e0.to_bytes();
+        conn.execute(
+            "INSERT INTO vellum_event VALUES ('app', 0, 'e0', ?1, ?2, ?3, ?4)",
+            rusqlite::params![e0.portable_name, e0.source_handler_key(), e0.source_instance_id, envelope],
+        )
+        .unwrap();
+        conn.execute("INSERT INTO vellum_app VALUES ('app', 1, 0)", []).unwrap();
+        conn.execute("INSERT INTO vellum_aggregate VALUES ('app', 'h', 'i', 3, 'e0')", []).unwrap();
+        conn.execute("INSERT INTO vellum_offset VALUES ('app', 'src', 9)", []).unwrap();
+    }
+    runtime().block_on(async {
+        let store = SqliteProvider::new(&path).unwrap().open("app").await.unwrap();
+        assert_eq!(store.next_event_offset().await.unwrap(), 1);
+        assert_eq!(store.load_aggregate_meta_data("h", "i").await.unwrap().revision, 3);
+        assert_eq!(store.load_offset("src").await.unwrap(), 9);
+        let mut cursor = store.load_events_by_type(&[&event("e0", "A").portable_name], 0).await.unwrap();
+        assert_eq!(cursor.next().await.unwrap().unwrap().envelope, event("e0", "A"));
+        let report = store.verify(&mut |_| {}).await.unwrap();
+        assert!(report.is_clean(), "{:?}", report.problems);
+        store.close().await.unwrap();
+    });
+    let version: i64 =
+        connect(&path).query_row("SELECT version FROM vellum_schema", [], |r| r.get(0)).unwrap();
+    assert_eq!(version, SCHEMA_VERSION);
+}
+
+#[test]
+fn a_changed_row_is_a_corrupt_error_and_verify_names_it() {
+    use vellum_core::{BulkStore, ErrorKind};
+
+    let (_dir, path) = temp_db();
+    let rt = runtime();
+    let name = event("e0", "A").portable_name;
+    rt.block_on(async {
+        let store = SqliteProvider::new(&path).unwrap().open("app").await.unwrap();
+        let events: Vec<Operation> =
+            (0..5).map(|i| Operation::SaveEvent(event(&format!("e{i}"), "A"))).collect();
+        store.persist(Batch::from(events)).await.unwrap();
+        assert!(store.verify(&mut |_| {}).await.unwrap().is_clean());
+        store.close().await.unwrap();
+    });
+    {
+        let conn = connect(&path);
+        // A flipped payload byte, and an index column moved to another type.
+        let mut envelope: Vec<u8> = conn
+            .query_row("SELECT envelope FROM vellum_event WHERE event_offset = 2", [], |r| r.get(0))
+            .unwrap();
+        envelope[3] ^= 0x01;
+        conn.execute("UPDATE vellum_event SET envelope = ?1 WHERE event_offset = 2", [envelope]).unwrap();
+        conn.execute("UPDATE vellum_event SET portable_name = 'Other' WHERE event_offset = 4", []).unwrap();
+    }
+    rt.block_on(async {
+        let store = SqliteProvider::new(&path).unwrap().open("app").await.unwrap();
+        let mut cursor = store.load_events_by_type(&[&name], 0).await.unwrap();
+        let error = loop {
+            match cursor.next().await {
+                Ok(Some(e)) => assert!(e.offset < 2, "event {} was served", e.offset),
+                Ok(None) => panic!("the damaged event was served"),
+                Err(e) => break e,
+            }
+        };
+        assert_eq!(error.kind(), ErrorKind::Corrupt, "{error}");
+        assert!(
+            error.to_string().contains("offset 2") && error.to_string().contains("vellum_event"),
+            "{error}"
+        );
+        let mut other = store.load_events_by_type(&["Other"], 0).await.unwrap();
+        assert_eq!(other.next().await.unwrap_err().kind(), ErrorKind::Corrupt);
+        let report = store.verify(&mut |_| {}).await.unwrap();
+        let problems: Vec<String> = report.problems.iter().map(ToString::to_string).collect();
+        assert!(
+            problems.iter().any(|p| p.starts_with("event at offset 2") && p.contains("checksum")),
+            "{problems:#?}"
+        );
+        assert!(
+            problems.iter().any(|p| p.starts_with("event at offset 4") && p.contains("portable_name")),
+            "{problems:#?}"
+        );
+        assert_eq!(report.engine_check.as_deref(), Some("SQLite PRAGMA integrity_check"));
+        store.close().await.unwrap();
+    });
+}
