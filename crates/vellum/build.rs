@@ -1,0 +1,13 @@
+//! Sets `cfg(vellum_postgres)` / `cfg(vellum_mysql)` when `VELLUM_POSTGRES_URL` /
+//! `VELLUM_MYSQL_URL` is set and not empty: without it, the tests that need that server are
+//! reported as ignored, saying why. Changing either variable rebuilds the crate.
+
+fn main() {
+    for (var, cfg) in [("VELLUM_POSTGRES_URL", "vellum_postgres"), ("VELLUM_MYSQL_URL", "vellum_mysql")] {
+        println!("cargo:rerun-if-env-changed={var}");
+        println!("cargo:rustc-check-cfg=cfg({cfg})");
+        if std::env::var_os(var).is_some_and(|url| !url.is_empty()) {
+            println!("cargo:rustc-cfg={cfg}");
+        }
+    }
+}
