@@ -245,23 +245,14 @@ pub trait BulkStore: DataStore {
     /// length is [`stats`](Self::stats)`().total()`. Keep it quick: a provider may call it
     /// while it holds a read transaction or lock.
     ///
-    /// The default implementation returns [`Error::Unsupported`] naming the store's type.
-    ///
     /// # Errors
-    /// [`Error::Closed`]; [`Error::Unsupported`] from a provider that cannot verify; a storage
+    /// [`Error::Closed`]; a storage
     /// error that stopped the check itself (I/O, a lost connection). Data that does not decode
     /// is a [`Problem`](crate::verify::Problem) in the report, not an error.
     ///
     /// # Cancel safety
     /// Dropping the future part-way loses nothing and changes nothing: it is a read.
-    fn verify(&self, progress: &mut (dyn FnMut(u64) + Send)) -> impl Future<Output = Result<Report>> + Send {
-        let _ = progress;
-        std::future::ready(Err(Error::Unsupported(format!(
-            "verify is not implemented for {} (application {:?})",
-            std::any::type_name::<Self>(),
-            self.app_key()
-        ))))
-    }
+    fn verify(&self, progress: &mut (dyn FnMut(u64) + Send)) -> impl Future<Output = Result<Report>> + Send;
 }
 
 /// Checks an import against the destination's state before anything is written: every key
