@@ -483,3 +483,94 @@ fn a_nul_in_a_key_is_invalid_input_naming_the_field() {
         store.close().await.unwrap();
     });
 }
+
+// ---------------------------------------------------------------------------------------------
+// Integrity (docs/integrity.md)
+
+/// Stores five events of type `T` in `app`, closed again.
+async fn five_events(provider: &PostgresProvider) {
+    let store = provider.open("app").await.unwrap();
+    let events: Vec<Operation> = (0..5).map(|i| Operation::SaveEvent(event(&format!("e{i}"), "T"))).collect();
+    store.persist(Batch::from(events)).await.unwrap();
+    store.close().await.unwrap();
+}
+
+#[cfg_attr(not(vellum_postgres), ignore = "VELLUM_POSTGRES_URL is not set")]
+#[test]
+fn a_schema_1_database_is_upgraded_with_checksums() {
+    use vellum_core::BulkStore;
+    run(|pg| async move {
+        let provider = pg.provider().await;
+        five_events(&provider).await;
+        // Back to schema 1: the same rows without their checksum columns.
+        let client = pg.client().await;
+        let s = &pg.schema;
+        for (table, column) in [
+            ("vellum_app", "checksum"),
+            ("vellum_event", "checksum"),
+            ("vellum_aggregate", "checksum"),
+            ("vellum_process", "checksum"),
+            ("vellum_queue", "envelope_checksum"),
+            ("vellum_queue", "state_checksum"),
+            ("vellum_offset", "checksum"),
+        ] {
+            client.batch_execute(&format!("ALTER TABLE {s}.{table} DROP COLUMN {column}")).await.unwrap();
+        }
+        client.batch_execute(&format!("UPDATE {s}.vellum_schema SET version = 1")).await.unwrap();
+        let store = pg.provider().await.open("app").await.unwrap();
+        assert_eq!(store.next_event_offset().await.unwrap(), 5);
+        let mut cursor = store.load_events_by_type(&["T"], 0).await.unwrap();
+        let mut n = 0;
+        while let Some(e) = cursor.next().await.unwrap() {
+            assert_eq!(e.envelope, event(&format!("e{n}"), "T"));
+            n += 1;
+        }
+        assert_eq!(n, 5);
+        assert!(store.verify(&mut |_| {}).await.unwrap().is_clean());
+        store.close().await.unwrap();
+        let version: i64 =
+            client.query_one(&format!("SELECT version FROM {s}.vellum_schema"), &[]).await.unwrap().get(0);
+        assert_eq!(version, SCHEMA_VERSION);
+    });
+}
+
+#[cfg_attr(not(vellum_postgres), ignore = "VELLUM_POSTGRES_URL is not set")]
+#[test]
+fn changed_rows_are_corrupt_errors_and_verify_names_them() {
+    use vellum_core::{BulkStore, ErrorKind};
+    run(|pg| async move {
+        let provider = pg.provider().await;
+        five_events(&provider).await;
+        let client = pg.client().await;
+        let s = &pg.schema;
+        client
+            .batch_execute(&format!(
+                "UPDATE {s}.vellum_event SET envelope = set_byte(envelope, 3, get_byte(envelope, 3) # 1) \
+                 WHERE event_offset = 2; \
+                 UPDATE {s}.vellum_event SET portable_name = 'Other' WHERE event_offset = 4"
+            ))
+            .await
+            .unwrap();
+        let store = provider.open("app").await.unwrap();
+        let mut cursor = store.load_events_by_type(&["T"], 0).await.unwrap();
+        let error = cursor.next().await.unwrap_err();
+        assert_eq!(error.kind(), ErrorKind::Corrupt, "{error}");
+        assert!(
+            error.to_string().contains("offset 2") && error.to_string().contains("vellum_event"),
+            "{error}"
+        );
+        let mut other = store.load_events_by_type(&["Other"], 0).await.unwrap();
+        assert_eq!(other.next().await.unwrap_err().kind(), ErrorKind::Corrupt);
+        let report = store.verify(&mut |_| {}).await.unwrap();
+        let problems: Vec<String> = report.problems.iter().map(ToString::to_string).collect();
+        assert!(
+            problems.iter().any(|p| p.starts_with("event at offset 2") && p.contains("checksum")),
+            "{problems:#?}"
+        );
+        assert!(
+            problems.iter().any(|p| p.starts_with("event at offset 4") && p.contains("portable_name")),
+            "{problems:#?}"
+        );
+        store.close().await.unwrap();
+    });
+}
