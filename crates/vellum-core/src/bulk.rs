@@ -476,7 +476,16 @@ impl<'a, S: BulkStore> Export<'a, S> {
     pub async fn next_page(&mut self) -> Result<Option<Vec<Record>>> {
         while let Some(from) = self.from.clone() {
             let section = from.section();
-            let page = self.store.export_page(from, self.page_size).await?;
+            // Read before the page: every event below it was committed before the page was
+            // read, so a page that ends short of it has lost events (docs/integrity.md).
+            let next_offset = match from {
+                ExportFrom::Events(_) => Some(self.store.next_event_offset().await?),
+                _ => None,
+            };
+            let page = self.store.export_page(from.clone(), self.page_size).await?;
+            if let (Some(next_offset), ExportFrom::Events(first)) = (next_offset, &from) {
+                check_log_end(self.store.app_key(), *first, &page, self.page_size, next_offset)?;
+            }
             self.from = match page.last() {
                 Some(last) if page.len() >= self.page_size => Some(ExportFrom::after(last)?),
                 _ if section == self.last => None,
@@ -488,6 +497,35 @@ impl<'a, S: BulkStore> Export<'a, S> {
         }
         Ok(None)
     }
+}
+
+/// Refuses an events page that ends the log before `next_offset`, the offset the store's
+/// counters give the next event: the events in between were lost.
+fn check_log_end(
+    app_key: &str,
+    first: u64,
+    page: &[Record],
+    page_size: usize,
+    next_offset: u64,
+) -> Result<()> {
+    if page.len() >= page_size {
+        return Ok(());
+    }
+    let end = match page.last() {
+        Some(Record::Event(e)) => e.offset + 1,
+        _ => first,
+    };
+    if end >= next_offset {
+        return Ok(());
+    }
+    Err(Error::storage_kind(
+        crate::ErrorKind::Corrupt,
+        format!("the event log of application {app_key:?} is damaged"),
+        format!(
+            "it ends at offset {end}, but the store's next offset is {next_offset}: events {end} to {} are missing",
+            next_offset - 1
+        ),
+    ))
 }
 
 /// What a [`copy`] moved.
@@ -629,6 +667,20 @@ mod tests {
         assert!(matches!(repeated, ImportError::Repeated { index: 1, first: 0, .. }), "{repeated}");
         let zero = import_error(check_import(&[aggregate("z", 0)], 0, &mut state));
         assert!(matches!(zero, ImportError::ZeroRevision { .. }), "{zero}");
+    }
+
+    #[test]
+    fn an_export_that_ends_before_the_next_offset_is_corrupt() {
+        let event = |offset| Record::Event(Event { offset, envelope: crate::Envelope::default() });
+        // A full page says nothing about the end; a short one must reach the next offset.
+        assert!(check_log_end("app", 0, &[event(0), event(1)], 2, 10).is_ok());
+        assert!(check_log_end("app", 0, &[event(0), event(1)], 5, 2).is_ok());
+        assert!(check_log_end("app", 7, &[], 5, 7).is_ok());
+        let e = check_log_end("app", 0, &[event(0), event(1)], 5, 4).unwrap_err();
+        assert_eq!(e.kind(), crate::ErrorKind::Corrupt);
+        assert!(e.to_string().contains("\"app\""), "{e}");
+        assert!(format!("{e:?}").contains("events 2 to 3 are missing"), "{e:?}");
+        assert!(check_log_end("app", 3, &[], 5, 4).is_err());
     }
 
     #[test]
