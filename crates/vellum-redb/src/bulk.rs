@@ -162,7 +162,7 @@ impl Reader<'_> {
                     format!("is missing (the next stored event is at offset {offset})"),
                 ));
             }
-            let envelope = self.codec.event(offset, value.value())?;
+            let (envelope, _) = self.codec.event(offset, value.value())?;
             page.push(Record::Event(Event { offset, envelope }));
         }
         Ok(page)

@@ -15,7 +15,7 @@ use vellum_core::{Error, ErrorKind, Result};
 use crate::layout::{
     AGGREGATES, COUNTERS, COUNTERS_CHECKSUM, EVENT_IDS, EVENTS, EVENTS_BY_SOURCE, EVENTS_BY_TYPE,
     LAYOUT_VERSION, META, META_APP_KEY, META_LAYOUT_VERSION, NEXT_OFFSET, NEXT_SEQUENCE, OFFSETS, PROCESSES,
-    QUEUE, QUEUE_ORDER, QUEUE_TIMEOUTS, file_name,
+    QUEUE, QUEUE_ORDER, QUEUE_TIMEOUTS, SOURCE_HEADS, TYPE_HEADS, file_name,
 };
 use crate::records::Codec;
 
@@ -181,6 +181,8 @@ fn init(db: &Database, path: &Path, app_key: &str) -> Result<()> {
         txn.open_table(EVENT_IDS).or_storage(path)?;
         txn.open_table(EVENTS_BY_TYPE).or_storage(path)?;
         txn.open_table(EVENTS_BY_SOURCE).or_storage(path)?;
+        txn.open_table(TYPE_HEADS).or_storage(path)?;
+        txn.open_table(SOURCE_HEADS).or_storage(path)?;
         txn.open_table(AGGREGATES).or_storage(path)?;
         txn.open_table(PROCESSES).or_storage(path)?;
         txn.open_table(QUEUE).or_storage(path)?;

@@ -12,7 +12,9 @@ use redb::TableDefinition;
 ///
 /// - 1: records without checksums; consumer offsets in `offsets` as plain `u64`s.
 /// - 2: every record sealed with its checksum (`records.rs`); consumer offsets in
-///   `consumer_offsets`; the counters' checksum under [`COUNTERS_CHECKSUM`].
+///   `consumer_offsets`; the counters' checksum under [`COUNTERS_CHECKSUM`]; each event links to
+///   the previous event of its type and of its source, and [`TYPE_HEADS`] and [`SOURCE_HEADS`]
+///   hold the newest of each, so a read through an index notices a lost entry.
 pub(crate) const LAYOUT_VERSION: u64 = 2;
 
 /// `meta`: key -> bytes. Holds [`META_LAYOUT_VERSION`] (u64 big-endian) and [`META_APP_KEY`].
@@ -31,7 +33,7 @@ pub(crate) const NEXT_SEQUENCE: &str = "next_sequence";
 /// The checksum of the two counters (`integrity::counters`), rewritten with them.
 pub(crate) const COUNTERS_CHECKSUM: &str = "checksum";
 
-/// `events`: offset -> encoded envelope, sealed with its checksum.
+/// `events`: offset -> encoded envelope, then [`Links`], sealed with its checksum.
 pub(crate) const EVENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("events");
 /// `event_ids`: message ID -> offset (duplicate detection, docs/batches.md#events-and-duplicate-message-ids).
 pub(crate) const EVENT_IDS: TableDefinition<&str, u64> = TableDefinition::new("event_ids");
@@ -40,6 +42,43 @@ pub(crate) const EVENTS_BY_TYPE: TableDefinition<(&str, u64), ()> = TableDefinit
 /// `events_by_source`: (handler key, instance ID, offset) -> ().
 pub(crate) const EVENTS_BY_SOURCE: TableDefinition<(&str, &str, u64), ()> =
     TableDefinition::new("events_by_source");
+/// `type_heads`: portable name -> offset of the newest event of that type.
+pub(crate) const TYPE_HEADS: TableDefinition<&str, u64> = TableDefinition::new("type_heads");
+/// `source_heads`: (handler key, instance ID) -> offset of the newest event from that source.
+pub(crate) const SOURCE_HEADS: TableDefinition<(&str, &str), u64> = TableDefinition::new("source_heads");
+
+/// Where an event sits in its two index chains: the offset of the previous event of its type
+/// and of its source (`None` for the first). Stored after the envelope, inside the checksum.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(crate) struct Links {
+    /// The previous event of the same portable name.
+    pub(crate) by_type: Option<u64>,
+    /// The previous event of the same source handler instance.
+    pub(crate) by_source: Option<u64>,
+}
+
+impl Links {
+    /// The encoded size: two u64s, `u64::MAX` for `None`.
+    pub(crate) const LEN: usize = 16;
+
+    /// The encoded links.
+    pub(crate) fn to_bytes(self) -> [u8; Self::LEN] {
+        let mut bytes = [0; Self::LEN];
+        bytes[..8].copy_from_slice(&self.by_type.unwrap_or(u64::MAX).to_le_bytes());
+        bytes[8..].copy_from_slice(&self.by_source.unwrap_or(u64::MAX).to_le_bytes());
+        bytes
+    }
+
+    /// Decodes links written by [`Links::to_bytes`].
+    pub(crate) fn from_bytes(bytes: [u8; Self::LEN]) -> Self {
+        let link = |b: &[u8]| {
+            let value = u64::from_le_bytes(b.try_into().unwrap_or([0xff; 8]));
+            (value != u64::MAX).then_some(value)
+        };
+        Self { by_type: link(&bytes[..8]), by_source: link(&bytes[8..]) }
+    }
+}
+
 /// `aggregates`: (handler key, instance ID) -> [`AggregateRecord`], sealed.
 pub(crate) const AGGREGATES: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("aggregates");
 /// `processes`: (handler key, instance ID) -> [`ProcessRecord`], sealed.

@@ -7,14 +7,18 @@
 //! `u64`) to `consumer_offsets`, and the counters get their checksum. Records that do not decode
 //! stop the upgrade with a corrupt error naming them; nothing is changed then.
 
+use std::cell::RefCell;
+use std::collections::HashMap;
+
 use prost::Message;
 use redb::{Database, Key, ReadableTable, TableDefinition, TableHandle, WriteTransaction};
-use vellum_core::Result;
+use vellum_core::{Envelope, Result};
 
 use crate::file::OrStorage;
 use crate::layout::{
-    AGGREGATES, AggregateRecord, COUNTERS, COUNTERS_CHECKSUM, EVENTS, LAYOUT_VERSION, META,
+    AGGREGATES, AggregateRecord, COUNTERS, COUNTERS_CHECKSUM, EVENTS, LAYOUT_VERSION, Links, META,
     META_LAYOUT_VERSION, NEXT_OFFSET, NEXT_SEQUENCE, OFFSETS, PROCESSES, ProcessRecord, QUEUE, QueueRecord,
+    SOURCE_HEADS, TYPE_HEADS,
 };
 use crate::records::Codec;
 
@@ -40,10 +44,33 @@ pub(crate) fn upgrade(db: &Database, codec: Codec<'_>, version: u64) -> Result<(
 /// Layout 1 to 2.
 fn seal_records(txn: &WriteTransaction, codec: Codec<'_>) -> Result<()> {
     let path = codec.file;
+    // Events in offset order, each linked to the previous of its type and source.
+    let heads = RefCell::new((HashMap::<String, u64>::new(), HashMap::<(String, String), u64>::new()));
     reseal(txn, codec, EVENTS, |offset, bytes| {
-        let sum = vellum_core::provider::integrity::event(codec.app_key, offset, bytes);
-        Ok(vellum_core::provider::integrity::seal(bytes.to_vec(), sum))
+        let envelope = Envelope::from_bytes(bytes).map_err(|e| {
+            codec.corrupt(
+                &format_args!("event at offset {offset}"),
+                format!("does not decode in the layout-1 file: {e}"),
+            )
+        })?;
+        let (types, sources) = &mut *heads.borrow_mut();
+        let source = (envelope.source_handler_key().to_owned(), envelope.source_instance_id.clone());
+        let links = Links {
+            by_type: types.insert(envelope.portable_name.clone(), offset),
+            by_source: sources.insert(source, offset),
+        };
+        Ok(codec.seal_event_bytes(offset, bytes.to_vec(), links))
     })?;
+    let (types, sources) = heads.into_inner();
+    let mut type_heads = txn.open_table(TYPE_HEADS).or_storage(path)?;
+    for (name, offset) in &types {
+        type_heads.insert(name.as_str(), offset).or_storage(path)?;
+    }
+    let mut source_heads = txn.open_table(SOURCE_HEADS).or_storage(path)?;
+    for ((h, i), offset) in &sources {
+        source_heads.insert((h.as_str(), i.as_str()), offset).or_storage(path)?;
+    }
+    drop((type_heads, source_heads));
     reseal(txn, codec, AGGREGATES, |(h, i), bytes| {
         let record = decode::<AggregateRecord>(codec, bytes, &format_args!("aggregate {h:?}/{i:?}"))?;
         Ok(codec.seal_aggregate(h, i, &record))

@@ -11,7 +11,7 @@ use vellum_core::provider::integrity::{self, seal, unseal};
 use vellum_core::{Envelope, Error, Result};
 
 use crate::PROVIDER;
-use crate::layout::{AggregateRecord, ProcessRecord, QueueRecord};
+use crate::layout::{AggregateRecord, Links, ProcessRecord, QueueRecord};
 
 /// Seals and opens one file's records; knows the file and application to name in errors and
 /// to sum into every record.
@@ -53,18 +53,29 @@ impl Codec<'_> {
         M::decode(bytes).map_err(|e| self.corrupt(record, format!("does not decode: {e}")))
     }
 
-    /// The stored value of an event.
-    pub(crate) fn seal_event(&self, offset: u64, envelope: &Envelope) -> Vec<u8> {
-        let bytes = envelope.to_bytes();
+    /// The stored value of an event: its envelope, then its links, sealed.
+    pub(crate) fn seal_event(&self, offset: u64, envelope: &Envelope, links: Links) -> Vec<u8> {
+        self.seal_event_bytes(offset, envelope.to_bytes(), links)
+    }
+
+    /// The stored value of an event whose envelope is already encoded.
+    pub(crate) fn seal_event_bytes(&self, offset: u64, mut bytes: Vec<u8>, links: Links) -> Vec<u8> {
+        bytes.extend_from_slice(&links.to_bytes());
         let sum = integrity::event(self.app_key, offset, &bytes);
         seal(bytes, sum)
     }
 
-    /// The event stored at `offset`.
-    pub(crate) fn event(&self, offset: u64, value: &[u8]) -> Result<Envelope> {
+    /// The event stored at `offset`, and its links.
+    pub(crate) fn event(&self, offset: u64, value: &[u8]) -> Result<(Envelope, Links)> {
         let record = format_args!("event at offset {offset}");
         let bytes = self.open(value, &record, |b| integrity::event(self.app_key, offset, b))?;
-        self.decode(bytes, &record)
+        let split = bytes
+            .len()
+            .checked_sub(Links::LEN)
+            .ok_or_else(|| self.corrupt(&record, "too short for its links"))?;
+        let (envelope, links) = bytes.split_at(split);
+        let links = Links::from_bytes(links.try_into().map_err(|_| self.corrupt(&record, "bad links"))?);
+        Ok((self.decode(envelope, &record)?, links))
     }
 
     /// The stored value of an aggregate's meta-data.

@@ -14,8 +14,8 @@ use vellum_core::{
 use crate::file::OrStorage;
 use crate::layout::{
     AGGREGATES, AggregateRecord, COUNTERS, COUNTERS_CHECKSUM, EVENT_IDS, EVENTS, EVENTS_BY_SOURCE,
-    EVENTS_BY_TYPE, NEXT_OFFSET, NEXT_SEQUENCE, OFFSETS, PROCESSES, ProcessRecord, QUEUE, QUEUE_ORDER,
-    QUEUE_TIMEOUTS, QueueRecord,
+    EVENTS_BY_TYPE, Links, NEXT_OFFSET, NEXT_SEQUENCE, OFFSETS, PROCESSES, ProcessRecord, QUEUE, QUEUE_ORDER,
+    QUEUE_TIMEOUTS, QueueRecord, SOURCE_HEADS, TYPE_HEADS,
 };
 use crate::records::Codec;
 
@@ -31,6 +31,8 @@ pub(crate) struct WriteTables<'t> {
     event_ids: StrTable<'t, u64>,
     by_type: Table<'t, (&'static str, u64), ()>,
     by_source: Table<'t, (&'static str, &'static str, u64), ()>,
+    type_heads: StrTable<'t, u64>,
+    source_heads: PairTable<'t, u64>,
     aggregates: PairTable<'t, &'static [u8]>,
     processes: PairTable<'t, &'static [u8]>,
     queue: StrTable<'t, &'static [u8]>,
@@ -51,6 +53,8 @@ impl<'t> WriteTables<'t> {
             event_ids: txn.open_table(EVENT_IDS).or_storage(file)?,
             by_type: txn.open_table(EVENTS_BY_TYPE).or_storage(file)?,
             by_source: txn.open_table(EVENTS_BY_SOURCE).or_storage(file)?,
+            type_heads: txn.open_table(TYPE_HEADS).or_storage(file)?,
+            source_heads: txn.open_table(SOURCE_HEADS).or_storage(file)?,
             aggregates: txn.open_table(AGGREGATES).or_storage(file)?,
             processes: txn.open_table(PROCESSES).or_storage(file)?,
             queue: txn.open_table(QUEUE).or_storage(file)?,
@@ -135,15 +139,23 @@ impl<'t> WriteTables<'t> {
         Ok(())
     }
 
-    /// Stores an event at `offset` with its index entries.
+    /// Stores an event at `offset` with its index entries, linked to the newest event of its
+    /// type and of its source, which it then becomes.
     fn append_event(&mut self, offset: u64, envelope: &Envelope) -> Result<()> {
         let file = self.file;
         let id = envelope.message_id.as_str();
-        self.events.insert(offset, self.codec.seal_event(offset, envelope).as_slice()).or_storage(file)?;
+        let name = envelope.portable_name.as_str();
+        let source = (envelope.source_handler_key(), envelope.source_instance_id.as_str());
+        let links = Links {
+            by_type: self.type_heads.insert(name, offset).or_storage(file)?.map(|v| v.value()),
+            by_source: self.source_heads.insert(source, offset).or_storage(file)?.map(|v| v.value()),
+        };
+        self.events
+            .insert(offset, self.codec.seal_event(offset, envelope, links).as_slice())
+            .or_storage(file)?;
         self.event_ids.insert(id, offset).or_storage(file)?;
-        self.by_type.insert((envelope.portable_name.as_str(), offset), ()).or_storage(file)?;
-        let source = (envelope.source_handler_key(), envelope.source_instance_id.as_str(), offset);
-        self.by_source.insert(source, ()).or_storage(file)?;
+        self.by_type.insert((name, offset), ()).or_storage(file)?;
+        self.by_source.insert((source.0, source.1, offset), ()).or_storage(file)?;
         Ok(())
     }
 
@@ -369,66 +381,122 @@ impl Reader<'_> {
     }
 
     /// Up to `limit` events matching `query` with `offset >= from`, ascending, through the index.
-    /// Each event is checked against the index entry that named it.
+    /// Each event is checked against the index entry that named it, and the entries against the
+    /// chain of links the events form (docs/integrity.md#index-chains).
     pub(crate) fn events(&self, query: &EventQuery, from: u64, limit: usize) -> Result<Vec<Event>> {
         let file = self.file;
-        let mut offsets = Vec::new();
         match query {
             EventQuery::ByType(names) => {
                 let index = self.txn.open_table(EVENTS_BY_TYPE).or_storage(file)?;
+                let heads = self.txn.open_table(TYPE_HEADS).or_storage(file)?;
+                let mut all = Vec::new();
                 for name in names {
                     let range = (name.as_str(), from)..=(name.as_str(), u64::MAX);
+                    let mut offsets = Vec::new();
                     for entry in index.range(range).or_storage(file)?.take(limit) {
                         offsets.push(entry.or_storage(file)?.0.value().1);
                     }
+                    let head = heads.get(name.as_str()).or_storage(file)?.map(|v| v.value());
+                    let chain = Chain { query, from, limit, head, link: |l: Links| l.by_type, what: "type" };
+                    all.extend(self.walk(&chain, offsets)?);
                 }
                 if names.len() > 1 {
-                    offsets.sort_unstable();
-                    offsets.truncate(limit);
+                    all.sort_unstable_by_key(|e| e.offset);
+                    all.truncate(limit);
                 }
+                Ok(all)
             }
             EventQuery::BySource { handler_key, instance_id } => {
                 let index = self.txn.open_table(EVENTS_BY_SOURCE).or_storage(file)?;
                 let (hk, iid) = (handler_key.as_str(), instance_id.as_str());
+                let mut offsets = Vec::new();
                 for entry in index.range((hk, iid, from)..=(hk, iid, u64::MAX)).or_storage(file)?.take(limit)
                 {
                     offsets.push(entry.or_storage(file)?.0.value().2);
                 }
+                let heads = self.txn.open_table(SOURCE_HEADS).or_storage(file)?;
+                let head = heads.get((hk, iid)).or_storage(file)?.map(|v| v.value());
+                let chain = Chain { query, from, limit, head, link: |l: Links| l.by_source, what: "source" };
+                self.walk(&chain, offsets)
             }
         }
-        let events = self.txn.open_table(EVENTS).or_storage(file)?;
-        let mut previous = None;
-        offsets
-            .into_iter()
-            .map(|offset| {
-                if previous.is_some_and(|p| p >= offset) || offset < from {
-                    return Err(self.codec.corrupt(
-                        &format_args!("event index entry at offset {offset}"),
-                        format!("is out of order (after offset {previous:?}, from {from})"),
-                    ));
-                }
-                previous = Some(offset);
-                let value = events.get(offset).or_storage(file)?.ok_or_else(|| {
-                    self.codec.corrupt(
-                        &format_args!("event index entry at offset {offset}"),
-                        "names no stored event",
-                    )
-                })?;
-                let envelope = self.codec.event(offset, value.value())?;
-                if !query.matches(&envelope) {
-                    return Err(self.codec.corrupt(
-                        &format_args!("event index entry at offset {offset}"),
-                        format!(
-                            "names event {:?} of type {:?} from {}/{}, which the query does not match",
-                            envelope.message_id,
-                            envelope.portable_name,
-                            envelope.source_handler_key(),
-                            envelope.source_instance_id
-                        ),
-                    ));
-                }
-                Ok(Event { offset, envelope })
-            })
-            .collect()
     }
+
+    /// The events at `offsets` (one index range, ascending), each checked against the query
+    /// and against the previous one in its chain; a range that ends before `limit` must end at
+    /// the chain's head.
+    fn walk(
+        &self,
+        chain: &Chain<'_, impl Fn(Links) -> Option<u64>>,
+        offsets: Vec<u64>,
+    ) -> Result<Vec<Event>> {
+        let events = self.txn.open_table(EVENTS).or_storage(self.file)?;
+        let entry = |offset: u64| format!("events_by_{} index entry at offset {offset}", chain.what);
+        let mut previous: Option<u64> = None;
+        let mut page = Vec::with_capacity(offsets.len());
+        for offset in offsets {
+            let value = events
+                .get(offset)
+                .or_storage(self.file)?
+                .ok_or_else(|| self.codec.corrupt(&entry(offset), "names no stored event"))?;
+            let (envelope, links) = self.codec.event(offset, value.value())?;
+            if !chain.query.matches(&envelope) {
+                return Err(self.codec.corrupt(
+                    &entry(offset),
+                    format!(
+                        "names event {:?} of type {:?} from {}/{}, which the query does not match",
+                        envelope.message_id,
+                        envelope.portable_name,
+                        envelope.source_handler_key(),
+                        envelope.source_instance_id
+                    ),
+                ));
+            }
+            let link = (chain.link)(links);
+            let linked = match previous {
+                Some(p) => link == Some(p),
+                None => link.is_none_or(|l| l < chain.from),
+            };
+            if !linked {
+                return Err(self.codec.corrupt(
+                    &format_args!("event at offset {offset}"),
+                    format!(
+                        "follows offset {link:?} of its {}, but its index reads offset {previous:?} before it: \
+                         an index entry is missing or extra",
+                        chain.what
+                    ),
+                ));
+            }
+            previous = Some(offset);
+            page.push(Event { offset, envelope });
+        }
+        let head_ok = match previous {
+            Some(last) => chain.head == Some(last),
+            None => chain.head.is_none_or(|h| h < chain.from),
+        };
+        if page.len() < chain.limit && !head_ok {
+            return Err(self.codec.corrupt(
+                &format_args!("events_by_{} index", chain.what),
+                format!(
+                    "ends at offset {previous:?}, but the newest event of its {} is at offset {:?}: \
+                     index entries are missing",
+                    chain.what, chain.head
+                ),
+            ));
+        }
+        Ok(page)
+    }
+}
+
+/// One index range being read: the chain its events must form.
+struct Chain<'q, L> {
+    query: &'q EventQuery,
+    from: u64,
+    limit: usize,
+    /// The newest event of the chain, from the heads table.
+    head: Option<u64>,
+    /// The link an event's chain follows.
+    link: L,
+    /// `type` or `source`.
+    what: &'static str,
 }

@@ -450,3 +450,45 @@ fn verify_is_clean_on_a_sound_file_and_names_each_damage() {
     assert!(problems.iter().any(|p| p.contains("events_by_type") && p.contains('4')), "{problems:#?}");
     assert!(report.engine_check.is_none());
 }
+
+#[test]
+fn a_lost_index_entry_is_a_corrupt_error_at_read_never_a_short_result() {
+    use redb::ReadableDatabase as _;
+
+    let rt = runtime();
+    // The middle of a chain, its newest entry, and a by-source entry.
+    let losses: [(&str, u64); 3] = [("by_type", 4), ("by_type", 29), ("by_source", 12)];
+    for (index, offset) in losses {
+        let dir = tempfile::tempdir().unwrap();
+        let provider = RedbProvider::new(dir.path());
+        rt.block_on(fill(&provider, "app", 3));
+        {
+            let db = redb::Database::open(dir.path().join(crate::layout::file_name("app"))).unwrap();
+            let txn = db.begin_write().unwrap();
+            if index == "by_type" {
+                txn.open_table(crate::layout::EVENTS_BY_TYPE).unwrap().remove(("T", offset)).unwrap();
+            } else {
+                txn.open_table(crate::layout::EVENTS_BY_SOURCE).unwrap().remove(("", "", offset)).unwrap();
+            }
+            txn.commit().unwrap();
+            let _ = db.begin_read().unwrap();
+        }
+        rt.block_on(async {
+            let store = provider.open("app").await.unwrap();
+            let mut cursor = if index == "by_type" {
+                store.load_events_by_type(&["T"], 0).await.unwrap()
+            } else {
+                store.load_events_by_source("", "").await.unwrap()
+            };
+            let error = loop {
+                match cursor.next().await {
+                    Ok(Some(_)) => {}
+                    Ok(None) => panic!("{index} without offset {offset} was read as complete"),
+                    Err(e) => break e,
+                }
+            };
+            assert_eq!(error.kind(), vellum_core::ErrorKind::Corrupt, "{error}");
+            store.close().await.unwrap();
+        });
+    }
+}

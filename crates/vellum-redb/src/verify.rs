@@ -6,14 +6,17 @@
 //! so it runs at open: a store opened with `with_integrity_check(true)` (or
 //! `redb://DIR?integrity_check=true`, which `vellum verify` uses) reports it as its engine check.
 
+use std::collections::{HashMap, HashSet};
+
 use redb::ReadableTable;
+use vellum_core::Envelope;
 use vellum_core::verify::{Checker, Damaged, Fact, Index, Problem, Report};
 use vellum_core::{Error, Result};
 
 use crate::file::OrStorage;
 use crate::layout::{
-    AGGREGATES, EVENT_IDS, EVENTS, EVENTS_BY_SOURCE, EVENTS_BY_TYPE, OFFSETS, PROCESSES, QUEUE, QUEUE_ORDER,
-    QUEUE_TIMEOUTS,
+    AGGREGATES, EVENT_IDS, EVENTS, EVENTS_BY_SOURCE, EVENTS_BY_TYPE, Links, OFFSETS, PROCESSES, QUEUE,
+    QUEUE_ORDER, QUEUE_TIMEOUTS, SOURCE_HEADS, TYPE_HEADS,
 };
 use crate::tables::Reader;
 
@@ -55,21 +58,42 @@ impl Reader<'_> {
 
     fn verify_events(&self, checker: &mut Checker, tick: &mut dyn FnMut(&Checker)) -> Result<()> {
         let file = self.file;
+        let mut chains = Chains::default();
         for entry in self.txn.open_table(EVENTS).or_storage(file)?.iter().or_storage(file)? {
             let (key, value) = entry.or_storage(file)?;
             let offset = key.value();
             match self.codec.event(offset, value.value()) {
-                Ok(e) => checker.fact(Fact::Event {
-                    offset,
-                    message_id: &e.message_id,
-                    portable_name: &e.portable_name,
-                    handler_key: e.source_handler_key(),
-                    instance_id: &e.source_instance_id,
-                }),
-                Err(e) => checker
-                    .damaged(Damaged::Event { offset }, problem(format!("event at offset {offset}"), &e)),
+                Ok((e, links)) => {
+                    for p in chains.follow(offset, &e, links) {
+                        checker.problem(p);
+                    }
+                    checker.fact(Fact::Event {
+                        offset,
+                        message_id: &e.message_id,
+                        portable_name: &e.portable_name,
+                        handler_key: e.source_handler_key(),
+                        instance_id: &e.source_instance_id,
+                    });
+                }
+                Err(e) => {
+                    chains.damaged.insert(offset);
+                    checker
+                        .damaged(Damaged::Event { offset }, problem(format!("event at offset {offset}"), &e));
+                }
             }
             tick(checker);
+        }
+        for entry in self.txn.open_table(TYPE_HEADS).or_storage(file)?.iter().or_storage(file)? {
+            let (key, value) = entry.or_storage(file)?;
+            chains.stored_types.insert(key.value().to_owned(), value.value());
+        }
+        for entry in self.txn.open_table(SOURCE_HEADS).or_storage(file)?.iter().or_storage(file)? {
+            let (key, value) = entry.or_storage(file)?;
+            let (h, i) = key.value();
+            chains.stored_sources.insert((h.to_owned(), i.to_owned()), value.value());
+        }
+        for p in chains.heads() {
+            checker.problem(p);
         }
         for entry in self.txn.open_table(EVENTS_BY_TYPE).or_storage(file)?.iter().or_storage(file)? {
             let (key, ()) = (entry.or_storage(file)?.0, ());
@@ -152,6 +176,72 @@ impl Reader<'_> {
             tick(checker);
         }
         Ok(())
+    }
+}
+
+/// The chains of links the events form, followed in offset order, and the heads tables.
+#[derive(Default)]
+struct Chains {
+    types: HashMap<String, u64>,
+    sources: HashMap<(String, String), u64>,
+    /// Offsets of damaged events: a link to one is not judged (its own problem is reported).
+    damaged: HashSet<u64>,
+    stored_types: HashMap<String, u64>,
+    stored_sources: HashMap<(String, String), u64>,
+}
+
+impl Chains {
+    /// Checks an event's links against the previous event of its type and of its source.
+    fn follow(&mut self, offset: u64, e: &Envelope, links: Links) -> Vec<Problem> {
+        let mut problems = Vec::new();
+        let source = (e.source_handler_key().to_owned(), e.source_instance_id.clone());
+        let expected_type = self.types.insert(e.portable_name.clone(), offset);
+        let expected_source = self.sources.insert(source, offset);
+        for (what, link, expected) in
+            [("type", links.by_type, expected_type), ("source", links.by_source, expected_source)]
+        {
+            if link != expected && !link.is_some_and(|l| self.damaged.contains(&l)) {
+                problems.push(Problem::new(
+                    format!("event at offset {offset}"),
+                    format!(
+                        "links to offset {link:?} as the previous event of its {what}, which is {expected:?}"
+                    ),
+                ));
+            }
+        }
+        problems
+    }
+
+    /// The heads tables against the newest event of each type and source, both ways.
+    fn heads(&self) -> Vec<Problem> {
+        let mut problems = Vec::new();
+        compare(&self.types, &self.stored_types, "type_heads", &mut problems);
+        compare(&self.sources, &self.stored_sources, "source_heads", &mut problems);
+        problems
+    }
+}
+
+fn compare<K: std::hash::Hash + Eq + std::fmt::Debug>(
+    actual: &HashMap<K, u64>,
+    stored: &HashMap<K, u64>,
+    table: &str,
+    problems: &mut Vec<Problem>,
+) {
+    for (key, newest) in actual {
+        if stored.get(key) != Some(newest) {
+            problems.push(Problem::new(
+                format!("{table} entry {key:?}"),
+                format!("is {:?}, but the newest event is at offset {newest}", stored.get(key)),
+            ));
+        }
+    }
+    for (key, head) in stored {
+        if !actual.contains_key(key) {
+            problems.push(Problem::new(
+                format!("{table} entry {key:?}"),
+                format!("names offset {head}, but no event has this key"),
+            ));
+        }
     }
 }
 
