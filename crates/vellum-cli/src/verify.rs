@@ -16,15 +16,16 @@ use crate::report::{Table, require_existing};
 /// Runs the check and prints its report; a damaged store is an error (exit status 1) after
 /// the report is printed.
 pub async fn run(args: VerifyArgs) -> Result<()> {
-    let provider = with_engine_check(vellum::connect(&args.url)?);
+    let provider = vellum::connect(&args.url)?;
     require_existing(&args.url, &provider, &args.app)?;
     let store = provider.open(&args.app).await?;
     let started = Instant::now();
     let result = verify(&store).await;
-    let elapsed = started.elapsed();
     let closed = store.close().await;
-    let report = result?;
+    let mut report = result?;
     closed?;
+    engine_check(&provider, &args.app, &mut report)?;
+    let elapsed = started.elapsed();
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report_json(&args, &report)).unwrap_or_default());
     } else {
@@ -57,14 +58,15 @@ pub async fn run(args: VerifyArgs) -> Result<()> {
     }
 }
 
-/// The provider, set to run its storage engine's own check where that happens at open: redb
-/// checks every page's checksum only when it opens a file (it needs the file to itself), and
-/// a page that fails is refused there, as an error naming the file.
-fn with_engine_check(provider: AnyProvider) -> AnyProvider {
-    match provider {
-        AnyProvider::Redb(redb) => AnyProvider::Redb(redb.with_integrity_check(true)),
-        other => other,
+/// Adds the storage engine's own check where it needs the file to itself: redb checks every
+/// page's checksum on a scratch copy of the closed file (its check repairs, verify must not).
+fn engine_check(provider: &AnyProvider, app: &str, report: &mut Report) -> Result<()> {
+    if let AnyProvider::Redb(redb) = provider {
+        report.problems.extend(redb.check_pages(app)?);
+        report.engine_check =
+            Some("redb check_integrity (every page checksum, on a copy of the file)".into());
     }
+    Ok(())
 }
 
 /// Runs the provider's check under a progress bar on stderr (hidden when it is not a terminal).
