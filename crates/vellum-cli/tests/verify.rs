@@ -81,3 +81,37 @@ fn verify_after_demo_is_clean() {
     assert!(report["index_entries"].as_u64().unwrap() >= 3 * 220, "{report}");
     assert!(report["engine_check"].is_string(), "redb runs its own check: {report}");
 }
+
+/// A flipped payload byte in the demo's redb file: verify exits 1 naming the event's offset, and
+/// reading the events fails naming it too (never a changed event).
+#[test]
+fn a_flipped_byte_fails_verify_and_inspect_naming_the_offset() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    ok(dir, &["demo", "--commands", "200", "--workers", "8", "--accounts", "16"]);
+    let events: Value =
+        serde_json::from_str(&ok(dir, &["inspect", "--json", "events", "--from", "5", "--limit", "1"]))
+            .unwrap();
+    let id = events[0]["envelope"]["message_id"].as_str().unwrap().to_owned();
+    let file = dir.join("vellum-data").join("app.demo.redb");
+    let mut bytes = std::fs::read(&file).unwrap();
+    let needle = id.as_bytes();
+    let hits: Vec<usize> = (0..bytes.len() - needle.len())
+        .filter(|&i| &bytes[i..i + needle.len()] == needle && !bytes[i + needle.len()].is_ascii_digit())
+        .collect();
+    assert!(!hits.is_empty(), "the message ID {id:?} is in the file");
+    for i in hits {
+        bytes[i + needle.len() - 1] ^= 0x01;
+    }
+    std::fs::write(&file, bytes).unwrap();
+
+    let output = vellum(dir, &["verify", "redb://vellum-data", "--app", "demo"]);
+    assert_eq!(output.status.code(), Some(1));
+    let stdout = String::from_utf8(output.stdout).unwrap();
+    assert!(stdout.contains("event at offset 5: checksum mismatch"), "{stdout}");
+
+    let output = vellum(dir, &["inspect", "events"]);
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    assert!(stderr.contains("damaged event at offset 5") && stderr.contains("app.demo.redb"), "{stderr}");
+}
