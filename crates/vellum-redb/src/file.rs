@@ -1,6 +1,7 @@
 //! Opening one application's file: the in-process registry of open files, redb's cross-process
-//! file lock, the layout-version and app-key checks, and the mapping of redb failures (errors and
-//! panics alike) to [`Error::Storage`] naming the file.
+//! file lock, refusing a damaged file (empty, truncated, not redb) instead of starting it anew,
+//! creating a missing file race-free, the layout-version and app-key checks, and the mapping of
+//! redb failures (errors and panics alike) to [`Error::Storage`] naming the file.
 
 use std::collections::BTreeSet;
 use std::fmt;
@@ -82,26 +83,26 @@ pub(crate) struct Options {
 }
 
 /// Opens (creating if needed) the file of `app_key` in `dir`, exclusively.
+///
+/// Only a missing file is created. An existing file is opened as it is, never initialised: one
+/// that is empty, shorter than a redb header or without redb's magic number is refused
+/// ([`check_header`]) with a [`ErrorKind::Corrupt`] error naming it, and left untouched.
 pub(crate) fn open(dir: &Path, app_key: &str, options: Options) -> Result<OpenFile> {
     std::fs::create_dir_all(dir)
         .map_err(|e| Error::storage(format!("cannot create directory {}", dir.display()), e))?;
     let dir = std::fs::canonicalize(dir)
         .map_err(|e| Error::storage(format!("cannot resolve directory {}", dir.display()), e))?;
     let path = dir.join(file_name(app_key));
-    let locked = || Error::Locked { app_key: app_key.to_owned() };
-    let registration = Registration::acquire(&path).ok_or_else(locked)?;
+    let registration =
+        Registration::acquire(&path).ok_or_else(|| Error::Locked { app_key: app_key.to_owned() })?;
+    let mut builder = Builder::new();
+    builder.set_cache_size(options.cache_size).set_check_integrity_on_open(options.check_integrity);
     let db = guarded(&path, || {
-        Builder::new()
-            .set_cache_size(options.cache_size)
-            .set_check_integrity_on_open(options.check_integrity)
-            .create(&path)
-            .map_err(|e| match e {
-                DatabaseError::DatabaseAlreadyOpen => locked(),
-                e => Error::storage(
-                    format!("cannot open redb file {} of application {app_key:?}", path.display()),
-                    e,
-                ),
-            })
+        if !exists(&path)? {
+            create(&builder, &path, app_key)?;
+        }
+        check_header(&path)?;
+        builder.open(&path).map_err(|e| open_error(e, &path, app_key))
     })?;
     guarded(&path, || check_or_init(&db, &path, app_key))?;
     Ok(OpenFile {
@@ -112,6 +113,174 @@ pub(crate) fn open(dir: &Path, app_key: &str, options: Options) -> Result<OpenFi
         integrity_checked: options.check_integrity,
         _registration: registration,
     })
+}
+
+/// Whether `path` exists (an error other than "not found" is a storage error naming it).
+fn exists(path: &Path) -> Result<bool> {
+    match std::fs::metadata(path) {
+        Ok(_) => Ok(true),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(io_error(path, "cannot read the metadata of", e)),
+    }
+}
+
+/// Creates `app_key`'s new file at `path`, which did not exist, so that `path` only ever holds a
+/// complete file: redb initialises it, and vellum lays it out, under a temporary name in the
+/// same directory, and the file is then hard-linked to `path`, which fails if `path` exists.
+///
+/// So a concurrent opener, in this process or another, never finds a half-made (say, empty)
+/// file at `path`, which it would refuse as damaged; and of two processes creating the file at
+/// once, one publishes its file and the other opens that one (the file lock then lets one of
+/// them in). On a file system without hard links the file is renamed into place if `path` is
+/// still missing, which leaves a window in which two creators can both publish.
+fn create(builder: &Builder, path: &Path, app_key: &str) -> Result<()> {
+    let temp = TempFile::reserve(path)?;
+    let db = builder.create(&temp.0).map_err(|e| open_error(e, path, app_key))?;
+    init(&db, path, app_key)?;
+    db.close().or_storage(path)?;
+    match std::fs::hard_link(&temp.0, path) {
+        Ok(()) => sync_dir(path),
+        // Another opener published its file first: open that one.
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        // No hard links here (say, FAT): rename into place, unless the file has appeared meanwhile.
+        Err(_) if exists(path)? => Ok(()),
+        Err(_) => {
+            std::fs::rename(&temp.0, path).map_err(|e| io_error(path, "cannot create", e))?;
+            sync_dir(path)
+        }
+    }
+}
+
+/// A file reserved under a unique temporary name beside `path`, removed on drop (once linked
+/// or renamed to its real name, removing the temporary name loses nothing).
+struct TempFile(PathBuf);
+
+impl TempFile {
+    fn reserve(path: &Path) -> Result<Self> {
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        loop {
+            let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let mut name = std::ffi::OsString::from(".");
+            name.push(path.file_name().unwrap_or_default());
+            name.push(format!(".new-{}-{n}", std::process::id()));
+            let temp = path.with_file_name(name);
+            match std::fs::OpenOptions::new().write(true).create_new(true).open(&temp) {
+                Ok(_) => return Ok(Self(temp)),
+                // Left by a crashed process that had our process ID: take the next name.
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+                Err(e) => return Err(io_error(&temp, "cannot create the temporary file", e)),
+            }
+        }
+    }
+}
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// Makes the new directory entry of `path` durable (Unix; elsewhere the file system's own).
+fn sync_dir(path: &Path) -> Result<()> {
+    #[cfg(unix)]
+    if let Some(dir) = path.parent() {
+        std::fs::File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(|e| io_error(dir, "cannot sync the directory", e))?;
+    }
+    #[cfg(not(unix))]
+    let _ = path;
+    Ok(())
+}
+
+/// The length of redb's file header (magic number, god byte, region layout and two 128-byte
+/// commit slots): no redb file is shorter.
+const REDB_HEADER_LEN: u64 = 320;
+
+/// The magic number every redb file starts with.
+const REDB_MAGIC: [u8; 9] = [b'r', b'e', b'd', b'b', 0x1A, 0x0A, 0xA9, 0x0D, 0x0A];
+
+/// Refuses an existing file that cannot be a redb file, before redb sees it: empty, shorter than
+/// redb's header, or not starting with redb's magic number. Reads the first bytes only; redb
+/// checks the rest of the header, and that the file is as long as its header says, when it opens
+/// the file.
+fn check_header(path: &Path) -> Result<()> {
+    use std::io::Read as _;
+    let mut file = std::fs::File::open(path).map_err(|e| io_error(path, "cannot open", e))?;
+    let len = file.metadata().map_err(|e| io_error(path, "cannot read the metadata of", e))?.len();
+    if len == 0 {
+        return Err(damaged(
+            path,
+            "is empty (0 bytes): it is not a vellum store, or it was truncated. It is not opened as \
+             a new store; restore it from a backup, or remove it to start an empty store",
+        ));
+    }
+    if len < REDB_HEADER_LEN {
+        return Err(damaged(
+            path,
+            &format!(
+                "is {len} bytes long, shorter than a redb file header ({REDB_HEADER_LEN} bytes): \
+                 it was truncated, or it is not a redb file"
+            ),
+        ));
+    }
+    let mut magic = [0; REDB_MAGIC.len()];
+    file.read_exact(&mut magic).map_err(|e| io_error(path, "cannot read", e))?;
+    if magic != REDB_MAGIC {
+        return Err(damaged(
+            path,
+            "does not start with redb's magic number: it is not a redb file, or its header is damaged",
+        ));
+    }
+    Ok(())
+}
+
+/// Maps a failure of redb to open `path`.
+fn open_error(e: DatabaseError, path: &Path, app_key: &str) -> Error {
+    use std::io::ErrorKind as Io;
+    let kind = match &e {
+        DatabaseError::DatabaseAlreadyOpen | DatabaseError::LockProtocolMismatch => {
+            return Error::Locked { app_key: app_key.to_owned() };
+        }
+        // redb reports a file too short for its layout, a bad header or bad pages as `Corrupted`,
+        // and a file it cannot read as a redb file as `InvalidData` / `UnexpectedEof`.
+        DatabaseError::Storage(redb::StorageError::Corrupted(_)) => ErrorKind::Corrupt,
+        DatabaseError::Storage(redb::StorageError::Io(io))
+            if matches!(io.kind(), Io::InvalidData | Io::UnexpectedEof) =>
+        {
+            ErrorKind::Corrupt
+        }
+        DatabaseError::Storage(redb::StorageError::Io(io)) if io.kind() == Io::PermissionDenied => {
+            ErrorKind::Misconfigured
+        }
+        DatabaseError::UpgradeRequired(_) => ErrorKind::Misconfigured,
+        _ => ErrorKind::Storage,
+    };
+    let context = if kind == ErrorKind::Corrupt {
+        format!("redb file {} of application {app_key:?} is damaged: {e}", path.display())
+    } else {
+        format!("cannot open redb file {} of application {app_key:?}: {e}", path.display())
+    };
+    Error::storage_kind(kind, context, e)
+}
+
+/// A file system error on `path`.
+fn io_error(path: &Path, what: &str, e: std::io::Error) -> Error {
+    let kind = if e.kind() == std::io::ErrorKind::PermissionDenied {
+        ErrorKind::Misconfigured
+    } else {
+        ErrorKind::Storage
+    };
+    Error::storage_kind(kind, format!("{what} {}: {e}", path.display()), e)
+}
+
+/// A file that is damaged or not a redb file at all.
+fn damaged(path: &Path, what: &str) -> Error {
+    Error::storage_kind(
+        ErrorKind::Corrupt,
+        format!("redb file {} {what}", path.display()),
+        Invalid(what.to_owned()),
+    )
 }
 
 /// Checks the layout version and app key of an existing file, or lays out a new one.

@@ -7,6 +7,11 @@
 //! returns [`Error::Locked`] at once; the lock goes with `close`,
 //! with the store, or with the process.
 //!
+//! Only a missing file is created (race-free: it appears complete, under its name, at once). An
+//! existing file that is empty, truncated, not a redb file or not this application's is refused
+//! with an error naming it ([`ErrorKind::Corrupt`](vellum_core::ErrorKind::Corrupt) for damage),
+//! and left as it is: a damaged store is never replaced by a new, empty one.
+//!
 //! Writes are durable when `persist` returns. Concurrent `persist` calls share one write
 //! transaction and one fsync (group commit), each batch still succeeding or failing on its own.
 //! Reads use indexes: by-type and by-source event queries and the queue head never scan
@@ -90,13 +95,36 @@ impl RedbProvider {
         self
     }
 
-    /// Verifies the checksum of every page when a file is opened (default off). Opening then
-    /// reads the whole file, but a file damaged outside redb is refused at open instead of
-    /// failing on the read that meets the damage. (A file left by a crash is always checked.)
+    /// Has redb check the whole file each time it is opened (default off; the URL parameter
+    /// `integrity_check=true`).
+    ///
+    /// On: redb verifies the checksum of every page of the file's committed trees and rebuilds
+    /// its allocator state before the open returns, and commits the result. The cost is
+    /// proportional to the file's size (the whole file is read), paid at every open. A file with
+    /// a damaged page is refused at open with [`ErrorKind::Corrupt`](vellum_core::ErrorKind::Corrupt)
+    /// naming the file.
+    ///
+    /// Off: redb runs that check only on a file that was not closed cleanly (after a crash).
+    /// Ordinary reads do not verify page checksums, so a byte damaged outside redb (disk,
+    /// copying, another program) is not noticed by redb and can be served as data; vellum's
+    /// own record checksums catch a damaged record when it is read. Either way, an empty,
+    /// truncated or foreign file is refused at open, and never replaced by a new store.
     #[must_use]
     pub fn with_integrity_check(mut self, enabled: bool) -> Self {
         self.options.check_integrity = enabled;
         self
+    }
+
+    /// The page-cache size of each open file, in bytes.
+    #[must_use]
+    pub fn cache_size(&self) -> usize {
+        self.options.cache_size
+    }
+
+    /// Whether redb checks the whole file when it opens it ([`Self::with_integrity_check`]).
+    #[must_use]
+    pub fn integrity_check(&self) -> bool {
+        self.options.check_integrity
     }
 
     /// The directory holding the files.

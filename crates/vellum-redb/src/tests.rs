@@ -205,6 +205,75 @@ fn truncated_files_give_storage_errors_naming_the_file() {
     });
 }
 
+/// A store file damaged while closed (emptied, truncated, its first bytes overwritten) is
+/// refused at open, with or without the integrity check: a `Corrupt` error naming the file, and
+/// the file left exactly as it was; never a new, empty store in its place. Put back, it opens with
+/// its data.
+#[test]
+fn damaged_files_are_refused_at_open_and_left_unchanged() {
+    runtime().block_on(async {
+        let dir = tempfile::tempdir().unwrap();
+        let plain = RedbProvider::new(dir.path());
+        let checked = RedbProvider::new(dir.path()).with_integrity_check(true);
+        fill(&plain, "app", 40).await;
+        let path = plain.file_path("app");
+        let canonical = std::fs::canonicalize(&path).unwrap();
+        let original = std::fs::read(&path).unwrap();
+        let mut overwritten = original.clone();
+        overwritten[..16].copy_from_slice(b"\0\0 garbage bytes");
+        let damage: [(&str, Vec<u8>, &str); 5] = [
+            ("emptied", Vec::new(), "is empty (0 bytes)"),
+            ("truncated to 100 bytes", original[..100].to_vec(), "shorter than a redb file header"),
+            ("truncated to 4096 bytes", original[..4096].to_vec(), "is damaged"),
+            ("truncated to half", original[..original.len() / 2].to_vec(), "is damaged"),
+            ("first bytes overwritten", overwritten, "does not start with redb's magic number"),
+        ];
+        for (what, bytes, says) in &damage {
+            for provider in [&plain, &checked] {
+                std::fs::write(&path, bytes).unwrap();
+                let err = provider.open("app").await.map(drop).unwrap_err();
+                let text = err.to_string();
+                eprintln!("{what}: {text}");
+                assert_eq!(err.kind(), vellum_core::ErrorKind::Corrupt, "{what}: {err:?}");
+                assert!(
+                    text.contains(&canonical.display().to_string()),
+                    "{what}: {text} does not name the file"
+                );
+                assert!(text.contains(says), "{what}: {text} does not say {says:?}");
+                assert!(std::fs::read(&path).unwrap() == *bytes, "{what}: the failed open changed the file");
+            }
+        }
+        // Nothing but the store file is left in the directory (no temporary files).
+        let names: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert_eq!(names, [path.file_name().unwrap()], "{names:?}");
+
+        std::fs::write(&path, &original).unwrap();
+        let store = plain.open("app").await.unwrap();
+        assert_eq!(store.next_event_offset().await.unwrap(), 400);
+        store.close().await.unwrap();
+    });
+}
+
+/// Only a missing file is created, complete under its name: the directory holds nothing else
+/// afterwards, and the new store is empty and keeps what is written to it.
+#[test]
+fn a_missing_file_is_created_as_a_new_store() {
+    runtime().block_on(async {
+        let dir = tempfile::tempdir().unwrap();
+        let provider = RedbProvider::new(dir.path().join("new"));
+        let store = provider.open("app").await.unwrap();
+        assert_eq!(store.next_event_offset().await.unwrap(), 0);
+        store.persist(Batch::from(vec![Operation::SaveEvent(event("e"))])).await.unwrap();
+        store.close().await.unwrap();
+        let names: Vec<_> =
+            std::fs::read_dir(dir.path().join("new")).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert_eq!(names, ["app.app.redb"], "{names:?}");
+        let store = provider.open("app").await.unwrap();
+        assert_eq!(store.next_event_offset().await.unwrap(), 1);
+        store.close().await.unwrap();
+    });
+}
+
 #[test]
 fn corrupted_files_give_storage_errors_naming_the_file_never_panics() {
     runtime().block_on(async {

@@ -40,6 +40,7 @@ fn child() {
     match what {
         "hold" => runtime().block_on(hold(Path::new(dir))),
         "crash" => runtime().block_on(crash_writer(Path::new(dir))),
+        "race" => runtime().block_on(race(Path::new(dir))),
         other => panic!("unknown child mode {other}"),
     }
 }
@@ -71,6 +72,28 @@ async fn hold(dir: &Path) {
             },
             other => panic!("unknown command {other}"),
         }
+    }
+}
+
+/// Child: on a line on stdin, opens [`KEY`] (whose file may not exist yet) and says `OPEN`,
+/// `LOCKED` or `ERROR ...`; an open store gets one event and is closed (`CLOSED`).
+async fn race(dir: &Path) {
+    let mut go = String::new();
+    std::io::stdin().read_line(&mut go).unwrap();
+    match RedbProvider::new(dir).open(KEY).await {
+        Ok(store) => {
+            say("OPEN");
+            let event = Envelope {
+                message_id: format!("e-{}", std::process::id()),
+                portable_name: "T".into(),
+                ..Envelope::default()
+            };
+            store.persist(Batch::from(vec![Operation::SaveEvent(event)])).await.unwrap();
+            store.close().await.unwrap();
+            say("CLOSED");
+        }
+        Err(Error::Locked { .. }) => say("LOCKED"),
+        Err(e) => say(&format!("ERROR {e}")),
     }
 }
 
@@ -190,6 +213,44 @@ fn key_closed_by_another_process_opens_and_locks_in_both_directions() {
         expect_locked(&provider).await;
     });
     let _ = kid.kill();
+}
+
+/// Processes that open the same missing file at once each create it or open the one another
+/// created (the file lock then admits one at a time): none ever finds a half-made file and
+/// reports it as damaged, and the directory ends with the one complete file.
+#[test]
+fn processes_creating_one_file_at_once_never_see_it_half_made() {
+    for _ in 0..5 {
+        let dir = tempfile::tempdir().unwrap();
+        let mut kids: Vec<Kid> = (0..4).map(|_| Kid::spawn("race", dir.path())).collect();
+        // Let every child start up (a few ms each) before they all open at once.
+        std::thread::sleep(Duration::from_millis(300));
+        for kid in &mut kids {
+            kid.tell("go");
+        }
+        let mut opened = 0;
+        for kid in &kids {
+            match kid.expect(&["OPEN", "LOCKED", "ERROR"]).as_str() {
+                "OPEN" => {
+                    kid.expect(&["CLOSED"]);
+                    opened += 1;
+                }
+                "LOCKED" => {}
+                error => panic!("a racing open failed: {error}"),
+            }
+        }
+        assert!(opened >= 1);
+        for kid in kids {
+            let _ = kid.kill();
+        }
+        let names: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert_eq!(names.len(), 1, "{names:?}");
+        runtime().block_on(async {
+            let store = RedbProvider::new(dir.path()).open(KEY).await.unwrap();
+            assert_eq!(store.next_event_offset().await.unwrap(), opened);
+            store.close().await.unwrap();
+        });
+    }
 }
 
 fn save_offset(app: &str, current: u64, next: u64) -> Operation {
