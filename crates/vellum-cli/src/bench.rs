@@ -277,7 +277,7 @@ fn event(message_id: String, n: u64, instance: &str) -> Envelope {
 fn sync_dir(urls: &[String]) -> PathBuf {
     for url in urls {
         match StoreUrl::parse(url) {
-            Ok(StoreUrl::Redb(dir)) => return dir,
+            Ok(StoreUrl::Redb { dir, .. }) => return dir,
             Ok(StoreUrl::Sqlite(file)) => {
                 return file
                     .parent()

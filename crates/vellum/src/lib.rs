@@ -9,7 +9,7 @@
 //! | URL | provider | feature |
 //! |---|---|---|
 //! | `memory:` | in memory, not durable | `memory` (default) |
-//! | `redb://DIR` | one redb file per application in `DIR`, the embedded default | `redb` (default) |
+//! | `redb://DIR` | one redb file per application in `DIR`, the embedded default; parameters `integrity_check=true` and `cache_mb=N` (see [`connect`]) | `redb` (default) |
 //! | `sqlite://FILE` | SQLite | `sqlite` |
 //! | `postgres://…` | PostgreSQL | `postgres` |
 //! | `mysql://…` | MySQL / MariaDB | `mysql` |
@@ -43,7 +43,7 @@ mod any;
 mod url;
 
 pub use any::{AnyProvider, AnyStore};
-pub use url::{SCHEMES, StoreUrl};
+pub use url::{RedbParams, SCHEMES, StoreUrl};
 pub use vellum_core::time;
 pub use vellum_core::{
     AggregateMetaData, AggregateRepository, Batch, BulkStore, DEFAULT_PAGE_SIZE, DataStore, DataStoreSet,
@@ -87,9 +87,20 @@ pub use vellum_sql as sql;
 /// server that cannot be reached fails the first [`Provider::open`]. For `redb://` and
 /// `sqlite://`, missing directories are created.
 ///
+/// A `redb://` URL takes these parameters ([`RedbParams`]), each at most once:
+///
+/// | parameter | default | |
+/// |---|---|---|
+/// | `integrity_check=true\|false` | `false` | redb verifies the checksum of every page of a file when it opens it (the whole file is read, at every open; see `RedbProvider::with_integrity_check`) |
+/// | `cache_mb=N` | 256 | each open file's page cache, in MiB |
+///
+/// For example `redb://vellum-data?integrity_check=true&cache_mb=64`. `sqlite://` takes none.
+/// The SQL servers' URLs take their drivers' parameters.
+///
 /// # Errors
-/// [`Error::InvalidUrl`] for a URL that names no provider of this build, and a storage error
-/// naming the directory that cannot be created.
+/// [`Error::InvalidUrl`] (kind [`Misconfigured`](ErrorKind::Misconfigured)) for a URL that names
+/// no provider of this build, or has an unknown, repeated or invalid parameter (the error names
+/// it); and a storage error naming the directory that cannot be created.
 pub fn connect(url: &str) -> Result<AnyProvider> {
     let parsed = StoreUrl::parse(url)?;
     let disabled = || Error::InvalidUrl {
@@ -100,9 +111,14 @@ pub fn connect(url: &str) -> Result<AnyProvider> {
         #[cfg(feature = "memory")]
         StoreUrl::Memory => Ok(AnyProvider::Memory(vellum_memory::MemoryProvider::new())),
         #[cfg(feature = "redb")]
-        StoreUrl::Redb(dir) => {
+        StoreUrl::Redb { dir, params } => {
             create_dir(dir)?;
-            Ok(AnyProvider::Redb(vellum_redb::RedbProvider::new(dir)))
+            let mut provider =
+                vellum_redb::RedbProvider::new(dir).with_integrity_check(params.integrity_check);
+            if let Some(bytes) = params.cache_size() {
+                provider = provider.with_cache_size(bytes);
+            }
+            Ok(AnyProvider::Redb(provider))
         }
         #[cfg(feature = "sqlite")]
         StoreUrl::Sqlite(file) => {
