@@ -3,7 +3,9 @@
 //! The store owns what every dialect shares: the closed state, the `vellum.query` spans, the
 //! event cursors, the queue to the writer (`vellum_core::commit`), `close` and `Drop`, and bulk
 //! export/import. A [`Dialect`] supplies only the reads, in its own SQL and row mapping, and any
-//! limit of its own that a batch must meet before it is queued.
+//! limit of its own that a batch must meet before it is queued. A dialect may also give the store
+//! an [`ErrorMap`], which every error the store returns passes through (SQLite names the database
+//! file in it).
 
 use std::fmt;
 use std::future::Future;
@@ -117,10 +119,15 @@ pub struct SqlStore<D: Dialect> {
     writes: WriteQueue,
 }
 
+/// What a store does to each error it returns, reads, cursor pages and writes alike (for example,
+/// adding the file it is about).
+pub(crate) type ErrorMap = Box<dyn Fn(Error) -> Error + Send + Sync>;
+
 /// What the store and its event cursors share.
 struct Shared<D> {
     closed: AtomicBool,
     dialect: D,
+    errors: Option<ErrorMap>,
 }
 
 impl<D: Dialect> fmt::Debug for SqlStore<D> {
@@ -137,12 +144,20 @@ impl<D: Dialect> Shared<D> {
         if self.closed.load(Ordering::Acquire) { Err(Error::Closed) } else { Ok(()) }
     }
 
+    /// `result`, its error passed through the store's [`ErrorMap`].
+    fn mapped<T>(&self, result: Result<T>) -> Result<T> {
+        match (result, &self.errors) {
+            (Err(e), Some(map)) => Err(map(e)),
+            (result, _) => result,
+        }
+    }
+
     /// Runs one read in a `vellum.query` span named `query`; `Closed` if the store was closed
     /// before or while it ran (a read never outlives `close` with an answer).
     async fn read<T>(&self, query: &'static str, read: impl Future<Output = Result<T>>) -> Result<T> {
         self.check_open()?;
         let span = observe::query_span(D::PROVIDER, self.dialect.app_key(), query);
-        let value = read.instrument(span).await?;
+        let value = self.mapped(read.instrument(span).await)?;
         self.check_open()?;
         Ok(value)
     }
@@ -165,7 +180,12 @@ impl<D: Dialect> EventPageSource for Shared<D> {
 impl<D: Dialect> SqlStore<D> {
     /// A store over `dialect`'s reads and the queue to its writer.
     pub(crate) fn new(dialect: D, writes: WriteQueue) -> Self {
-        Self { shared: Arc::new(Shared { closed: AtomicBool::new(false), dialect }), writes }
+        Self::with_errors(dialect, writes, None)
+    }
+
+    /// [`SqlStore::new`], with every error the store returns passed through `errors`.
+    pub(crate) fn with_errors(dialect: D, writes: WriteQueue, errors: Option<ErrorMap>) -> Self {
+        Self { shared: Arc::new(Shared { closed: AtomicBool::new(false), dialect, errors }), writes }
     }
 
     /// The dialect's reads (for its own accessors).
@@ -231,7 +251,7 @@ impl<D: Dialect> Persister for SqlStore<D> {
             let span = observe::persist_span(D::PROVIDER, self.shared.dialect.app_key(), batch.len());
             return observe::record(&span, Err(e));
         }
-        self.writes.persist(batch).await
+        self.shared.mapped(self.writes.persist(batch).await)
     }
 }
 
@@ -246,7 +266,7 @@ impl<D: Dialect> DataStore for SqlStore<D> {
         let closing = self.writes.close();
         self.shared.closed.store(true, Ordering::Release);
         self.shared.dialect.close();
-        closing.await
+        self.shared.mapped(closing.await)
     }
 }
 
@@ -270,19 +290,21 @@ impl<D: Dialect> BulkStore for SqlStore<D> {
     async fn export_page(&self, from: ExportFrom, limit: usize) -> Result<Vec<Record>> {
         self.shared.check_open()?;
         let span = observe::bulk_span(D::PROVIDER, self.shared.dialect.app_key(), false, limit);
-        let page = self.shared.dialect.export(from, limit).instrument(span).await?;
+        let page = self.shared.mapped(self.shared.dialect.export(from, limit).instrument(span).await)?;
         self.shared.check_open()?;
         Ok(page)
     }
 
     async fn import(&self, records: Vec<Record>) -> Result<()> {
-        self.writes.import(records).await
+        self.shared.mapped(self.writes.import(records).await)
     }
 
     async fn verify(&self, progress: &mut (dyn FnMut(u64) + Send)) -> Result<Report> {
         self.shared.check_open()?;
         let span = observe::bulk_span(D::PROVIDER, self.shared.dialect.app_key(), false, 0);
-        let report = crate::verify::verify(&self.shared.dialect, progress).instrument(span).await?;
+        let report = self
+            .shared
+            .mapped(crate::verify::verify(&self.shared.dialect, progress).instrument(span).await)?;
         self.shared.check_open()?;
         Ok(report)
     }

@@ -18,7 +18,7 @@ use std::fs::{File, OpenOptions, TryLockError};
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, PoisonError};
 
-use vellum_core::{Error, Result};
+use vellum_core::{Error, ErrorKind, Result};
 
 /// Keys at most this long are hex-encoded into the file name; longer ones are hashed.
 const MAX_PLAIN_KEY: usize = 96;
@@ -77,12 +77,24 @@ impl AppLock {
     /// [`Error::Locked`] at once if another store, in this process or another, holds it.
     pub(crate) fn acquire(database: &Path, app_key: &str) -> Result<Self> {
         let dir = lock_dir(database);
-        let io = |what: &str| {
-            let context = format!("sqlite: {what} for application {app_key:?} in {}", dir.display());
-            move |e: std::io::Error| Error::storage(context, e)
-        };
-        std::fs::create_dir_all(&dir).map_err(io("creating the lock directory"))?;
         let path = dir.join(file_name(app_key));
+        let io = |what: &str, file: &Path| {
+            let context = format!(
+                "sqlite: {what} {} for application {app_key:?} of database {}",
+                file.display(),
+                database.display()
+            );
+            move |e: std::io::Error| {
+                let kind = match e.kind() {
+                    std::io::ErrorKind::PermissionDenied | std::io::ErrorKind::ReadOnlyFilesystem => {
+                        ErrorKind::Misconfigured
+                    }
+                    _ => ErrorKind::Storage,
+                };
+                Error::storage_kind(kind, context, e)
+            }
+        };
+        std::fs::create_dir_all(&dir).map_err(io("creating the lock directory", &dir))?;
         let locked = || Error::Locked { app_key: app_key.to_owned() };
 
         let mut held = HELD.lock().unwrap_or_else(PoisonError::into_inner);
@@ -96,11 +108,11 @@ impl AppLock {
             .create(true)
             .truncate(false)
             .open(&path)
-            .map_err(io("opening the lock file"))?;
+            .map_err(io("opening the lock file", &path))?;
         match file.try_lock() {
             Ok(()) => {}
             Err(TryLockError::WouldBlock) => return Err(locked()),
-            Err(TryLockError::Error(e)) => return Err(io("locking the lock file")(e)),
+            Err(TryLockError::Error(e)) => return Err(io("locking the lock file", &path)(e)),
         }
         held.insert(path.clone());
         Ok(Self { path, file: Some(file) })

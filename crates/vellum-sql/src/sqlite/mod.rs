@@ -22,6 +22,13 @@
 //!   key), taken without waiting; see `lock.rs`. It dies with the process.
 //! - **Schema**: see [`create_schema`]. Opening a store creates or checks it
 //!   ([`SqliteOptions::migrate`]); a database at a newer schema version is refused.
+//! - **The file**: only a missing database file is created (race-free: it appears complete, in
+//!   WAL mode, under its name at once). An existing file that is empty, truncated or not an SQLite
+//!   database, as far as its header and length tell, is refused at open with
+//!   [`ErrorKind::Corrupt`] naming it, and left as it is; never initialised as a new database.
+//! - **Errors** name the database file (and the application): every SQLite failure is mapped by
+//!   one function, `kind_of` giving its kind (`SQLITE_CORRUPT` and `SQLITE_NOTADB` are
+//!   [`ErrorKind::Corrupt`], busy and locked are [`ErrorKind::Unavailable`]).
 //!
 //! ```no_run
 //! use vellum_core::{DataStore, Provider};
@@ -36,6 +43,7 @@
 //! ```
 
 mod bulk;
+mod file;
 mod lock;
 mod reads;
 mod schema;
@@ -49,10 +57,10 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use rusqlite::Connection;
+use rusqlite::{Connection, OpenFlags};
 use tracing::Instrument as _;
 use vellum_core::provider::observe;
-use vellum_core::{Error, Provider, Result};
+use vellum_core::{Error, ErrorKind, Provider, Result};
 
 pub use reads::SqliteReads;
 pub use schema::{create_schema, drop_schema};
@@ -164,19 +172,24 @@ impl SqliteProvider {
         Ok(Self { source: Arc::new(Source::File(absolute(path.as_ref())?)), options })
     }
 
-    /// A provider from a URL: `sqlite://relative/path` or `sqlite:///absolute/path`.
+    /// A provider from a URL: `sqlite://relative/path` or `sqlite:///absolute/path` (no
+    /// parameters).
     pub fn from_url(url: &str) -> Result<Self> {
         Self::from_url_with(url, SqliteOptions::default())
     }
 
     /// A provider from a URL (see [`SqliteProvider::from_url`]) with the given options.
     pub fn from_url_with(url: &str, options: SqliteOptions) -> Result<Self> {
-        let path = url.strip_prefix("sqlite://").filter(|p| !p.is_empty()).ok_or_else(|| {
-            Error::storage(
-                format!("sqlite: parsing the URL {url:?}"),
-                "expected sqlite://relative/path or sqlite:///absolute/path",
-            )
-        })?;
+        let invalid = |reason: &str| Error::InvalidUrl { url: url.to_owned(), reason: reason.to_owned() };
+        let path = url
+            .strip_prefix("sqlite://")
+            .filter(|p| !p.is_empty())
+            .ok_or_else(|| invalid("expected sqlite://relative/path or sqlite:///absolute/path"))?;
+        let path = match path.split_once('?') {
+            Some((path, "")) => path,
+            Some(_) => return Err(invalid("sqlite:// takes no parameters")),
+            None => path,
+        };
         Self::with_options(path, options)
     }
 
@@ -229,7 +242,8 @@ impl SqliteProvider {
         F: FnOnce(&mut Connection) -> Result<T> + Send + 'static,
     {
         let (source, options) = (Arc::clone(&self.source), self.options.clone());
-        tokio::task::spawn_blocking(move || match &*source {
+        let database = self.path().map(Path::to_owned);
+        let result = tokio::task::spawn_blocking(move || match &*source {
             Source::File(path) => f(&mut Self::open_writer(path, &options)?),
             Source::Connection { conn, .. } => {
                 let mut guard = conn.lock().map_err(|_| {
@@ -239,15 +253,23 @@ impl SqliteProvider {
             }
         })
         .await
-        .map_err(|e| Error::storage("sqlite: the schema task failed", e))?
+        .map_err(|e| Error::storage("sqlite: the schema task failed", e))
+        .and_then(|result| result);
+        result.map_err(|e| name_database(e, database.as_deref()))
     }
 
-    /// Opens (creating if needed) the database file with the writer's settings.
+    /// Opens the database file with the writer's settings, creating it if it is missing
+    /// ([`file::create`]) and refusing it if it is damaged ([`file::check`]).
     fn open_writer(path: &Path, options: &SqliteOptions) -> Result<Connection> {
-        let err = |e: rusqlite::Error| {
-            Error::storage(format!("sqlite: opening the database {}", path.display()), e)
-        };
-        let conn = Connection::open(path).map_err(err)?;
+        if !file::exists(path)? {
+            file::create(path)?;
+        }
+        file::check(path)?;
+        let err = |e: rusqlite::Error| storage_error(Some(path), None, "opening the database", e);
+        // Without `SQLITE_OPEN_CREATE`: a file removed since the check is an error, not a new database.
+        let flags =
+            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_URI | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let conn = Connection::open_with_flags(path, flags).map_err(err)?;
         conn.busy_timeout(options.busy_timeout).map_err(err)?;
         let mode: String =
             conn.pragma_update_and_check(None, "journal_mode", "wal", |r| r.get(0)).map_err(err)?;
@@ -262,8 +284,10 @@ impl SqliteProvider {
         Ok(conn)
     }
 
-    fn prepare(conn: &mut Connection, options: &SqliteOptions) -> Result<()> {
-        if options.migrate { create_schema(conn) } else { schema::check(conn) }
+    /// Creates or checks the schema; errors name `database`.
+    fn prepare(conn: &mut Connection, options: &SqliteOptions, database: Option<&Path>) -> Result<()> {
+        let prepared = if options.migrate { create_schema(conn) } else { schema::check(conn) };
+        prepared.map_err(|e| name_database(e, database))
     }
 
     async fn open_store(&self, app_key: &str) -> Result<SqliteStore> {
@@ -280,11 +304,15 @@ impl SqliteProvider {
                 let writer_path = path.clone();
                 let conn = tokio::task::spawn_blocking(move || {
                     let mut conn = Self::open_writer(&writer_path, &options)?;
-                    Self::prepare(&mut conn, &options)?;
+                    Self::prepare(&mut conn, &options, Some(&writer_path))?;
                     Ok::<_, Error>(conn)
                 })
                 .await
-                .map_err(|e| Error::storage(format!("sqlite: opening the store of {app_key:?}"), e))??;
+                .map_err(|e| {
+                    let what =
+                        format!("sqlite: opening the store of {app_key:?} in database {}", path.display());
+                    Error::storage(what, e)
+                })??;
                 let readers = Readers::Pool {
                     path: path.clone(),
                     idle: Mutex::new(Vec::new()),
@@ -293,8 +321,9 @@ impl SqliteProvider {
                 };
                 (Arc::new(Mutex::new(conn)), readers)
             }
-            Source::Connection { conn, .. } => {
+            Source::Connection { conn, path } => {
                 let shared = Arc::clone(conn);
+                let database = path.clone();
                 tokio::task::spawn_blocking(move || {
                     let mut guard = shared.lock().map_err(|_| {
                         Error::storage(
@@ -302,7 +331,7 @@ impl SqliteProvider {
                             "the connection mutex is poisoned",
                         )
                     })?;
-                    Self::prepare(&mut guard, &options)
+                    Self::prepare(&mut guard, &options, database.as_deref())
                 })
                 .await
                 .map_err(|e| Error::storage(format!("sqlite: opening the store of {app_key:?}"), e))??;
@@ -311,7 +340,11 @@ impl SqliteProvider {
         };
         let (writes, run_writer) = WriteQueue::new(SqliteExecutor { app_key: Arc::clone(&key), conn, lock });
         tokio::spawn(run_writer);
-        Ok(SqliteStore::new(SqliteReads { app_key: key, readers }, writes))
+        // Every error of the store names the database file (reads and the writer report what
+        // they were doing and for which application).
+        let database = self.path().map(Path::to_owned);
+        let errors: crate::store::ErrorMap = Box::new(move |e| name_database(e, database.as_deref()));
+        Ok(crate::SqlStore::with_errors(SqliteReads { app_key: key, readers }, writes, Some(errors)))
     }
 }
 
@@ -323,4 +356,59 @@ impl Provider for SqliteProvider {
         let result = self.open_store(app_key).instrument(span.clone()).await;
         observe::record(&span, result)
     }
+}
+
+/// What kind of failure an SQLite error is: damaged data (`SQLITE_CORRUPT`, `SQLITE_NOTADB`, or
+/// a stored value of the wrong type or range) is [`ErrorKind::Corrupt`]; a busy or locked
+/// database [`ErrorKind::Unavailable`] (another connection held its lock past the busy timeout);
+/// a database SQLite may not open or write (permissions, a read-only file system)
+/// [`ErrorKind::Misconfigured`]; anything else [`ErrorKind::Storage`].
+pub(crate) fn kind_of(e: &rusqlite::Error) -> ErrorKind {
+    use rusqlite::ErrorCode;
+    match e {
+        rusqlite::Error::FromSqlConversionFailure(..)
+        | rusqlite::Error::InvalidColumnType(..)
+        | rusqlite::Error::IntegralValueOutOfRange(..) => ErrorKind::Corrupt,
+        _ => match e.sqlite_error_code() {
+            Some(ErrorCode::DatabaseCorrupt | ErrorCode::NotADatabase) => ErrorKind::Corrupt,
+            Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked) => ErrorKind::Unavailable,
+            Some(ErrorCode::PermissionDenied | ErrorCode::ReadOnly | ErrorCode::CannotOpen) => {
+                ErrorKind::Misconfigured
+            }
+            _ => ErrorKind::Storage,
+        },
+    }
+}
+
+/// The storage error of an SQLite failure while doing `what`: of kind [`kind_of`], naming the
+/// database file (`None`: an in-memory database) and the application, if any. Every SQLite
+/// error should be made by this function.
+pub(crate) fn storage_error(
+    database: Option<&Path>,
+    app_key: Option<&str>,
+    what: &str,
+    e: rusqlite::Error,
+) -> Error {
+    let app = app_key.map(|key| format!(" for application {key:?}")).unwrap_or_default();
+    let file = database.map(|path| format!(" in database {}", path.display())).unwrap_or_default();
+    let context = format!("sqlite: {what}{app}{file}");
+    Error::storage_kind(kind_of(&e), context, e)
+}
+
+/// `e` naming the database file (when it is a storage error that does not name it yet) and, when
+/// it is of kind [`ErrorKind::Storage`] with an SQLite error as its source, of that error's
+/// [`kind_of`]: for errors made without [`storage_error`].
+pub(crate) fn name_database(e: Error, database: Option<&Path>) -> Error {
+    let Error::Storage { kind, mut context, source } = e else { return e };
+    let kind = match source.downcast_ref::<rusqlite::Error>() {
+        Some(sqlite) if kind == ErrorKind::Storage => kind_of(sqlite),
+        _ => kind,
+    };
+    if let Some(database) = database {
+        let shown = database.display().to_string();
+        if !context.contains(&shown) {
+            context = format!("{context} in database {shown}");
+        }
+    }
+    Error::storage_kind(kind, context, source)
 }

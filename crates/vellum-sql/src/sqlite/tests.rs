@@ -169,12 +169,31 @@ fn collect_lines(
 /// - `hold`: opens the key, prints `HOLDING`, sleeps until killed.
 /// - `crash`: opens the key, prints `READY`, persists batches from many tasks and prints
 ///   `ACK <task> <j>` for each acknowledged batch until killed.
+/// - `race`: waits for the file `<path>.go`, then opens the key, stores offset 1 of source `s`,
+///   closes, and prints `RACED OK` or `RACED ERR <error>`.
 #[test]
 fn child_entry() {
     let Ok(mode) = std::env::var(CHILD_ENV) else { return };
     let path = PathBuf::from(std::env::var(PATH_ENV).unwrap());
     let key = std::env::var(KEY_ENV).unwrap();
     let trial: usize = std::env::var(TRIAL_ENV).unwrap().parse().unwrap();
+    if mode == "race" {
+        let go = path.with_extension("go");
+        while !go.exists() {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let outcome = runtime().block_on(async {
+            let store = SqliteProvider::new(&path)?.open(&key).await?;
+            store.persist(Batch::from(vec![save_offset("s", 0, 1)])).await?;
+            store.close().await
+        });
+        match outcome {
+            Ok(()) => println!("RACED OK"),
+            Err(e) => println!("RACED ERR {e}"),
+        }
+        std::io::stdout().flush().unwrap();
+        return;
+    }
     runtime().block_on(async move {
         let provider = SqliteProvider::new(&path).unwrap();
         let store = Arc::new(provider.open(&key).await.unwrap());
@@ -284,6 +303,192 @@ fn second_process_is_locked_and_killing_the_holder_frees_the_key() {
         store.close().await.unwrap();
     });
     reader.join().unwrap();
+}
+
+// ---------------------------------------------------------------------------------------------
+// The database file: damaged files are refused, missing ones created race-free
+
+/// Names of the entries of `dir`, sorted.
+fn entries(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+/// A database file damaged while closed (emptied, truncated, its first bytes overwritten, a
+/// header byte flipped) is refused when a store opens (and by the schema commands): a `Corrupt`
+/// error naming the file, which is left exactly as it was; never a new, empty database in its
+/// place. Put back, it opens with its data.
+#[test]
+fn damaged_database_files_are_refused_at_open_and_left_unchanged() {
+    let (dir, path) = temp_db();
+    runtime().block_on(async {
+        let store = SqliteProvider::new(&path).unwrap().open("app").await.unwrap();
+        for i in 0..20 {
+            let events: Vec<_> =
+                (0..50).map(|e| Operation::SaveEvent(event(&format!("e{i}-{e}"), "A"))).collect();
+            store.persist(Batch::from(events)).await.unwrap();
+        }
+        store.close().await.unwrap();
+    });
+    assert_eq!(entries(dir.path()), ["vellum.db", "vellum.db.vellum-locks"], "closing left side files");
+    let original = std::fs::read(&path).unwrap();
+    let page_size = usize::from(u16::from_be_bytes([original[16], original[17]]));
+    assert!(original.len() > 8 * page_size, "the test database has {} bytes", original.len());
+    let with = |at: usize, bytes: &[u8]| {
+        let mut damaged = original.clone();
+        damaged[at..at + bytes.len()].copy_from_slice(bytes);
+        damaged
+    };
+    let damage: Vec<(&str, Vec<u8>, &str)> = vec![
+        ("emptied", Vec::new(), "is empty (0 bytes)"),
+        ("truncated to 50 bytes", original[..50].to_vec(), "shorter than an SQLite header"),
+        ("truncated to 100 bytes", original[..100].to_vec(), "shorter than one page"),
+        ("truncated to half", original[..original.len() / page_size / 2 * page_size].to_vec(), "pages of"),
+        ("truncated by a byte", original[..original.len() - 1].to_vec(), "not a whole number of"),
+        (
+            "first bytes overwritten",
+            with(0, b"\0\0 garbage bytes"),
+            "does not start with \"SQLite format 3\"",
+        ),
+        // Without the check SQLite opens this one read-only: "attempt to write a readonly database".
+        ("write version flipped", with(18, &[3]), "file format versions are 3 (write)"),
+        ("read version flipped", with(19, &[7]), "file format versions are 2 (write) and 7 (read)"),
+        ("page size flipped", with(16, &[0x30]), "page size is"),
+        ("payload fraction flipped", with(21, &[0x44]), "payload fractions"),
+    ];
+    let shown = path.display().to_string();
+    runtime().block_on(async {
+        for (what, bytes, says) in &damage {
+            std::fs::write(&path, bytes).unwrap();
+            let provider = SqliteProvider::new(&path).unwrap();
+            let err = provider.open("app").await.map(drop).unwrap_err();
+            let text = err.to_string();
+            assert_eq!(err.kind(), vellum_core::ErrorKind::Corrupt, "{what}: {err:?}");
+            assert!(text.contains(&shown), "{what}: {text} does not name the file");
+            assert!(text.contains(says), "{what}: {text} does not say {says:?}");
+            let err = provider.schema_version().await.unwrap_err();
+            assert_eq!(err.kind(), vellum_core::ErrorKind::Corrupt, "{what}: {err:?}");
+            assert!(std::fs::read(&path).unwrap() == *bytes, "{what}: the failed open changed the file");
+            assert_eq!(entries(dir.path()), ["vellum.db", "vellum.db.vellum-locks"], "{what}");
+        }
+        std::fs::write(&path, &original).unwrap();
+        let store = SqliteProvider::new(&path).unwrap().open("app").await.unwrap();
+        assert_eq!(store.next_event_offset().await.unwrap(), 1000);
+        store.close().await.unwrap();
+    });
+}
+
+/// Damage past the header, which SQLite meets only when it reads there, fails those reads and
+/// writes with storage errors naming the database file (`SQLITE_CORRUPT`: `Corrupt`), never a
+/// panic or a wrong answer.
+#[test]
+fn damage_met_by_reads_and_writes_names_the_database_file() {
+    let (_dir, path) = temp_db();
+    runtime().block_on(async {
+        let store = SqliteProvider::new(&path).unwrap().open("app").await.unwrap();
+        for i in 0..20 {
+            let mut ops: Vec<_> =
+                (0..50).map(|e| Operation::SaveEvent(event(&format!("e{i}-{e}"), "A"))).collect();
+            ops.push(Operation::SaveQueueMessage(queue_message(
+                command(&format!("q{i}"), "A"),
+                SystemTime::UNIX_EPOCH,
+            )));
+            store.persist(Batch::from(ops)).await.unwrap();
+        }
+        store.close().await.unwrap();
+    });
+    let original = std::fs::read(&path).unwrap();
+    let page_size = usize::from(u16::from_be_bytes([original[16], original[17]]));
+    let pages = original.len() / page_size;
+    let shown = path.display().to_string();
+    let (mut kinds, mut reads_failed) = (Vec::new(), false);
+    runtime().block_on(async {
+        // Every page but the first (the header, which the open checks), overwritten in turn.
+        for page in 1..pages {
+            let mut damaged = original.clone();
+            damaged[page * page_size..(page + 1) * page_size].fill(0x5a);
+            std::fs::write(&path, &damaged).unwrap();
+            let store = match SqliteProvider::new(&path).unwrap().open("app").await {
+                Ok(store) => store,
+                Err(e) => {
+                    assert!(e.to_string().contains(&shown), "page {page}: {e} does not name the file");
+                    kinds.push(e.kind());
+                    continue;
+                }
+            };
+            let mut outcomes: Vec<vellum_core::Result<()>> = vec![
+                store.next_event_offset().await.map(drop),
+                store.load_queue_messages(100).await.map(drop),
+                store.load_offset("s").await.map(drop),
+            ];
+            outcomes.push(match store.load_events_by_type(&["EventStub[TypeA]"], 0).await {
+                Ok(cursor) => cursor.collect().await.map(drop),
+                Err(e) => Err(e),
+            });
+            outcomes.push(store.persist(Batch::from(vec![save_offset("s", 0, 1)])).await.map(drop));
+            for outcome in outcomes {
+                match outcome {
+                    Ok(()) => {}
+                    Err(e @ Error::Storage { .. }) => {
+                        assert!(e.to_string().contains(&shown), "page {page}: {e} does not name the file");
+                        if !reads_failed {
+                            eprintln!("for example: {e}");
+                            reads_failed = true;
+                        }
+                        kinds.push(e.kind());
+                    }
+                    Err(e) => panic!("page {page}: expected a storage error, got {e:?}"),
+                }
+            }
+            let _ = store.close().await;
+        }
+    });
+    let mut counts: HashMap<String, usize> = HashMap::new();
+    for kind in &kinds {
+        *counts.entry(format!("{kind:?}")).or_default() += 1;
+    }
+    eprintln!("{} pages damaged in turn; errors by kind: {counts:?}", pages - 1);
+    assert!(kinds.contains(&vellum_core::ErrorKind::Corrupt), "{counts:?}");
+}
+
+/// Only a missing database file is created, complete under its name; processes opening
+/// applications of the same new file at once all succeed (none finds a half-made file and
+/// refuses it as damaged), and nothing but the database and its side files is left.
+#[test]
+fn a_missing_database_file_is_created_race_free() {
+    for round in 0..3 {
+        let (dir, path) = temp_db();
+        let children: Vec<_> = (0..4)
+            .map(|i| {
+                let mut child = spawn_child("race", &path, &format!("app-{i}"), round);
+                let (lines, _, reader) = collect_lines(&mut child.0, "RACED");
+                (child, lines, reader)
+            })
+            .collect();
+        // Let every child start up before they all open at once.
+        std::thread::sleep(Duration::from_millis(300));
+        std::fs::write(path.with_extension("go"), b"").unwrap();
+        for (mut child, lines, reader) in children {
+            child.0.wait().unwrap();
+            reader.join().unwrap();
+            let lines = lines.lock().unwrap();
+            assert!(lines.iter().any(|l| l.ends_with("RACED OK")), "round {round}: {lines:?}");
+        }
+        std::fs::remove_file(path.with_extension("go")).unwrap();
+        assert_eq!(entries(dir.path()), ["vellum.db", "vellum.db.vellum-locks"], "round {round}");
+        runtime().block_on(async {
+            let provider = SqliteProvider::new(&path).unwrap();
+            for i in 0..4 {
+                let store = provider.open(&format!("app-{i}")).await.unwrap();
+                assert_eq!(store.load_offset("s").await.unwrap(), 1);
+                store.close().await.unwrap();
+            }
+        });
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
