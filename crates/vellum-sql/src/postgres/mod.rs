@@ -320,7 +320,8 @@ impl PostgresProvider {
             Ok(Some(version)) if version > SCHEMA_VERSION => return Err(newer_version(schema, version)),
             Ok(_) | Err(None) if self.inner.migrate => {}
             Ok(_) | Err(None) => {
-                return Err(Error::storage(
+                return Err(Error::storage_kind(
+                    ErrorKind::Misconfigured,
                     format!("postgres: opening application {app_key:?}"),
                     format!(
                         "schema {schema:?} has no vellum tables at version {SCHEMA_VERSION} and migration \
@@ -350,7 +351,8 @@ async fn schema_version(
 }
 
 fn newer_version(schema: &str, version: i64) -> Error {
-    Error::storage(
+    Error::storage_kind(
+        ErrorKind::Misconfigured,
         format!("postgres: schema {schema:?} is at version {version}"),
         format!(
             "schema version {version} is newer than version {SCHEMA_VERSION}, the newest this build of \

@@ -7,7 +7,7 @@
 //! stores large rows inefficiently in a `WITHOUT ROWID` b-tree.
 
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
-use vellum_core::{Error, Result};
+use vellum_core::{Error, ErrorKind, Result};
 
 use crate::schema::{SCHEMA_VERSION, from_db};
 
@@ -121,7 +121,8 @@ pub(crate) fn stored_version(conn: &Connection) -> Result<Option<i64>> {
 /// Refuses a database whose schema is newer than this build's.
 fn refuse_newer(version: i64) -> Result<()> {
     if version > SCHEMA_VERSION {
-        return Err(Error::storage(
+        return Err(Error::storage_kind(
+            ErrorKind::Misconfigured,
             "sqlite: opening the vellum schema",
             format!(
                 "the database is at vellum schema version {version}, newer than version \
@@ -136,7 +137,8 @@ fn refuse_newer(version: i64) -> Result<()> {
 pub(crate) fn check(conn: &Connection) -> Result<()> {
     match stored_version(conn)? {
         Some(version) => refuse_newer(version),
-        None => Err(Error::storage(
+        None => Err(Error::storage_kind(
+            ErrorKind::Misconfigured,
             "sqlite: opening the vellum schema",
             format!(
                 "the database has no vellum schema (version {SCHEMA_VERSION} expected) and \
