@@ -10,13 +10,14 @@ use std::sync::LazyLock;
 use mysql_async::{Row, Value};
 use vellum_core::time::Micros;
 use vellum_core::{
-    AggregateMetaData, Event, ExportFrom, Packet, ProcessInstance, QueueMessage, Record, Result, StoreStats,
+    AggregateMetaData, ExportFrom, Packet, ProcessInstance, QueueMessage, Record, Result, StoreStats,
 };
 
-use super::reads::{MysqlReads, bytes, decode_envelope};
+use super::reads::{MysqlReads, bytes, queue_row};
 use super::{get_bytes, get_i64, get_string};
 use crate::bulk::{BulkSql, Style, limit};
 use crate::schema::{from_db, to_db};
+use crate::sums::Rows;
 
 /// MySQL's export statements: `?` placeholders, expanded keysets.
 static SQL: LazyLock<BulkSql> =
@@ -38,8 +39,7 @@ impl MysqlReads {
     }
 
     /// One export page: the statement and parameters of `from`'s section, and how a row of it
-    /// becomes a record.
-    /// One export page.
+    /// becomes a record (after checking its sums).
     pub(super) async fn export_rows(&self, from: ExportFrom, n: usize) -> Result<Vec<Record>> {
         let app = bytes(&self.app_key);
         let (sql, n) = (&*SQL, Value::Int(limit(n)));
@@ -65,57 +65,82 @@ impl MysqlReads {
             }
             // Offsets stay far below 2^63: a larger start matches nothing.
             ExportFrom::Events(from) => {
-                (&sql.events, vec![app, Value::Int(i64::try_from(from).unwrap_or(i64::MAX)), n], event)
+                // Offsets stay far below 2^63: a larger start matches nothing.
+                let from = i64::try_from(from).unwrap_or(i64::MAX);
+                let rows =
+                    self.rows("exporting records", &sql.events, vec![app, Value::Int(from), n]).await?;
+                return events(self.sums(), from, rows);
             }
         };
         let rows = self.rows("exporting records", statement, params).await?;
-        rows.into_iter().map(|row| decode(&self.app_key, row)).collect()
+        let sums = self.sums();
+        rows.into_iter().map(|row| decode(sums, row)).collect()
     }
 }
 
-/// Turns a row of an export statement into a record (the app key names decoding errors).
-type Decode = fn(&str, Row) -> Result<Record>;
+/// Turns a row of an export statement into a record, after checking its sums.
+type Decode = fn(Rows<'_>, Row) -> Result<Record>;
 
-fn aggregate(_: &str, mut row: Row) -> Result<Record> {
+fn aggregate(sums: Rows<'_>, mut row: Row) -> Result<Record> {
+    let (handler_key, instance_id) = (get_string(&mut row, 0)?, get_string(&mut row, 1)?);
+    let (revision, last_event_id) = (get_i64(&mut row, 2)?, get_string(&mut row, 3)?);
+    sums.aggregate(&handler_key, &instance_id, revision, &last_event_id, get_i64(&mut row, 4)?)?;
     Ok(Record::Aggregate(AggregateMetaData {
-        handler_key: get_string(&mut row, 0)?,
-        instance_id: get_string(&mut row, 1)?,
-        revision: from_db(get_i64(&mut row, 2)?),
-        last_event_id: get_string(&mut row, 3)?,
+        handler_key,
+        instance_id,
+        revision: from_db(revision),
+        last_event_id,
     }))
 }
 
-fn process(_: &str, mut row: Row) -> Result<Record> {
+fn process(sums: Rows<'_>, mut row: Row) -> Result<Record> {
+    let (handler_key, instance_id) = (get_string(&mut row, 0)?, get_string(&mut row, 1)?);
+    let revision = get_i64(&mut row, 2)?;
+    let (media_type, data) = (get_string(&mut row, 3)?, get_bytes(&mut row, 4)?);
+    sums.process(&handler_key, &instance_id, revision, &media_type, &data, get_i64(&mut row, 5)?)?;
     Ok(Record::Process(ProcessInstance {
-        handler_key: get_string(&mut row, 0)?,
-        instance_id: get_string(&mut row, 1)?,
-        revision: from_db(get_i64(&mut row, 2)?),
-        packet: Packet { media_type: get_string(&mut row, 3)?, data: get_bytes(&mut row, 4)? },
+        handler_key,
+        instance_id,
+        revision: from_db(revision),
+        packet: Packet { media_type, data },
     }))
 }
 
-fn offset(_: &str, mut row: Row) -> Result<Record> {
-    Ok(Record::Offset {
-        application_key: get_string(&mut row, 0)?,
-        next_offset: from_db(get_i64(&mut row, 1)?),
-    })
+fn offset(sums: Rows<'_>, mut row: Row) -> Result<Record> {
+    let (application_key, next_offset) = (get_string(&mut row, 0)?, get_i64(&mut row, 1)?);
+    sums.offset(&application_key, next_offset, get_i64(&mut row, 2)?)?;
+    Ok(Record::Offset { application_key, next_offset: from_db(next_offset) })
 }
 
-fn queued(app_key: &str, mut row: Row) -> Result<Record> {
+fn queued(sums: Rows<'_>, row: Row) -> Result<Record> {
+    let (row, envelope) = queue_row(sums, row)?;
     Ok(Record::Queue {
-        sequence: from_db(get_i64(&mut row, 3)?),
+        sequence: from_db(row.sequence),
         message: QueueMessage {
-            revision: from_db(get_i64(&mut row, 0)?),
-            failure_count: from_db(get_i64(&mut row, 1)?),
-            next_attempt_at: Micros(get_i64(&mut row, 2)?).to_system_time(),
-            envelope: decode_envelope(app_key, &get_bytes(&mut row, 4)?)?,
+            revision: from_db(row.revision),
+            failure_count: from_db(row.failure_count),
+            next_attempt_at: Micros(row.next_attempt_at).to_system_time(),
+            envelope,
         },
     })
 }
 
-fn event(app_key: &str, mut row: Row) -> Result<Record> {
-    Ok(Record::Event(Event {
-        offset: from_db(get_i64(&mut row, 0)?),
-        envelope: decode_envelope(app_key, &get_bytes(&mut row, 1)?)?,
-    }))
+/// A page of events from offset `from`: the log is dense, so a gap means a row was lost or its
+/// offset damaged.
+fn events(sums: Rows<'_>, from: i64, rows: Vec<Row>) -> Result<Vec<Record>> {
+    let mut expected = from;
+    rows.into_iter()
+        .map(|mut row| {
+            let offset = get_i64(&mut row, 0)?;
+            if offset != expected {
+                return Err(sums.corrupt(
+                    "vellum_event",
+                    &format_args!("event at offset {expected}"),
+                    format!("is missing (the next row has offset {offset})"),
+                ));
+            }
+            expected += 1;
+            Ok(Record::Event(sums.event(offset, &get_bytes(&mut row, 1)?, get_i64(&mut row, 2)?, None)?))
+        })
+        .collect()
 }

@@ -13,6 +13,7 @@ use super::{MAX_KEY_BYTES, get_bytes, get_i64, get_string, key_too_long, storage
 use crate::fields::stored_strings;
 use crate::schema::from_db;
 use crate::store::{Dialect, Sealed};
+use crate::sums::{QueueRow, Rows};
 
 /// The reads of one MySQL store: on the provider's pool.
 #[derive(Debug)]
@@ -33,14 +34,36 @@ fn limit(n: usize) -> Value {
     Value::Int(i64::try_from(n).unwrap_or(i64::MAX))
 }
 
-pub(super) fn decode_envelope(app_key: &str, bytes: &[u8]) -> Result<Envelope> {
-    Envelope::from_bytes(bytes).map_err(|e| {
-        Error::storage_kind(
-            ErrorKind::Corrupt,
-            format!("mysql: decoding an envelope of application {app_key:?}"),
-            e,
-        )
-    })
+/// The plain columns of a queue row (revision, failure count, `next_attempt_at`, sequence,
+/// envelope, message ID, envelope checksum, state checksum: the order of the queue reads and
+/// exports) and its envelope, after checking its sums.
+pub(super) fn queue_row(sums: Rows<'_>, mut row: Row) -> Result<(QueueColumns, Envelope)> {
+    let columns = QueueColumns {
+        revision: get_i64(&mut row, 0)?,
+        failure_count: get_i64(&mut row, 1)?,
+        next_attempt_at: get_i64(&mut row, 2)?,
+        sequence: get_i64(&mut row, 3)?,
+    };
+    let (bytes, message_id) = (get_bytes(&mut row, 4)?, get_string(&mut row, 5)?);
+    let envelope = sums.queue(&QueueRow {
+        message_id: &message_id,
+        revision: columns.revision,
+        failure_count: columns.failure_count,
+        next_attempt_at: columns.next_attempt_at,
+        sequence: columns.sequence,
+        envelope: &bytes,
+        envelope_sum: get_i64(&mut row, 6)?,
+        state_sum: get_i64(&mut row, 7)?,
+    })?;
+    Ok((columns, envelope))
+}
+
+/// The columns of a queue row a message is made of (as stored).
+pub(super) struct QueueColumns {
+    pub(super) revision: i64,
+    pub(super) failure_count: i64,
+    pub(super) next_attempt_at: i64,
+    pub(super) sequence: i64,
 }
 
 impl MysqlReads {
@@ -48,6 +71,11 @@ impl MysqlReads {
     pub(super) async fn rows(&self, what: &str, sql: &str, params: Vec<Value>) -> Result<Vec<Row>> {
         let mut conn: Conn = self.pool.get_conn().await.map_err(|e| storage_for(&self.app_key, what, e))?;
         conn.exec(sql, params).await.map_err(|e| storage_for(&self.app_key, what, e))
+    }
+
+    /// The checker of this store's rows.
+    pub(super) fn sums(&self) -> Rows<'_> {
+        Rows { provider: PROVIDER, app_key: &self.app_key }
     }
 
     /// The first row of a read, if any.
@@ -66,7 +94,7 @@ impl MysqlReads {
             EventQuery::ByType(names) if names.len() == 1 => {
                 self.rows(
                     "loading events by type",
-                    "SELECT event_offset, envelope FROM vellum_event \
+                    "SELECT event_offset, envelope, checksum FROM vellum_event \
                      WHERE app_key = ? AND portable_name = ? AND event_offset >= ? \
                      ORDER BY event_offset LIMIT ?",
                     vec![app, bytes(&names[0]), from, limit(n)],
@@ -75,7 +103,7 @@ impl MysqlReads {
             }
             EventQuery::ByType(names) => {
                 // One bounded, index-ordered scan per name, merged: work is at most names × n rows.
-                let part = "(SELECT event_offset, envelope FROM vellum_event \
+                let part = "(SELECT event_offset, envelope, checksum FROM vellum_event \
                             WHERE app_key = ? AND portable_name = ? AND event_offset >= ? \
                             ORDER BY event_offset LIMIT ?)";
                 let sql =
@@ -90,7 +118,7 @@ impl MysqlReads {
             EventQuery::BySource { handler_key, instance_id } => {
                 self.rows(
                     "loading events by source",
-                    "SELECT event_offset, envelope FROM vellum_event \
+                    "SELECT event_offset, envelope, checksum FROM vellum_event \
                      WHERE app_key = ? AND handler_key = ? AND instance_id = ? AND event_offset >= ? \
                      ORDER BY event_offset LIMIT ?",
                     vec![app, bytes(handler_key), bytes(instance_id), from, limit(n)],
@@ -98,11 +126,20 @@ impl MysqlReads {
                 .await?
             }
         };
+        let sums = self.sums();
+        let mut previous = None;
         rows.into_iter()
             .map(|mut row| {
-                let offset = from_db(get_i64(&mut row, 0)?);
-                let envelope = decode_envelope(&self.app_key, &get_bytes(&mut row, 1)?)?;
-                Ok(Event { offset, envelope })
+                let offset = get_i64(&mut row, 0)?;
+                if previous.is_some_and(|p| p >= offset) {
+                    return Err(sums.corrupt(
+                        "vellum_event",
+                        &format_args!("event at offset {offset}"),
+                        "appears twice or out of order in an index range",
+                    ));
+                }
+                previous = Some(offset);
+                sums.event(offset, &get_bytes(&mut row, 1)?, get_i64(&mut row, 2)?, Some(query))
             })
             .collect()
     }
@@ -121,15 +158,23 @@ impl Dialect for MysqlReads {
         let row = self
             .first(
                 "loading aggregate meta-data",
-                "SELECT revision, last_event_id FROM vellum_aggregate \
+                "SELECT revision, last_event_id, checksum FROM vellum_aggregate \
                  WHERE app_key = ? AND handler_key = ? AND instance_id = ?",
                 vec![bytes(&self.app_key), bytes(handler_key), bytes(instance_id)],
             )
             .await?;
         let mut meta = AggregateMetaData::new(handler_key, instance_id);
         if let Some(mut row) = row {
-            meta.revision = from_db(get_i64(&mut row, 0)?);
-            meta.last_event_id = get_string(&mut row, 1)?;
+            let (revision, last_event_id) = (get_i64(&mut row, 0)?, get_string(&mut row, 1)?);
+            self.sums().aggregate(
+                handler_key,
+                instance_id,
+                revision,
+                &last_event_id,
+                get_i64(&mut row, 2)?,
+            )?;
+            meta.revision = from_db(revision);
+            meta.last_event_id = last_event_id;
         }
         Ok(meta)
     }
@@ -138,15 +183,19 @@ impl Dialect for MysqlReads {
         let row = self
             .first(
                 "loading a process instance",
-                "SELECT revision, media_type, data FROM vellum_process \
+                "SELECT revision, media_type, data, checksum FROM vellum_process \
                  WHERE app_key = ? AND handler_key = ? AND instance_id = ?",
                 vec![bytes(&self.app_key), bytes(handler_key), bytes(instance_id)],
             )
             .await?;
         let mut instance = ProcessInstance::new(handler_key, instance_id);
         if let Some(mut row) = row {
-            instance.revision = from_db(get_i64(&mut row, 0)?);
-            instance.packet = Packet { media_type: get_string(&mut row, 1)?, data: get_bytes(&mut row, 2)? };
+            let revision = get_i64(&mut row, 0)?;
+            let (media_type, data) = (get_string(&mut row, 1)?, get_bytes(&mut row, 2)?);
+            let sum = get_i64(&mut row, 3)?;
+            self.sums().process(handler_key, instance_id, revision, &media_type, &data, sum)?;
+            instance.revision = from_db(revision);
+            instance.packet = Packet { media_type, data };
         }
         Ok(instance)
     }
@@ -155,29 +204,34 @@ impl Dialect for MysqlReads {
         let row = self
             .first(
                 "loading a consumer offset",
-                "SELECT next_offset FROM vellum_offset WHERE app_key = ? AND source_app_key = ?",
+                "SELECT next_offset, checksum FROM vellum_offset WHERE app_key = ? AND source_app_key = ?",
                 vec![bytes(&self.app_key), bytes(application_key)],
             )
             .await?;
-        row.map_or(Ok(0), |mut row| Ok(from_db(get_i64(&mut row, 0)?)))
+        let Some(mut row) = row else { return Ok(0) };
+        let next_offset = get_i64(&mut row, 0)?;
+        self.sums().offset(application_key, next_offset, get_i64(&mut row, 1)?)?;
+        Ok(from_db(next_offset))
     }
 
     async fn queue_head(&self, n: usize) -> Result<Vec<QueueMessage>> {
         let rows = self
             .rows(
                 "loading queue messages",
-                "SELECT revision, failure_count, next_attempt_at, envelope FROM vellum_queue \
+                "SELECT revision, failure_count, next_attempt_at, sequence, envelope, message_id, \
+                 envelope_checksum, state_checksum FROM vellum_queue \
                  WHERE app_key = ? ORDER BY next_attempt_at, sequence, message_id LIMIT ?",
                 vec![bytes(&self.app_key), limit(n)],
             )
             .await?;
         rows.into_iter()
-            .map(|mut row| {
+            .map(|row| {
+                let (row, envelope) = queue_row(self.sums(), row)?;
                 Ok(QueueMessage {
-                    revision: from_db(get_i64(&mut row, 0)?),
-                    failure_count: from_db(get_i64(&mut row, 1)?),
-                    next_attempt_at: Micros(get_i64(&mut row, 2)?).to_system_time(),
-                    envelope: decode_envelope(&self.app_key, &get_bytes(&mut row, 3)?)?,
+                    revision: from_db(row.revision),
+                    failure_count: from_db(row.failure_count),
+                    next_attempt_at: Micros(row.next_attempt_at).to_system_time(),
+                    envelope,
                 })
             })
             .collect()
@@ -187,11 +241,14 @@ impl Dialect for MysqlReads {
         let row = self
             .first(
                 "reading the next event offset",
-                "SELECT next_offset FROM vellum_app WHERE app_key = ?",
+                "SELECT next_offset, next_sequence, checksum FROM vellum_app WHERE app_key = ?",
                 vec![bytes(&self.app_key)],
             )
             .await?;
-        row.map_or(Ok(0), |mut row| Ok(from_db(get_i64(&mut row, 0)?)))
+        let Some(mut row) = row else { return Ok(0) };
+        let (offset, sequence) = (get_i64(&mut row, 0)?, get_i64(&mut row, 1)?);
+        self.sums().counters(offset, sequence, get_i64(&mut row, 2)?)?;
+        Ok(from_db(offset))
     }
 
     async fn events(&self, query: &EventQuery, from: u64, limit: usize) -> Result<Vec<Event>> {

@@ -606,3 +606,261 @@ fn an_unreachable_server_is_unavailable() {
         assert!(err.is_retryable());
     });
 }
+
+// ---------------------------------------------------------------------------------------------
+// Checksums (schema 2)
+
+/// The tables as schema version 1 created them (rows without checksums).
+fn schema_1_ddl() -> Vec<String> {
+    let key = format!("VARBINARY({MAX_KEY_BYTES})");
+    let table = "ENGINE=InnoDB ROW_FORMAT=DYNAMIC";
+    vec![
+        format!("CREATE TABLE vellum_schema (version BIGINT NOT NULL PRIMARY KEY) {table}"),
+        format!(
+            "CREATE TABLE vellum_app (app_key {key} NOT NULL PRIMARY KEY, next_offset BIGINT NOT NULL, \
+             next_sequence BIGINT NOT NULL) {table}"
+        ),
+        format!(
+            "CREATE TABLE vellum_event (app_key {key} NOT NULL, event_offset BIGINT NOT NULL, \
+             message_id {key} NOT NULL, portable_name {key} NOT NULL, handler_key {key} NOT NULL, \
+             instance_id {key} NOT NULL, envelope LONGBLOB NOT NULL, PRIMARY KEY (app_key, event_offset), \
+             UNIQUE KEY by_message_id (app_key, message_id), \
+             KEY by_type (app_key, portable_name, event_offset), \
+             KEY by_source (app_key, handler_key, instance_id, event_offset)) {table}"
+        ),
+        format!(
+            "CREATE TABLE vellum_aggregate (app_key {key} NOT NULL, handler_key {key} NOT NULL, \
+             instance_id {key} NOT NULL, revision BIGINT NOT NULL, last_event_id LONGBLOB NOT NULL, \
+             PRIMARY KEY (app_key, handler_key, instance_id)) {table}"
+        ),
+        format!(
+            "CREATE TABLE vellum_process (app_key {key} NOT NULL, handler_key {key} NOT NULL, \
+             instance_id {key} NOT NULL, revision BIGINT NOT NULL, media_type LONGBLOB NOT NULL, \
+             data LONGBLOB NOT NULL, PRIMARY KEY (app_key, handler_key, instance_id)) {table}"
+        ),
+        format!(
+            "CREATE TABLE vellum_queue (app_key {key} NOT NULL, message_id {key} NOT NULL, \
+             revision BIGINT NOT NULL, failure_count BIGINT NOT NULL, next_attempt_at BIGINT NOT NULL, \
+             sequence BIGINT NOT NULL, timeout_handler_key {key} NULL, timeout_instance_id {key} NULL, \
+             envelope LONGBLOB NOT NULL, PRIMARY KEY (app_key, message_id), \
+             KEY by_next_attempt (app_key, next_attempt_at, sequence, message_id), \
+             KEY by_timeout (app_key, timeout_handler_key, timeout_instance_id)) {table}"
+        ),
+        format!(
+            "CREATE TABLE vellum_offset (app_key {key} NOT NULL, source_app_key {key} NOT NULL, \
+             next_offset BIGINT NOT NULL, PRIMARY KEY (app_key, source_app_key)) {table}"
+        ),
+    ]
+}
+
+/// Every record of a store, through the export pages (which check every row's sums).
+async fn export_all(store: &super::MysqlStore) -> Vec<vellum_core::Record> {
+    use vellum_core::{BulkStore, ExportFrom};
+    let mut records = Vec::new();
+    for from in [
+        ExportFrom::Aggregates(None),
+        ExportFrom::Processes(None),
+        ExportFrom::Offsets(None),
+        ExportFrom::Queue(None),
+        ExportFrom::Events(0),
+    ] {
+        records.extend(store.export_page(from, 100).await.expect("export"));
+    }
+    records
+}
+
+/// Creates the tables of schema version 1 in `conn`'s database and fills them with one row of
+/// each kind for `app` (two events): returns the events and the queued message.
+async fn schema_1_database(conn: &mut Conn, app: &str) -> ([Envelope; 2], Envelope) {
+    for statement in schema_1_ddl() {
+        conn.query_drop(statement).await.expect("schema 1 DDL");
+    }
+    let events = [event("<e0>", "A"), event("<e1>", "B")];
+    for (offset, e) in events.iter().enumerate() {
+        conn.exec_drop(
+            "INSERT INTO vellum_event (app_key, event_offset, message_id, portable_name, handler_key, \
+             instance_id, envelope) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (
+                app,
+                i64::try_from(offset).expect("small"),
+                &e.message_id,
+                &e.portable_name,
+                e.source_handler_key(),
+                &e.source_instance_id,
+                e.to_bytes(),
+            ),
+        )
+        .await
+        .expect("insert a schema 1 event");
+    }
+    let queued = Envelope { message_id: "<q>".into(), ..event("<q>", "Cmd") };
+    let rows: [(&str, Vec<mysql_async::Value>); 6] = [
+        ("INSERT INTO vellum_schema (version) VALUES (?)", vec![1.into()]),
+        (
+            "INSERT INTO vellum_app (app_key, next_offset, next_sequence) VALUES (?, ?, ?)",
+            vec![app.into(), 2.into(), 1.into()],
+        ),
+        (
+            "INSERT INTO vellum_aggregate (app_key, handler_key, instance_id, revision, last_event_id) \
+             VALUES (?, ?, ?, ?, ?)",
+            vec![app.into(), "<h>".into(), "<i>".into(), 3.into(), "<e1>".into()],
+        ),
+        (
+            "INSERT INTO vellum_process (app_key, handler_key, instance_id, revision, media_type, data) \
+             VALUES (?, ?, ?, ?, ?, ?)",
+            vec![
+                app.into(),
+                "<p>".into(),
+                "<i>".into(),
+                2.into(),
+                "text/plain".into(),
+                b"state".to_vec().into(),
+            ],
+        ),
+        (
+            "INSERT INTO vellum_queue (app_key, message_id, revision, failure_count, next_attempt_at, \
+             sequence, timeout_handler_key, timeout_instance_id, envelope) \
+             VALUES (?, ?, ?, ?, ?, ?, NULL, NULL, ?)",
+            vec![
+                app.into(),
+                "<q>".into(),
+                1.into(),
+                2.into(),
+                1_700_000_000_123_456_i64.into(),
+                0.into(),
+                queued.to_bytes().into(),
+            ],
+        ),
+        (
+            "INSERT INTO vellum_offset (app_key, source_app_key, next_offset) VALUES (?, ?, ?)",
+            vec![app.into(), "<src>".into(), 7.into()],
+        ),
+    ];
+    for (sql, params) in rows {
+        conn.exec_drop(sql, params).await.expect("insert a schema 1 row");
+    }
+
+    (events, queued)
+}
+
+/// A database at schema version 1, holding every kind of row of one application, is upgraded
+/// by opening it (migration on): the checksum columns are filled, every row reads back as it
+/// was written, and the store keeps writing.
+#[cfg_attr(not(vellum_mysql), ignore = "VELLUM_MYSQL_URL is not set")]
+#[test]
+fn schema_1_database_is_upgraded_on_open_and_reads_back_equal() {
+    run("schema_1_database_is_upgraded_on_open_and_reads_back_equal", |db| async move {
+        let mut conn = db.conn().await;
+        let app = "<app>";
+        let (events, queued) = schema_1_database(&mut conn, app).await;
+        let at = SystemTime::UNIX_EPOCH + Duration::from_micros(1_700_000_000_123_456);
+
+        let provider = db.provider().await;
+        assert_eq!(provider.schema_version().await.expect("version"), Some(1));
+        let store = provider.open(app).await.expect("open upgrades");
+        assert_eq!(provider.schema_version().await.expect("version"), Some(SCHEMA_VERSION));
+        let unsummed: Option<i64> = conn
+            .query_first(
+                "SELECT (SELECT COUNT(*) FROM vellum_app WHERE checksum = 0) \
+                 + (SELECT COUNT(*) FROM vellum_event WHERE checksum = 0) \
+                 + (SELECT COUNT(*) FROM vellum_aggregate WHERE checksum = 0) \
+                 + (SELECT COUNT(*) FROM vellum_process WHERE checksum = 0) \
+                 + (SELECT COUNT(*) FROM vellum_queue WHERE envelope_checksum = 0 OR state_checksum = 0) \
+                 + (SELECT COUNT(*) FROM vellum_offset WHERE checksum = 0)",
+            )
+            .await
+            .expect("count rows without sums");
+        assert_eq!(unsummed, Some(0), "every row is summed");
+
+        let md = store.load_aggregate_meta_data("<h>", "<i>").await.expect("aggregate");
+        assert_eq!((md.revision, md.last_event_id.as_str()), (3, "<e1>"));
+        let p = store.load_process_instance("<p>", "<i>").await.expect("process");
+        assert_eq!(
+            (p.revision, p.packet.media_type.as_str(), p.packet.data.as_slice()),
+            (2, "text/plain", &b"state"[..])
+        );
+        assert_eq!(store.load_offset("<src>").await.expect("offset"), 7);
+        let queue = store.load_queue_messages(10).await.expect("queue");
+        assert_eq!(queue.len(), 1);
+        assert_eq!((queue[0].revision, queue[0].failure_count, queue[0].next_attempt_at), (1, 2, at));
+        assert_eq!(queue[0].envelope, queued);
+        assert_eq!(store.next_event_offset().await.expect("next offset"), 2);
+        let by_type = store.load_events_by_type(&["A", "B"], 0).await.expect("by type").collect().await;
+        let by_type = by_type.expect("by type");
+        assert_eq!(
+            by_type.iter().map(|e| (e.offset, &e.envelope)).collect::<Vec<_>>(),
+            [(0, &events[0]), (1, &events[1])]
+        );
+        let by_source = store
+            .load_events_by_source("<handler-key>", "<instance>")
+            .await
+            .expect("by source")
+            .collect()
+            .await;
+        assert_eq!(by_source.expect("by source").len(), 2);
+        assert_eq!(export_all(&store).await.len(), 6, "two events and one row of each other kind");
+
+        // The writer reads the upgraded counter row (it checks its sum) and writes on.
+        let result = persist(&store, vec![Operation::SaveEvent(event("<e2>", "A"))]).await;
+        assert_eq!(result.event_offsets["<e2>"], 2);
+        store.close().await.expect("close");
+        // Upgraded once: opening again finds version 2 and changes nothing.
+        let store = provider.open(app).await.expect("reopen");
+        assert_eq!(store.next_event_offset().await.expect("next offset"), 3);
+        store.close().await.expect("close");
+        let _ = conn.disconnect().await;
+        db
+    });
+}
+
+/// An event whose stored bytes were changed behind vellum's back reads as `Corrupt`, naming
+/// the row and the table; so does an event found by a type its (damaged) `portable_name`
+/// column claims but its envelope does not have.
+#[cfg_attr(not(vellum_mysql), ignore = "VELLUM_MYSQL_URL is not set")]
+#[test]
+fn tampered_events_read_as_corrupt() {
+    run("tampered_events_read_as_corrupt", |db| async move {
+        use vellum_core::{BulkStore, ErrorKind, ExportFrom};
+        let provider = db.provider().await;
+        let store = provider.open("<app>").await.expect("open");
+        let ops = ["<e0>", "<e1>", "<e2>"].iter().map(|id| Operation::SaveEvent(event(id, "A"))).collect();
+        persist(&store, ops).await;
+        let mut conn = db.conn().await;
+
+        let mut changed = event("<e1>", "A");
+        changed.data = b"{\"forged\":true}".to_vec();
+        conn.exec_drop(
+            "UPDATE vellum_event SET envelope = ? WHERE app_key = ? AND event_offset = 1",
+            (changed.to_bytes(), "<app>"),
+        )
+        .await
+        .expect("tamper with the envelope");
+        let err = async { store.load_events_by_type(&["A"], 0).await?.collect().await }
+            .await
+            .expect_err("a damaged envelope");
+        assert_eq!(err.kind(), ErrorKind::Corrupt, "{err:?}");
+        let text = err.to_string();
+        assert!(text.contains("offset 1") && text.contains("vellum_event"), "{text}");
+        let err = store.export_page(ExportFrom::Events(0), 10).await.expect_err("export checks too");
+        assert_eq!(err.kind(), ErrorKind::Corrupt, "{err:?}");
+        let ok = async { store.load_events_by_source("<handler-key>", "<instance>").await?.collect().await };
+        assert_eq!(ok.await.expect_err("by source reads offset 1 too").kind(), ErrorKind::Corrupt);
+
+        // Another type in the index column than in the envelope (which its sum covers).
+        conn.exec_drop(
+            "UPDATE vellum_event SET portable_name = ? WHERE app_key = ? AND event_offset = 2",
+            ("Forged", "<app>"),
+        )
+        .await
+        .expect("tamper with the portable name");
+        let err = async { store.load_events_by_type(&["Forged"], 0).await?.collect().await }
+            .await
+            .expect_err("found by a type it does not have");
+        assert_eq!(err.kind(), ErrorKind::Corrupt, "{err:?}");
+        let text = err.to_string();
+        assert!(text.contains("offset 2") && text.contains("vellum_event"), "{text}");
+        store.close().await.expect("close");
+        let _ = conn.disconnect().await;
+        db
+    });
+}

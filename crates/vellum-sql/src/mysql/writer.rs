@@ -15,11 +15,12 @@ use mysql_async::prelude::Queryable;
 use mysql_async::{Conn, Row, Value};
 use vellum_core::provider::{Counters, Plan, Planned, QueueState, Snapshot, StateKeys, Write};
 use vellum_core::provider::{Executor, Work};
-use vellum_core::{Batch, Error, ErrorKind, PersistResult, Result};
+use vellum_core::{Batch, Envelope, Error, ErrorKind, PersistResult, QueueMessage, Result};
 
 use super::reads::bytes;
 use super::{get_i64, get_string, opt_i64, opt_string};
 use crate::schema::{from_db, to_db};
+use crate::sums::{Rows, write as sum};
 
 /// The most rows (or keys) one statement takes.
 const MAX_ROWS: usize = 128;
@@ -162,7 +163,7 @@ impl MysqlWriter {
                 .await
                 .map_err(|e| self.tx_err("reading the rows a group checks", e))?;
             for row in rows {
-                counter_row |= fill(&mut snapshot, row).map_err(|e| (e, false))?;
+                counter_row |= fill(&self.app_key, &mut snapshot, row).map_err(|e| (e, false))?;
             }
         }
         Ok((snapshot, counter_row))
@@ -176,19 +177,20 @@ impl MysqlWriter {
         Counters { next_offset, next_sequence }: Counters,
     ) -> Result<(), TxError> {
         let (offset, sequence) = (Value::Int(to_db(next_offset)), Value::Int(to_db(next_sequence)));
+        let checksum = Value::Int(sum::counters(&self.app_key, next_offset, next_sequence));
         if !row_exists {
             return conn
                 .exec_drop(
-                    "INSERT INTO vellum_app (app_key, next_offset, next_sequence) VALUES (?, ?, ?)",
-                    vec![bytes(&self.app_key), offset, sequence],
+                    "INSERT INTO vellum_app (app_key, next_offset, next_sequence, checksum) VALUES (?, ?, ?, ?)",
+                    vec![bytes(&self.app_key), offset, sequence, checksum],
                 )
                 .await
                 .map_err(|e| self.tx_err("creating the counter row", e));
         }
         // This connection holds the app's lock, so the row read before is still current.
         conn.exec_drop(
-            "UPDATE vellum_app SET next_offset = ?, next_sequence = ? WHERE app_key = ?",
-            vec![offset, sequence, bytes(&self.app_key)],
+            "UPDATE vellum_app SET next_offset = ?, next_sequence = ?, checksum = ? WHERE app_key = ?",
+            vec![offset, sequence, checksum, bytes(&self.app_key)],
         )
         .await
         .map_err(|e| self.tx_err("storing the counters", e))
@@ -209,22 +211,24 @@ impl MysqlWriter {
         statements
             .insert(
                 "INSERT INTO vellum_event (app_key, event_offset, message_id, portable_name, handler_key, \
-                 instance_id, envelope) VALUES ",
+                 instance_id, envelope, checksum) VALUES ",
                 "",
                 events,
             )
             .await?;
         statements
             .insert(
-                "INSERT INTO vellum_aggregate (app_key, handler_key, instance_id, revision, last_event_id) VALUES ",
-                " ON DUPLICATE KEY UPDATE revision = VALUES(revision), last_event_id = VALUES(last_event_id)",
+                "INSERT INTO vellum_aggregate (app_key, handler_key, instance_id, revision, last_event_id, \
+                 checksum) VALUES ",
+                " ON DUPLICATE KEY UPDATE revision = VALUES(revision), last_event_id = VALUES(last_event_id), \
+                 checksum = VALUES(checksum)",
                 aggregates,
             )
             .await?;
         statements
             .insert(
-                "INSERT INTO vellum_offset (app_key, source_app_key, next_offset) VALUES ",
-                " ON DUPLICATE KEY UPDATE next_offset = VALUES(next_offset)",
+                "INSERT INTO vellum_offset (app_key, source_app_key, next_offset, checksum) VALUES ",
+                " ON DUPLICATE KEY UPDATE next_offset = VALUES(next_offset), checksum = VALUES(checksum)",
                 offsets,
             )
             .await?;
@@ -257,30 +261,10 @@ impl<'a> GroupRows<'a> {
         let mut queue = QueueStream::default();
         for write in &plan.writes {
             match *write {
-                Write::AppendEvent { offset, envelope } => events.push(vec![
-                    app.clone(),
-                    Value::Int(to_db(offset)),
-                    bytes(&envelope.message_id),
-                    bytes(&envelope.portable_name),
-                    bytes(envelope.source_handler_key()),
-                    bytes(&envelope.source_instance_id),
-                    Value::Bytes(envelope.to_bytes()),
-                ]),
+                Write::AppendEvent { offset, envelope } => events.push(event_row(app_key, offset, envelope)),
                 Write::InsertQueue { message, revision, sequence, next_attempt_at } => {
-                    let env = &message.envelope;
                     let owner = Write::timeout_owner(message);
-                    let (hk, id) = owner.map_or((Value::NULL, Value::NULL), |(h, i)| (bytes(h), bytes(i)));
-                    let row = vec![
-                        app.clone(),
-                        bytes(message.id()),
-                        Value::Int(to_db(revision)),
-                        Value::Int(to_db(message.failure_count)),
-                        Value::Int(next_attempt_at.0),
-                        Value::Int(to_db(sequence)),
-                        hk,
-                        id,
-                        Value::Bytes(env.to_bytes()),
-                    ];
+                    let row = queue_row(app_key, message, owner, revision, sequence, next_attempt_at.0);
                     queue.insert(message.id(), owner, row);
                 }
                 Write::PutAggregate { meta, revision } => aggregates.push(vec![
@@ -289,6 +273,13 @@ impl<'a> GroupRows<'a> {
                     bytes(&meta.instance_id),
                     Value::Int(to_db(revision)),
                     bytes(&meta.last_event_id),
+                    Value::Int(sum::aggregate(
+                        app_key,
+                        &meta.handler_key,
+                        &meta.instance_id,
+                        revision,
+                        &meta.last_event_id,
+                    )),
                 ]),
                 Write::PutProcess { instance, revision } => {
                     let row = vec![
@@ -298,6 +289,14 @@ impl<'a> GroupRows<'a> {
                         Value::Int(to_db(revision)),
                         bytes(&instance.packet.media_type),
                         Value::Bytes(instance.packet.data.clone()),
+                        Value::Int(sum::process(
+                            app_key,
+                            &instance.handler_key,
+                            &instance.instance_id,
+                            revision,
+                            &instance.packet.media_type,
+                            &instance.packet.data,
+                        )),
                     ];
                     processes.put((&instance.handler_key, &instance.instance_id), row);
                 }
@@ -310,6 +309,13 @@ impl<'a> GroupRows<'a> {
                         Value::Int(to_db(revision)),
                         Value::Int(to_db(failure_count)),
                         Value::Int(next_attempt_at.0),
+                        Value::Int(sum::queue_state(
+                            app_key,
+                            message_id,
+                            revision,
+                            failure_count,
+                            next_attempt_at.0,
+                        )),
                         app.clone(),
                         bytes(message_id),
                     ];
@@ -317,7 +323,12 @@ impl<'a> GroupRows<'a> {
                 }
                 Write::RemoveQueue { message_id } => queue.remove(message_id),
                 Write::PutOffset { application_key, next_offset } => {
-                    offsets.push(vec![app.clone(), bytes(application_key), Value::Int(to_db(next_offset))]);
+                    offsets.push(vec![
+                        app.clone(),
+                        bytes(application_key),
+                        Value::Int(to_db(next_offset)),
+                        Value::Int(sum::offset(app_key, application_key, next_offset)),
+                    ]);
                 }
             }
         }
@@ -327,14 +338,58 @@ impl<'a> GroupRows<'a> {
     }
 }
 
+/// The `vellum_event` row of an event at `offset`.
+fn event_row(app_key: &str, offset: u64, envelope: &Envelope) -> Vec<Value> {
+    let envelope_bytes = envelope.to_bytes();
+    let checksum = sum::event(app_key, offset, &envelope_bytes);
+    vec![
+        bytes(app_key),
+        Value::Int(to_db(offset)),
+        bytes(&envelope.message_id),
+        bytes(&envelope.portable_name),
+        bytes(envelope.source_handler_key()),
+        bytes(&envelope.source_instance_id),
+        Value::Bytes(envelope_bytes),
+        Value::Int(checksum),
+    ]
+}
+
+/// The `vellum_queue` row of a new message (`next_attempt_at` in microseconds).
+fn queue_row(
+    app_key: &str,
+    message: &QueueMessage,
+    owner: Option<Key<'_>>,
+    revision: u64,
+    sequence: u64,
+    next_attempt_at: i64,
+) -> Vec<Value> {
+    let (message_id, envelope_bytes) = (message.id(), message.envelope.to_bytes());
+    let (hk, id) = owner.map_or((Value::NULL, Value::NULL), |(h, i)| (bytes(h), bytes(i)));
+    let envelope_sum = sum::queue_envelope(app_key, message_id, sequence, &envelope_bytes);
+    let state_sum = sum::queue_state(app_key, message_id, revision, message.failure_count, next_attempt_at);
+    vec![
+        bytes(app_key),
+        bytes(message_id),
+        Value::Int(to_db(revision)),
+        Value::Int(to_db(message.failure_count)),
+        Value::Int(next_attempt_at),
+        Value::Int(to_db(sequence)),
+        hk,
+        id,
+        Value::Bytes(envelope_bytes),
+        Value::Int(envelope_sum),
+        Value::Int(state_sum),
+    ]
+}
+
 /// Reads one state row into the snapshot; returns whether it was the counter row.
-fn fill(snapshot: &mut Snapshot, mut row: Row) -> Result<bool> {
+fn fill(app_key: &str, snapshot: &mut Snapshot, mut row: Row) -> Result<bool> {
     match get_i64(&mut row, 0)? {
         0 => {
-            snapshot.counters = Counters {
-                next_offset: from_db(get_i64(&mut row, 4)?),
-                next_sequence: from_db(get_i64(&mut row, 5)?),
-            };
+            let (offset, sequence) = (get_i64(&mut row, 4)?, get_i64(&mut row, 5)?);
+            // Offsets and sequences are handed out from these: damage must stop the writer.
+            Rows { provider: super::PROVIDER, app_key }.counters(offset, sequence, get_i64(&mut row, 6)?)?;
+            snapshot.counters = Counters { next_offset: from_db(offset), next_sequence: from_db(sequence) };
             return Ok(true);
         }
         1 => {
@@ -372,8 +427,8 @@ fn padded(n: usize) -> usize {
 fn state_queries(app_key: &str, keys: &StateKeys) -> Vec<(String, Vec<Value>)> {
     let app = bytes(app_key);
     let mut parts: Vec<(String, Vec<Value>)> = vec![(
-        "SELECT 0 AS kind, NULL AS k1, NULL AS k2, NULL AS k3, next_offset AS n1, next_sequence AS n2 \
-         FROM vellum_app WHERE app_key = ?"
+        "SELECT 0 AS kind, NULL AS k1, NULL AS k2, NULL AS k3, next_offset AS n1, next_sequence AS n2, \
+         checksum AS n3 FROM vellum_app WHERE app_key = ?"
             .to_owned(),
         vec![app.clone()],
     )];
@@ -388,7 +443,7 @@ fn state_queries(app_key: &str, keys: &StateKeys) -> Vec<(String, Vec<Value>)> {
             }
             parts.push((
                 format!(
-                    "SELECT {kind}, handler_key, instance_id, NULL, revision, NULL FROM {table} \
+                    "SELECT {kind}, handler_key, instance_id, NULL, revision, NULL, NULL FROM {table} \
                      WHERE app_key = ? AND ({cond})"
                 ),
                 params,
@@ -406,19 +461,19 @@ fn state_queries(app_key: &str, keys: &StateKeys) -> Vec<(String, Vec<Value>)> {
         }
     };
     singles(
-        "SELECT 3, message_id, timeout_handler_key, timeout_instance_id, revision, NULL FROM vellum_queue",
+        "SELECT 3, message_id, timeout_handler_key, timeout_instance_id, revision, NULL, NULL FROM vellum_queue",
         "message_id",
         &keys.queue,
         &mut parts,
     );
     singles(
-        "SELECT 4, source_app_key, NULL, NULL, next_offset, NULL FROM vellum_offset",
+        "SELECT 4, source_app_key, NULL, NULL, next_offset, NULL, NULL FROM vellum_offset",
         "source_app_key",
         &keys.offsets,
         &mut parts,
     );
     singles(
-        "SELECT 5, message_id, NULL, NULL, NULL, NULL FROM vellum_event",
+        "SELECT 5, message_id, NULL, NULL, NULL, NULL, NULL FROM vellum_event",
         "message_id",
         &keys.events,
         &mut parts,
@@ -467,10 +522,10 @@ impl Statements<'_, '_> {
         match step {
             ProcessStep::Put(rows) => {
                 self.insert(
-                    "INSERT INTO vellum_process (app_key, handler_key, instance_id, revision, media_type, data) \
-                     VALUES ",
+                    "INSERT INTO vellum_process (app_key, handler_key, instance_id, revision, media_type, data, \
+                     checksum) VALUES ",
                     " ON DUPLICATE KEY UPDATE revision = VALUES(revision), \
-                     media_type = VALUES(media_type), data = VALUES(data)",
+                     media_type = VALUES(media_type), data = VALUES(data), checksum = VALUES(checksum)",
                     rows,
                 )
                 .await
@@ -486,7 +541,8 @@ impl Statements<'_, '_> {
             QueueStep::Insert(rows) => {
                 self.insert(
                     "INSERT INTO vellum_queue (app_key, message_id, revision, failure_count, next_attempt_at, \
-                     sequence, timeout_handler_key, timeout_instance_id, envelope) VALUES ",
+                     sequence, timeout_handler_key, timeout_instance_id, envelope, envelope_checksum, \
+                     state_checksum) VALUES ",
                     "",
                     rows,
                 )
@@ -497,8 +553,8 @@ impl Statements<'_, '_> {
             QueueStep::Update(rows) => self
                 .conn
                 .exec_batch(
-                    "UPDATE vellum_queue SET revision = ?, failure_count = ?, next_attempt_at = ? \
-                     WHERE app_key = ? AND message_id = ?",
+                    "UPDATE vellum_queue SET revision = ?, failure_count = ?, next_attempt_at = ?, \
+                     state_checksum = ? WHERE app_key = ? AND message_id = ?",
                     rows,
                 )
                 .await
