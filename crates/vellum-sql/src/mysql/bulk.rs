@@ -20,7 +20,7 @@ use crate::schema::{from_db, to_db};
 use crate::sums::Rows;
 
 /// MySQL's export statements: `?` placeholders, expanded keysets.
-static SQL: LazyLock<BulkSql> =
+pub(super) static SQL: LazyLock<BulkSql> =
     LazyLock::new(|| BulkSql::new(Style { tables: "", numbered: false, row_values: false }));
 
 impl MysqlReads {

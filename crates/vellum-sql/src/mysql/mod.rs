@@ -52,6 +52,7 @@ mod bulk;
 mod lock;
 mod reads;
 mod schema;
+mod verify;
 mod writer;
 
 #[cfg(test)]
@@ -309,7 +310,8 @@ async fn open_on(conn: &mut Conn, app_key: &str, options: &MysqlOptions) -> Resu
         schema::Stored::Version(v) if v == crate::schema::SCHEMA_VERSION => {}
         _ if options.migrate => create_schema(conn).await?,
         schema::Stored::Missing => {
-            return Err(Error::storage(
+            return Err(Error::storage_kind(
+                ErrorKind::Misconfigured,
                 format!("mysql: opening the store of application {app_key:?}"),
                 format!(
                     "database {database:?} has no vellum schema and migration is turned off \
@@ -318,7 +320,8 @@ async fn open_on(conn: &mut Conn, app_key: &str, options: &MysqlOptions) -> Resu
             ));
         }
         schema::Stored::Version(v) => {
-            return Err(Error::storage(
+            return Err(Error::storage_kind(
+                ErrorKind::Misconfigured,
                 format!("mysql: opening the store of application {app_key:?}"),
                 format!(
                     "database {database:?} has vellum schema version {v}, older than version {} \

@@ -263,6 +263,14 @@ impl Dialect for MysqlReads {
         self.export_rows(from, limit).await
     }
 
+    async fn verify_page(&self, page: crate::verify::VerifyPage) -> Result<Vec<crate::verify::RawRow>> {
+        self.raw_page(&page).await
+    }
+
+    async fn verify_counters(&self) -> Result<Option<(i64, i64, i64)>> {
+        self.raw_counters().await
+    }
+
     /// Refused here, before the writer sees it: a key over [`MAX_KEY_BYTES`] cannot be stored,
     /// and a row over `max_allowed_packet` would make the server drop the writer's connection,
     /// and the store's lock with it.

@@ -137,7 +137,8 @@ pub(super) async fn stored_version(conn: &mut Conn) -> Result<Stored> {
 
 /// The error for a database written by a newer vellum.
 pub(super) fn newer(found: i64) -> Error {
-    Error::storage(
+    Error::storage_kind(
+        vellum_core::ErrorKind::Misconfigured,
         "mysql: opening the schema",
         format!(
             "the database has vellum schema version {found}, newer than version {SCHEMA_VERSION} \
