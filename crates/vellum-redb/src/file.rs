@@ -292,10 +292,13 @@ fn check_or_init(db: &Database, path: &Path, app_key: &str) -> Result<()> {
             let version = version
                 .and_then(|bytes| <[u8; 8]>::try_from(bytes.as_slice()).ok())
                 .map(u64::from_be_bytes)
-                .ok_or_else(|| invalid(path, "has no valid layout version: not a vellum-redb file"))?;
+                .ok_or_else(|| {
+                    invalid(path, ErrorKind::Corrupt, "has no valid layout version: not a vellum-redb file")
+                })?;
             if version == 0 || version > LAYOUT_VERSION {
                 return Err(invalid(
                     path,
+                    if version == 0 { ErrorKind::Corrupt } else { ErrorKind::Misconfigured },
                     &format!(
                         "has layout version {version}, which this vellum-redb (layout version \
                          {LAYOUT_VERSION}) does not know; open it with the newer vellum that wrote it"
@@ -304,13 +307,14 @@ fn check_or_init(db: &Database, path: &Path, app_key: &str) -> Result<()> {
             }
             let stored = meta.get(META_APP_KEY).or_storage(path)?.map(|v| v.value().to_vec());
             if stored.as_deref() != Some(app_key.as_bytes()) {
-                let what = match stored {
-                    Some(s) => {
-                        format!("belongs to application {:?}, not {app_key:?}", String::from_utf8_lossy(&s))
-                    }
-                    None => "has no application key: not a vellum-redb file".to_owned(),
+                let (kind, what) = match stored {
+                    Some(s) => (
+                        ErrorKind::Misconfigured,
+                        format!("belongs to application {:?}, not {app_key:?}", String::from_utf8_lossy(&s)),
+                    ),
+                    None => (ErrorKind::Corrupt, "has no application key: not a vellum-redb file".to_owned()),
                 };
-                return Err(invalid(path, &what));
+                return Err(invalid(path, kind, &what));
             }
             drop(meta);
             drop(txn);
@@ -324,6 +328,7 @@ fn check_or_init(db: &Database, path: &Path, app_key: &str) -> Result<()> {
             if let Some(table) = foreign {
                 return Err(invalid(
                     path,
+                    ErrorKind::Misconfigured,
                     &format!("is a redb file of something else (it has table {table:?})"),
                 ));
             }
@@ -362,9 +367,10 @@ fn init(db: &Database, path: &Path, app_key: &str) -> Result<()> {
     txn.commit().or_storage(path)
 }
 
-/// A file whose content is not what vellum-redb expects.
-fn invalid(path: &Path, what: &str) -> Error {
-    Error::storage(format!("redb file {} {what}", path.display()), Invalid(what.to_owned()))
+/// A file whose content is not what vellum-redb expects: damaged (`Corrupt`), or another
+/// program's or application's file, or a newer layout (`Misconfigured`).
+fn invalid(path: &Path, kind: ErrorKind, what: &str) -> Error {
+    Error::storage_kind(kind, format!("redb file {} {what}", path.display()), Invalid(what.to_owned()))
 }
 
 #[derive(Debug)]
