@@ -105,7 +105,7 @@ async fn measure(kind: Kind, opts: &Opts, writers: usize, millis: u64, run: usiz
             if kind == Kind::CounterRow {
                 let mut conn = Conn::new(opts.clone()).await.expect("connect");
                 conn.exec_drop(
-                    "INSERT INTO vellum_app (app_key, next_offset, next_sequence) VALUES (?, 0, 0)",
+                    "INSERT INTO vellum_app (app_key, next_offset, next_sequence, checksum) VALUES (?, 0, 0, 0)",
                     (app.as_bytes(),),
                 )
                 .await
@@ -161,8 +161,9 @@ async fn raw_batch(conn: &mut Conn, kind: Kind, app: &str) {
         .expect("counter");
         let offset = tx.last_insert_id().and_then(|v| i64::try_from(v).ok()).expect("LAST_INSERT_ID") - 1;
         tx.exec_drop(
+            // The naive loop computes no record checksums (vellum's do): it stores 0.
             "INSERT INTO vellum_event (app_key, event_offset, message_id, portable_name, handler_key, \
-             instance_id, envelope) VALUES (?, ?, ?, ?, ?, ?, ?)",
+             instance_id, envelope, checksum) VALUES (?, ?, ?, ?, ?, ?, ?, 0)",
             event(Some(offset)),
         )
         .await
@@ -177,8 +178,8 @@ async fn raw_batch(conn: &mut Conn, kind: Kind, app: &str) {
         .expect("event");
     }
     tx.exec_drop(
-        "INSERT INTO vellum_aggregate (app_key, handler_key, instance_id, revision, last_event_id) \
-         VALUES (?, ?, ?, 1, ?) ON DUPLICATE KEY UPDATE revision = revision + 1, \
+        "INSERT INTO vellum_aggregate (app_key, handler_key, instance_id, revision, last_event_id, checksum) \
+         VALUES (?, ?, ?, 1, ?, 0) ON DUPLICATE KEY UPDATE revision = revision + 1, \
          last_event_id = VALUES(last_event_id)",
         (
             app.as_bytes(),

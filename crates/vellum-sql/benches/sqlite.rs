@@ -130,7 +130,7 @@ fn raw_setup(path: &Path) {
         CREATE INDEX IF NOT EXISTS raw_event_by_type ON raw_event (app_key, portable_name, event_offset);
         CREATE INDEX IF NOT EXISTS raw_event_by_source
             ON raw_event (app_key, handler_key, instance_id, event_offset);
-        INSERT INTO vellum_app (app_key, next_offset, next_sequence) VALUES ('bench-app', 0, 0)
+        INSERT INTO vellum_app (app_key, next_offset, next_sequence, checksum) VALUES ('bench-app', 0, 0, 0)
             ON CONFLICT DO NOTHING;",
     )
     .unwrap();
@@ -151,9 +151,10 @@ fn raw_batch(conn: &mut Connection, kind: Raw, id: &str) {
                 .query_row([APP], |r| r.get(0))
                 .unwrap();
             tx.prepare_cached(
+                // The naive loop computes no record checksums (vellum's do): it stores 0.
                 "INSERT INTO vellum_event \
-                 (app_key, event_offset, message_id, portable_name, handler_key, instance_id, envelope) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                 (app_key, event_offset, message_id, portable_name, handler_key, instance_id, envelope, checksum) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 0)",
             )
             .unwrap()
             .execute(params![
@@ -186,8 +187,8 @@ fn raw_batch(conn: &mut Connection, kind: Raw, id: &str) {
         }
     }
     tx.prepare_cached(
-        "INSERT INTO vellum_aggregate (app_key, handler_key, instance_id, revision, last_event_id) \
-         VALUES (?1, ?2, ?3, 1, ?4) ON CONFLICT (app_key, handler_key, instance_id) \
+        "INSERT INTO vellum_aggregate (app_key, handler_key, instance_id, revision, last_event_id, checksum) \
+         VALUES (?1, ?2, ?3, 1, ?4, 0) ON CONFLICT (app_key, handler_key, instance_id) \
          DO UPDATE SET revision = excluded.revision, last_event_id = excluded.last_event_id",
     )
     .unwrap()
