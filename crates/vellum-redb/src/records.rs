@@ -60,6 +60,8 @@ impl Codec<'_> {
 
     /// The stored value of an event whose envelope is already encoded.
     pub(crate) fn seal_event_bytes(&self, offset: u64, mut bytes: Vec<u8>, links: Links) -> Vec<u8> {
+        // One growth for the links and the sum, not one each.
+        bytes.reserve_exact(Links::LEN + 4);
         bytes.extend_from_slice(&links.to_bytes());
         let sum = integrity::event(self.app_key, offset, &bytes);
         seal(bytes, sum)
