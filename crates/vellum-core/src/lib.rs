@@ -27,6 +27,7 @@ mod observe;
 mod operation;
 mod plan;
 pub mod provider;
+mod publish;
 mod repository;
 mod set;
 pub mod time;

@@ -107,6 +107,11 @@ pub mod integrity {
     pub use crate::integrity::*;
 }
 
+/// Creating a store's new file so that its name only ever holds a complete file.
+pub mod publish {
+    pub use crate::publish::*;
+}
+
 /// The `tracing` spans every provider emits, named once.
 pub mod observe {
     pub use crate::observe::*;

@@ -11,6 +11,7 @@ use std::sync::atomic::AtomicU64;
 use std::sync::{Mutex, PoisonError};
 
 use redb::{Builder, Database, DatabaseError, ReadableDatabase, TableError, TableHandle};
+use vellum_core::provider::publish;
 use vellum_core::{Error, ErrorKind, Result};
 
 use crate::layout::{
@@ -98,7 +99,7 @@ pub(crate) fn open(dir: &Path, app_key: &str, options: Options) -> Result<OpenFi
     let mut builder = Builder::new();
     builder.set_cache_size(options.cache_size).set_check_integrity_on_open(options.check_integrity);
     let db = guarded(&path, || {
-        if !exists(&path)? {
+        if !publish::exists(&path)? {
             create(&builder, &path, app_key)?;
         }
         check_header(&path)?;
@@ -115,82 +116,16 @@ pub(crate) fn open(dir: &Path, app_key: &str, options: Options) -> Result<OpenFi
     })
 }
 
-/// Whether `path` exists (an error other than "not found" is a storage error naming it).
-fn exists(path: &Path) -> Result<bool> {
-    match std::fs::metadata(path) {
-        Ok(_) => Ok(true),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
-        Err(e) => Err(io_error(path, "cannot read the metadata of", e)),
-    }
-}
-
-/// Creates `app_key`'s new file at `path`, which did not exist, so that `path` only ever holds a
-/// complete file: redb initialises it, and vellum lays it out, under a temporary name in the
-/// same directory, and the file is then hard-linked to `path`, which fails if `path` exists.
-///
-/// So a concurrent opener, in this process or another, never finds a half-made (say, empty)
-/// file at `path`, which it would refuse as damaged; and of two processes creating the file at
-/// once, one publishes its file and the other opens that one (the file lock then lets one of
-/// them in). On a file system without hard links the file is renamed into place if `path` is
-/// still missing, which leaves a window in which two creators can both publish.
+/// Creates `app_key`'s new file at `path`, which did not exist: redb initialises it and vellum
+/// lays it out under a temporary name, and only then does it appear at `path`
+/// ([`publish::create_complete`]), so a concurrent opener never finds a half-made file, which it
+/// would refuse as damaged.
 fn create(builder: &Builder, path: &Path, app_key: &str) -> Result<()> {
-    let temp = TempFile::reserve(path)?;
-    let db = builder.create(&temp.0).map_err(|e| open_error(e, path, app_key))?;
-    init(&db, path, app_key)?;
-    db.close().or_storage(path)?;
-    match std::fs::hard_link(&temp.0, path) {
-        Ok(()) => sync_dir(path),
-        // Another opener published its file first: open that one.
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
-        // No hard links here (say, FAT): rename into place, unless the file has appeared meanwhile.
-        Err(_) if exists(path)? => Ok(()),
-        Err(_) => {
-            std::fs::rename(&temp.0, path).map_err(|e| io_error(path, "cannot create", e))?;
-            sync_dir(path)
-        }
-    }
-}
-
-/// A file reserved under a unique temporary name beside `path`, removed on drop (once linked
-/// or renamed to its real name, removing the temporary name loses nothing).
-struct TempFile(PathBuf);
-
-impl TempFile {
-    fn reserve(path: &Path) -> Result<Self> {
-        static NEXT: AtomicU64 = AtomicU64::new(0);
-        loop {
-            let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            let mut name = std::ffi::OsString::from(".");
-            name.push(path.file_name().unwrap_or_default());
-            name.push(format!(".new-{}-{n}", std::process::id()));
-            let temp = path.with_file_name(name);
-            match std::fs::OpenOptions::new().write(true).create_new(true).open(&temp) {
-                Ok(_) => return Ok(Self(temp)),
-                // Left by a crashed process that had our process ID: take the next name.
-                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
-                Err(e) => return Err(io_error(&temp, "cannot create the temporary file", e)),
-            }
-        }
-    }
-}
-
-impl Drop for TempFile {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
-    }
-}
-
-/// Makes the new directory entry of `path` durable (Unix; elsewhere the file system's own).
-fn sync_dir(path: &Path) -> Result<()> {
-    #[cfg(unix)]
-    if let Some(dir) = path.parent() {
-        std::fs::File::open(dir)
-            .and_then(|d| d.sync_all())
-            .map_err(|e| io_error(dir, "cannot sync the directory", e))?;
-    }
-    #[cfg(not(unix))]
-    let _ = path;
-    Ok(())
+    publish::create_complete(path, &[], |temp| {
+        let db = builder.create(temp).map_err(|e| open_error(e, path, app_key))?;
+        init(&db, path, app_key)?;
+        db.close().or_storage(path)
+    })
 }
 
 /// The length of redb's file header (magic number, god byte, region layout and two 128-byte

@@ -3,10 +3,10 @@
 //! ones read-only or as if nothing were wrong), and creating a missing one race-free.
 
 use std::io::Read as _;
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::path::Path;
 
 use rusqlite::Connection;
+use vellum_core::provider::publish;
 use vellum_core::{Error, ErrorKind, Result};
 
 /// The length of SQLite's database header.
@@ -14,15 +14,6 @@ const HEADER_LEN: usize = 100;
 
 /// The first 16 bytes of every SQLite database file.
 const MAGIC: &[u8; 16] = b"SQLite format 3\0";
-
-/// Whether `path` exists (an error other than "not found" is a storage error naming it).
-pub(super) fn exists(path: &Path) -> Result<bool> {
-    match std::fs::metadata(path) {
-        Ok(_) => Ok(true),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
-        Err(e) => Err(io_error(path, "reading the metadata of", e)),
-    }
-}
 
 /// Refuses an existing database file that cannot be a sound SQLite database, reading only its
 /// 100-byte header and its length (see <https://www.sqlite.org/fileformat.html>): an empty
@@ -100,7 +91,7 @@ pub(super) fn check(path: &Path) -> Result<()> {
     // the file: the length is only compared with the header while no connection is there. Else
     // SQLite makes the same comparison under its locks, as `SQLITE_CORRUPT` (Corrupt) at the
     // first read.
-    if side_file(path, "-wal").exists() || side_file(path, "-journal").exists() {
+    if publish::with_suffix(path, "-wal").exists() || publish::with_suffix(path, "-journal").exists() {
         return Ok(());
     }
     if len % page_size != 0 {
@@ -124,94 +115,26 @@ pub(super) fn check(path: &Path) -> Result<()> {
     Ok(())
 }
 
-/// `path` with `suffix` appended to its file name (SQLite's `-wal`, `-shm`, `-journal`).
-fn side_file(path: &Path, suffix: &str) -> PathBuf {
-    let mut name = path.as_os_str().to_owned();
-    name.push(suffix);
-    PathBuf::from(name)
-}
-
-/// Creates the new database file at `path`, which did not exist, so that `path` only ever holds
-/// a complete database: SQLite creates it (in WAL mode) under a temporary name in the same
-/// directory, and it is then hard-linked to `path`, which fails if `path` exists.
-///
-/// A concurrent opener (of any application of the file, in this process or another) therefore
-/// never finds an empty file at `path`, which it would refuse as damaged; of two creators, one
-/// publishes its file and both use that one. On a file system without hard links the file is
-/// renamed into place if `path` is still missing, which leaves a window in which two creators
-/// can both publish.
+/// Creates the new database file at `path`, which did not exist: SQLite creates it (in WAL
+/// mode) under a temporary name, and only then does it appear at `path`
+/// ([`publish::create_complete`]), so a concurrent opener (of any application of the file, in
+/// this process or another) never finds an empty file, which it would refuse as damaged.
 pub(super) fn create(path: &Path) -> Result<()> {
-    let temp = TempFile::reserve(path)?;
-    let sqlite = |e: rusqlite::Error| {
-        super::storage_error(Some(path), None, "creating the database (under a temporary name)", e)
-    };
-    let conn = Connection::open(&temp.0).map_err(sqlite)?;
-    let mode: String =
-        conn.pragma_update_and_check(None, "journal_mode", "wal", |r| r.get(0)).map_err(sqlite)?;
-    if !mode.eq_ignore_ascii_case("wal") {
-        return Err(Error::storage(
-            format!("sqlite: creating the database {}", path.display()),
-            format!("cannot switch to WAL mode (the journal mode is {mode})"),
-        ));
-    }
-    conn.close().map_err(|(_, e)| sqlite(e))?;
-    match std::fs::hard_link(&temp.0, path) {
-        Ok(()) => sync_dir(path),
-        // Another opener published its file first: use that one.
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
-        // No hard links here (say, FAT): rename into place, unless the file has appeared meanwhile.
-        Err(_) if exists(path)? => Ok(()),
-        Err(_) => {
-            std::fs::rename(&temp.0, path).map_err(|e| io_error(path, "creating", e))?;
-            sync_dir(path)
+    publish::create_complete(path, &["-wal", "-shm", "-journal"], |temp| {
+        let sqlite = |e: rusqlite::Error| {
+            super::storage_error(Some(path), None, "creating the database (under a temporary name)", e)
+        };
+        let conn = Connection::open(temp).map_err(sqlite)?;
+        let mode: String =
+            conn.pragma_update_and_check(None, "journal_mode", "wal", |r| r.get(0)).map_err(sqlite)?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            return Err(Error::storage(
+                format!("sqlite: creating the database {}", path.display()),
+                format!("cannot switch to WAL mode (the journal mode is {mode})"),
+            ));
         }
-    }
-}
-
-/// A file reserved under a unique temporary name beside `path`, removed on drop with its SQLite
-/// side files (once linked or renamed to its real name, removing the temporary name loses
-/// nothing).
-struct TempFile(PathBuf);
-
-impl TempFile {
-    fn reserve(path: &Path) -> Result<Self> {
-        static NEXT: AtomicU64 = AtomicU64::new(0);
-        loop {
-            let n = NEXT.fetch_add(1, Ordering::Relaxed);
-            let mut name = std::ffi::OsString::from(".");
-            name.push(path.file_name().unwrap_or_default());
-            name.push(format!(".new-{}-{n}", std::process::id()));
-            let temp = path.with_file_name(name);
-            match std::fs::OpenOptions::new().write(true).create_new(true).open(&temp) {
-                Ok(_) => return Ok(Self(temp)),
-                // Left by a crashed process that had our process ID: take the next name.
-                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
-                Err(e) => return Err(io_error(&temp, "creating the temporary file", e)),
-            }
-        }
-    }
-}
-
-impl Drop for TempFile {
-    fn drop(&mut self) {
-        for suffix in ["-wal", "-shm", "-journal"] {
-            let _ = std::fs::remove_file(side_file(&self.0, suffix));
-        }
-        let _ = std::fs::remove_file(&self.0);
-    }
-}
-
-/// Makes the new directory entry of `path` durable (Unix; elsewhere the file system's own).
-fn sync_dir(path: &Path) -> Result<()> {
-    #[cfg(unix)]
-    if let Some(dir) = path.parent() {
-        std::fs::File::open(dir)
-            .and_then(|d| d.sync_all())
-            .map_err(|e| io_error(dir, "syncing the directory", e))?;
-    }
-    #[cfg(not(unix))]
-    let _ = path;
-    Ok(())
+        conn.close().map_err(|(_, e)| sqlite(e))
+    })
 }
 
 /// A file system error on `path`.

@@ -261,7 +261,7 @@ impl SqliteProvider {
     /// Opens the database file with the writer's settings, creating it if it is missing
     /// ([`file::create`]) and refusing it if it is damaged ([`file::check`]).
     fn open_writer(path: &Path, options: &SqliteOptions) -> Result<Connection> {
-        if !file::exists(path)? {
+        if !vellum_core::provider::publish::exists(path)? {
             file::create(path)?;
         }
         file::check(path)?;
