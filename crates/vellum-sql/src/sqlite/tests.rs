@@ -990,3 +990,16 @@ fn a_changed_row_is_a_corrupt_error_and_verify_names_it() {
         store.close().await.unwrap();
     });
 }
+
+#[test]
+fn a_store_with_nothing_written_verifies_clean() {
+    use vellum_core::BulkStore;
+
+    let (_dir, path) = temp_db();
+    runtime().block_on(async {
+        let store = SqliteProvider::new(&path).unwrap().open("empty").await.unwrap();
+        let report = store.verify(&mut |_| {}).await.unwrap();
+        assert!(report.is_clean(), "{:?}", report.problems);
+        store.close().await.unwrap();
+    });
+}
