@@ -68,6 +68,17 @@ impl Problem {
     pub fn new(location: impl Into<String>, what: impl Into<String>) -> Self {
         Self { location: location.into(), what: what.into() }
     }
+
+    /// A problem at `location` described by `error`'s innermost cause (the error's own context
+    /// names the record, which `location` already does).
+    #[must_use]
+    pub fn from_error(location: impl Into<String>, error: &(dyn std::error::Error + 'static)) -> Self {
+        let mut cause = error;
+        while let Some(next) = cause.source() {
+            cause = next;
+        }
+        Self::new(location, cause.to_string())
+    }
 }
 
 impl fmt::Display for Problem {

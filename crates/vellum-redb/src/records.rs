@@ -87,14 +87,7 @@ impl Codec<'_> {
         instance_id: &str,
         record: &AggregateRecord,
     ) -> Vec<u8> {
-        let sum = integrity::aggregate(
-            self.app_key,
-            handler_key,
-            instance_id,
-            record.revision,
-            &record.last_event_id,
-        );
-        seal(record.encode_to_vec(), sum)
+        seal(record.encode_to_vec(), self.aggregate_sum(handler_key, instance_id, record))
     }
 
     /// The aggregate meta-data stored under `(handler_key, instance_id)`.
@@ -105,18 +98,11 @@ impl Codec<'_> {
         value: &[u8],
     ) -> Result<AggregateRecord> {
         let what = format_args!("aggregate {handler_key:?}/{instance_id:?}");
-        let (bytes, stored) =
-            unseal(value).ok_or_else(|| self.corrupt(&what, "value too short to hold its checksum"))?;
-        let record: AggregateRecord = self.decode(bytes, &what)?;
-        let sum = integrity::aggregate(
-            self.app_key,
-            handler_key,
-            instance_id,
-            record.revision,
-            &record.last_event_id,
-        );
-        integrity::check(stored, sum, PROVIDER, &Place(self.file), self.app_key, &what)?;
-        Ok(record)
+        self.open_decoded(value, &what, |r| self.aggregate_sum(handler_key, instance_id, r))
+    }
+
+    fn aggregate_sum(&self, handler_key: &str, instance_id: &str, r: &AggregateRecord) -> u32 {
+        integrity::aggregate(self.app_key, handler_key, instance_id, r.revision, &r.last_event_id)
     }
 
     /// The stored value of a process instance.
@@ -126,15 +112,7 @@ impl Codec<'_> {
         instance_id: &str,
         record: &ProcessRecord,
     ) -> Vec<u8> {
-        let sum = integrity::process(
-            self.app_key,
-            handler_key,
-            instance_id,
-            record.revision,
-            &record.media_type,
-            &record.data,
-        );
-        seal(record.encode_to_vec(), sum)
+        seal(record.encode_to_vec(), self.process_sum(handler_key, instance_id, record))
     }
 
     /// The process instance stored under `(handler_key, instance_id)`.
@@ -145,19 +123,26 @@ impl Codec<'_> {
         value: &[u8],
     ) -> Result<ProcessRecord> {
         let what = format_args!("process {handler_key:?}/{instance_id:?}");
+        self.open_decoded(value, &what, |r| self.process_sum(handler_key, instance_id, r))
+    }
+
+    fn process_sum(&self, handler_key: &str, instance_id: &str, r: &ProcessRecord) -> u32 {
+        integrity::process(self.app_key, handler_key, instance_id, r.revision, &r.media_type, &r.data)
+    }
+
+    /// Decodes a sealed record, then checks its stored sum against `sum` of what decoded (these
+    /// records' sums cover their fields, not their encoding).
+    fn open_decoded<M: Message + Default>(
+        &self,
+        value: &[u8],
+        record: &dyn fmt::Display,
+        sum: impl FnOnce(&M) -> u32,
+    ) -> Result<M> {
         let (bytes, stored) =
-            unseal(value).ok_or_else(|| self.corrupt(&what, "value too short to hold its checksum"))?;
-        let record: ProcessRecord = self.decode(bytes, &what)?;
-        let sum = integrity::process(
-            self.app_key,
-            handler_key,
-            instance_id,
-            record.revision,
-            &record.media_type,
-            &record.data,
-        );
-        integrity::check(stored, sum, PROVIDER, &Place(self.file), self.app_key, &what)?;
-        Ok(record)
+            unseal(value).ok_or_else(|| self.corrupt(record, "value too short to hold its checksum"))?;
+        let decoded: M = self.decode(bytes, record)?;
+        integrity::check(stored, sum(&decoded), PROVIDER, &Place(self.file), self.app_key, record)?;
+        Ok(decoded)
     }
 
     /// The stored value of a queued message: the record sealed with the sum of its envelope

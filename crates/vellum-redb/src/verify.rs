@@ -50,7 +50,7 @@ impl Reader<'_> {
             Ok(c) => {
                 checker.fact(Fact::Counters { next_offset: c.next_offset, next_sequence: c.next_sequence });
             }
-            Err(e) => checker.damaged(Damaged::Counters, problem("counters", &e)),
+            Err(e) => checker.damaged(Damaged::Counters, Problem::from_error("counters", &e)),
         }
         progress(checker.read());
         Ok(checker.finish())
@@ -77,8 +77,10 @@ impl Reader<'_> {
                 }
                 Err(e) => {
                     chains.damaged.insert(offset);
-                    checker
-                        .damaged(Damaged::Event { offset }, problem(format!("event at offset {offset}"), &e));
+                    checker.damaged(
+                        Damaged::Event { offset },
+                        Problem::from_error(format!("event at offset {offset}"), &e),
+                    );
                 }
             }
             tick(checker);
@@ -128,7 +130,7 @@ impl Reader<'_> {
                 }),
                 Err(e) => checker.damaged(
                     Damaged::Queue { message_id },
-                    problem(format!("queue message {message_id:?}"), &e),
+                    Problem::from_error(format!("queue message {message_id:?}"), &e),
                 ),
             }
             tick(checker);
@@ -154,7 +156,7 @@ impl Reader<'_> {
             let (h, i) = key.value();
             match self.codec.aggregate(h, i, value.value()) {
                 Ok(_) => checker.fact(Fact::Record),
-                Err(e) => checker.problem(problem(format!("aggregate {h:?}/{i:?}"), &e)),
+                Err(e) => checker.problem(Problem::from_error(format!("aggregate {h:?}/{i:?}"), &e)),
             }
             tick(checker);
         }
@@ -163,7 +165,7 @@ impl Reader<'_> {
             let (h, i) = key.value();
             match self.codec.process(h, i, value.value()) {
                 Ok(_) => checker.fact(Fact::Record),
-                Err(e) => checker.problem(problem(format!("process {h:?}/{i:?}"), &e)),
+                Err(e) => checker.problem(Problem::from_error(format!("process {h:?}/{i:?}"), &e)),
             }
             tick(checker);
         }
@@ -171,7 +173,8 @@ impl Reader<'_> {
             let (key, value) = entry.or_storage(file)?;
             match self.codec.offset(key.value(), value.value()) {
                 Ok(_) => checker.fact(Fact::Record),
-                Err(e) => checker.problem(problem(format!("offset of application {:?}", key.value()), &e)),
+                Err(e) => checker
+                    .problem(Problem::from_error(format!("offset of application {:?}", key.value()), &e)),
             }
             tick(checker);
         }
@@ -245,18 +248,6 @@ fn compare<K: std::hash::Hash + Eq + std::fmt::Debug>(
     }
 }
 
-/// A problem at `location`, described by the error's innermost cause (the location already
-/// names the record).
-fn problem(location: impl Into<String>, error: &Error) -> Problem {
-    let mut what = error.to_string();
-    let mut source = std::error::Error::source(error);
-    while let Some(cause) = source {
-        what = cause.to_string();
-        source = cause.source();
-    }
-    Problem::new(location, what)
-}
-
 impl crate::RedbProvider {
     /// Runs redb's own check of `app_key`'s file (every page checksum) on a scratch copy, so
     /// the file itself is never changed: redb's check repairs what it can, and verify repairs
@@ -287,7 +278,7 @@ impl crate::RedbProvider {
                 })
             })
             // A panic inside redb on a damaged file is a finding too.
-            .unwrap_or_else(|e| vec![problem(location.clone(), &e)])
+            .unwrap_or_else(|e| vec![Problem::from_error(location.clone(), &e)])
         });
         let _ = std::fs::remove_file(&scratch);
         outcome

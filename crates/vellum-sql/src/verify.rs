@@ -10,7 +10,7 @@
 //! table is the engine's check (SQLite's `PRAGMA integrity_check`).
 
 use vellum_core::verify::{Checker, Damaged, Fact, Problem, Report};
-use vellum_core::{Envelope, Error, Result};
+use vellum_core::{Envelope, Result};
 
 use crate::schema::from_db;
 use crate::store::Dialect;
@@ -96,7 +96,7 @@ pub(crate) async fn verify<D: Dialect>(
                 next_offset: from_db(next_offset),
                 next_sequence: from_db(next_sequence),
             }),
-            Err(e) => checker.damaged(Damaged::Counters, problem("counters", &e)),
+            Err(e) => checker.damaged(Damaged::Counters, Problem::from_error("counters", &e)),
         },
         // The counter row is written with the first write: none is an application with nothing
         // stored. If records exist, the checker reports them against next offset 0.
@@ -168,7 +168,8 @@ fn feed(checker: &mut Checker, rows: Rows<'_>, row: &RawRow) {
                         instance_id: &e.source_instance_id,
                     });
                 }
-                Err(e) => checker.damaged(Damaged::Event { offset: from_db(*offset) }, problem(location, &e)),
+                Err(e) => checker
+                    .damaged(Damaged::Event { offset: from_db(*offset) }, Problem::from_error(location, &e)),
             }
         }
         RawRow::Queue {
@@ -210,7 +211,7 @@ fn feed(checker: &mut Checker, rows: Rows<'_>, row: &RawRow) {
                         timeout_owner: owner,
                     });
                 }
-                Err(e) => checker.damaged(Damaged::Queue { message_id }, problem(location, &e)),
+                Err(e) => checker.damaged(Damaged::Queue { message_id }, Problem::from_error(location, &e)),
             }
         }
         RawRow::Aggregate { handler_key, instance_id, revision, last_event_id, sum } => {
@@ -237,18 +238,6 @@ fn owner_of(envelope: &Envelope) -> Option<(&str, &str)> {
 fn record(checker: &mut Checker, outcome: Result<()>, location: impl FnOnce() -> String) {
     match outcome {
         Ok(()) => checker.fact(Fact::Record),
-        Err(e) => checker.problem(problem(location(), &e)),
+        Err(e) => checker.problem(Problem::from_error(location(), &e)),
     }
-}
-
-/// A problem at `location`, described by the error's innermost cause (the location already
-/// names the record).
-pub(crate) fn problem(location: impl Into<String>, error: &Error) -> Problem {
-    let mut what = error.to_string();
-    let mut source = std::error::Error::source(error);
-    while let Some(cause) = source {
-        what = cause.to_string();
-        source = cause.source();
-    }
-    Problem::new(location, what)
 }
