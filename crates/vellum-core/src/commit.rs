@@ -20,6 +20,7 @@
 
 use std::future::Future;
 use std::pin::pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll, Wake, Waker};
 use std::thread::Thread;
@@ -29,7 +30,7 @@ use tracing::{Instrument as _, Span};
 
 use crate::batch::Batch;
 use crate::bulk::Record;
-use crate::error::{Error, Result};
+use crate::error::{Error, ErrorKind, Result};
 use crate::eval::PreBatchState;
 use crate::model::PersistResult;
 use crate::observe;
@@ -113,6 +114,21 @@ pub trait Executor: Send + 'static {
 
     /// Called once, after the last unit of work: releases the store's lock and connections.
     fn release(self) -> impl Future<Output = ()> + Send;
+
+    /// Resolves when a writer that has been idle since the call should run
+    /// [`Executor::keep_alive`]. The default never resolves: a store whose lock needs no upkeep
+    /// (a file lock) has nothing to do while idle. The engine drops it when work arrives.
+    fn idle(&self) -> impl Future<Output = ()> + Send + 'static {
+        std::future::pending()
+    }
+
+    /// Keeps the store's lock alive while no work comes (a heartbeat on a server session whose
+    /// idle timeout frees the lock, docs/failover.md#leases); run to completion, never
+    /// cancelled. An error of kind [`ErrorKind::Fenced`](crate::ErrorKind::Fenced) fences the
+    /// store; other errors are ignored (the next unit of work meets them).
+    fn keep_alive(&mut self) -> impl Future<Output = Result<()>> + Send {
+        std::future::ready(Ok(()))
+    }
 }
 
 /// A batch or an import waiting for the writer.
@@ -139,6 +155,8 @@ pub struct WriteQueue {
     app_key: Arc<str>,
     /// `None` once closed.
     open: Mutex<Option<Open>>,
+    /// Set by the writer the first time its executor reports [`ErrorKind::Fenced`].
+    fenced: Arc<AtomicBool>,
 }
 
 #[derive(Debug)]
@@ -156,18 +174,30 @@ impl WriteQueue {
         let app_key = Arc::from(executor.app_key());
         let (sender, receiver) = mpsc::unbounded_channel();
         let (finished, done) = oneshot::channel();
-        let writer = async move {
-            run(executor, receiver).await;
-            let _ = finished.send(());
+        let fenced = Arc::new(AtomicBool::new(false));
+        let writer = {
+            let fenced = Arc::clone(&fenced);
+            async move {
+                run(Writer { executor, fenced }, receiver).await;
+                let _ = finished.send(());
+            }
         };
         let open = Mutex::new(Some(Open { sender, done }));
-        (Self { provider: E::PROVIDER, app_key, open }, writer)
+        (Self { provider: E::PROVIDER, app_key, open, fenced }, writer)
     }
 
     /// Whether the queue was closed.
     #[must_use]
     pub fn is_closed(&self) -> bool {
         self.lock().is_none()
+    }
+
+    /// Whether the store lost its exclusive lock: its executor reported an error of kind
+    /// [`ErrorKind::Fenced`] (on a unit of work or a keep-alive). A fenced store writes nothing
+    /// ever again; close it and open the application afresh (docs/locking.md#fencing).
+    #[must_use]
+    pub fn is_fenced(&self) -> bool {
+        self.fenced.load(Ordering::Acquire)
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Option<Open>> {
@@ -233,44 +263,102 @@ impl WriteQueue {
     }
 }
 
-async fn run<E: Executor>(mut executor: E, mut receiver: mpsc::UnboundedReceiver<Job>) {
+/// The executor and the flag the store reads to learn it is fenced.
+struct Writer<E> {
+    executor: E,
+    fenced: Arc<AtomicBool>,
+}
+
+impl<E: Executor> Writer<E> {
+    /// Notes a fenced store (its executor keeps failing every later unit itself).
+    fn watch<T>(&self, result: &Result<T>) {
+        if let Err(e) = result
+            && e.kind() == ErrorKind::Fenced
+        {
+            self.fenced.store(true, Ordering::Release);
+        }
+    }
+}
+
+async fn run<E: Executor>(mut writer: Writer<E>, mut receiver: mpsc::UnboundedReceiver<Job>) {
     let mut jobs = Vec::new();
     let mut group = Vec::new();
-    while receiver.recv_many(&mut jobs, MAX_GROUP).await > 0 {
+    loop {
+        // A fenced store has no lock left to keep alive.
+        let idle = (!writer.fenced.load(Ordering::Acquire)).then(|| writer.executor.idle());
+        match next_jobs(idle, &mut receiver, &mut jobs).await {
+            Next::Jobs(0) => break,
+            Next::Jobs(_) => {}
+            Next::Idle => {
+                let kept = writer.executor.keep_alive().await;
+                writer.watch(&kept);
+                continue;
+            }
+        }
         for job in jobs.drain(..).filter(Job::is_wanted) {
             match job {
                 Job::Persist { batch, reply } => group.push((batch, reply)),
                 Job::Import { records, reply, span } => {
                     // Batches queued before the import commit before it.
-                    commit_group(&mut executor, &mut group).await;
+                    commit_group(&mut writer, &mut group).await;
                     let records = Arc::from(records);
-                    let outcome = executor.execute(Work::Import(&records)).instrument(span).await;
+                    let outcome = writer.executor.execute(Work::Import(&records)).instrument(span).await;
+                    writer.watch(&outcome);
                     let _ = reply.send(outcome.map(drop));
                 }
             }
         }
-        commit_group(&mut executor, &mut group).await;
+        commit_group(&mut writer, &mut group).await;
         let_answered_callers_queue_up().await;
     }
-    executor.release().await;
+    writer.executor.release().await;
+}
+
+/// What the idle writer woke up for.
+enum Next {
+    /// This many jobs arrived (0: the queue is closed and drained).
+    Jobs(usize),
+    /// The executor's idle timer fired.
+    Idle,
+}
+
+/// Waits for jobs, or for the executor's idle timer (if any), whichever comes first.
+async fn next_jobs(
+    idle: Option<impl Future<Output = ()>>,
+    receiver: &mut mpsc::UnboundedReceiver<Job>,
+    jobs: &mut Vec<Job>,
+) -> Next {
+    let mut idle = pin!(idle);
+    let mut arrivals = pin!(receiver.recv_many(jobs, MAX_GROUP));
+    std::future::poll_fn(|cx| {
+        // Jobs first: work that is waiting beats a keep-alive.
+        if let Poll::Ready(n) = arrivals.as_mut().poll(cx) {
+            return Poll::Ready(Next::Jobs(n));
+        }
+        match idle.as_mut().as_pin_mut() {
+            Some(idle) => idle.poll(cx).map(|()| Next::Idle),
+            None => Poll::Pending,
+        }
+    })
+    .await
 }
 
 type Reply = oneshot::Sender<Result<PersistResult>>;
 
 /// Commits the batches in `group` (emptying it) and answers their callers.
-async fn commit_group<E: Executor>(executor: &mut E, group: &mut Vec<(Batch, Reply)>) {
+async fn commit_group<E: Executor>(writer: &mut Writer<E>, group: &mut Vec<(Batch, Reply)>) {
     if group.is_empty() {
         return;
     }
     let (batches, replies): (Vec<_>, Vec<_>) = group.drain(..).unzip();
     let batches: Arc<[Batch]> = batches.into();
-    match transaction(executor, &batches).await {
+    match transaction(writer, &batches).await {
         Ok(outcomes) => send_all(replies, outcomes),
         Err(e) if batches.len() == 1 => send_all(replies, vec![Err(e)]),
         Err(_) => {
             // Find the culprit: one transaction per batch (copies only on this rare path).
             for (batch, reply) in batches.iter().zip(replies) {
-                let outcome = transaction(executor, &Arc::from([batch.clone()])).await;
+                let outcome = transaction(writer, &Arc::from([batch.clone()])).await;
                 send_all(vec![reply], outcome.unwrap_or_else(|e| vec![Err(e)]));
             }
         }
@@ -279,11 +367,12 @@ async fn commit_group<E: Executor>(executor: &mut E, group: &mut Vec<(Batch, Rep
 
 /// One group transaction inside its `vellum.commit` span.
 async fn transaction<E: Executor>(
-    executor: &mut E,
+    writer: &mut Writer<E>,
     batches: &Arc<[Batch]>,
 ) -> Result<Vec<Result<PersistResult>>> {
-    let span = observe::commit_span(E::PROVIDER, executor.app_key(), batches.len());
-    let result = executor.execute(Work::Persist(batches)).instrument(span.clone()).await;
+    let span = observe::commit_span(E::PROVIDER, writer.executor.app_key(), batches.len());
+    let result = writer.executor.execute(Work::Persist(batches)).instrument(span.clone()).await;
+    writer.watch(&result);
     observe::record(&span, result)
 }
 
@@ -451,5 +540,68 @@ mod tests {
         drop(queue);
         block_on(writer);
         assert_eq!(entries(&log), ["release"]);
+    }
+
+    /// A lease-keeping executor: idle for 10 ms at a time; its third keep-alive finds the lock
+    /// gone, and from then on every unit fails as fenced.
+    struct Leased {
+        log: Arc<Mutex<Vec<String>>>,
+        keep_alives: usize,
+    }
+
+    impl Executor for Leased {
+        const PROVIDER: &'static str = "test";
+
+        fn app_key(&self) -> &'static str {
+            "app"
+        }
+
+        async fn execute(&mut self, _: Work<'_>) -> Result<Vec<Result<PersistResult>>> {
+            Log(Arc::clone(&self.log)).push("execute".into());
+            if self.keep_alives >= 3 {
+                return Err(Error::storage_kind(ErrorKind::Fenced, "test", "lock lost"));
+            }
+            Ok(vec![Ok(PersistResult::default())])
+        }
+
+        async fn release(self) {}
+
+        fn idle(&self) -> impl Future<Output = ()> + Send + 'static {
+            tokio::time::sleep(std::time::Duration::from_millis(10))
+        }
+
+        async fn keep_alive(&mut self) -> Result<()> {
+            self.keep_alives += 1;
+            Log(Arc::clone(&self.log)).push(format!("keep-alive {}", self.keep_alives));
+            if self.keep_alives >= 3 {
+                Err(Error::storage_kind(ErrorKind::Fenced, "test", "lock lost"))
+            } else {
+                Ok(())
+            }
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_idle_writer_keeps_its_lease_and_a_lost_one_fences_the_store() {
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let (queue, writer) = WriteQueue::new(Leased { log: Arc::clone(&log), keep_alives: 0 });
+        let writer = tokio::spawn(writer);
+        queue.persist(batch(1)).await.unwrap();
+        assert!(!queue.is_fenced());
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+        assert_eq!(
+            entries(&log),
+            ["execute", "keep-alive 1", "keep-alive 2"],
+            "one keep-alive per idle 10 ms"
+        );
+        assert!(!queue.is_fenced());
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        assert!(queue.is_fenced(), "a fenced keep-alive fences the store before any write fails");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        assert_eq!(entries(&log).len(), 4, "no keep-alive once fenced");
+        let err = queue.persist(batch(1)).await.unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Fenced);
+        queue.close().await.unwrap();
+        writer.await.unwrap();
     }
 }

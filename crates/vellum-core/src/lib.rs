@@ -30,6 +30,7 @@ pub mod provider;
 mod publish;
 mod repository;
 mod set;
+mod standby;
 pub mod time;
 pub mod verify;
 

@@ -96,6 +96,7 @@ pub use crate::eval::{Effect, PreBatchState, evaluate};
 pub use crate::plan::{
     Counters, Plan, Planned, QueueState, Snapshot, StateKeys, Write, plan_group, plan_import,
 };
+pub use crate::standby::{Backoff, MAX_PAUSE, retry_locked};
 /// Stable hashes for names derived from keys (file names, lock names, lock keys).
 pub mod hash {
     pub use crate::hash::*;

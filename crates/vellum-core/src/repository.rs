@@ -2,6 +2,7 @@
 //! it needs. Methods are native async and every future is `Send`.
 
 use std::future::Future;
+use std::time::Duration;
 
 use crate::batch::Batch;
 use crate::cursor::EventCursor;
@@ -111,6 +112,14 @@ pub trait DataStore:
     /// that, the store's writer still commits the work queued before the close and then
     /// releases the lock on its own; a later `close` returns `Closed`.
     fn close(&self) -> impl Future<Output = Result<()>> + Send;
+
+    /// Whether the store lost its exclusive lock and so refuses every write with an error of
+    /// kind [`Fenced`](crate::ErrorKind::Fenced) (docs/locking.md#fencing): close it and open the
+    /// application again. Learnt from a failed write, or sooner from the lock's keep-alive; a
+    /// store whose lock cannot be lost always says `false`.
+    fn is_fenced(&self) -> bool {
+        false
+    }
 }
 
 /// Opens application stores.
@@ -127,4 +136,24 @@ pub trait Provider: Send + Sync {
     /// and closes it; PostgreSQL and MySQL close the half-opened lock connection in the
     /// background, and the server frees the lock when that session ends.
     fn open(&self, app_key: &str) -> impl Future<Output = Result<Self::Store>> + Send;
+
+    /// Opens the store of `app_key`, waiting up to `timeout` for the engine holding it to let
+    /// go: how a standby takes over (docs/failover.md#standby). Returns
+    /// [`Error::Locked`](crate::Error::Locked) if the store is still held when `timeout` has
+    /// passed, and any other error at once. Requires a tokio runtime with its timer enabled.
+    ///
+    /// The default retries [`Provider::open`] with back-off (5 ms doubling to 100 ms,
+    /// [`provider::MAX_PAUSE`](crate::provider::MAX_PAUSE)), so a freed lock is taken within
+    /// about 100 ms; server providers keep one connection and retry only the lock on it.
+    ///
+    /// # Cancel safety
+    /// As [`Provider::open`]: every attempt takes the lock or fails at once, so a dropped wait
+    /// holds nothing and leaves no request queued for the lock.
+    fn open_wait(
+        &self,
+        app_key: &str,
+        timeout: Duration,
+    ) -> impl Future<Output = Result<Self::Store>> + Send {
+        crate::standby::retry_locked(timeout, move || self.open(app_key))
+    }
 }

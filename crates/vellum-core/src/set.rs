@@ -12,6 +12,43 @@ use crate::repository::{DataStore, Provider};
 ///
 /// One mutex serialises `get` (including the provider's `open`) and `close`, so an application
 /// is never opened twice. Callers must not close stores obtained here; close the set instead.
+///
+/// A store that lost its lock ([`DataStore::is_fenced`]) is never handed out again: `get` closes
+/// it and opens the application afresh, which is what an engine's recovery loop relies on
+/// (docs/failover.md#an-engines-recovery-loop):
+///
+/// ```
+/// use std::time::Duration;
+/// use vellum_core::{Batch, DataStoreSet, ErrorKind, PersistResult, Persister, Provider, Result};
+///
+/// /// Persists `make()`'s batch, retrying what may succeed later.
+/// async fn persist_with_retry<P: Provider>(
+///     stores: &DataStoreSet<P>,
+///     app_key: &str,
+///     make: impl Fn() -> Batch,
+/// ) -> Result<PersistResult> {
+///     let mut pause = Duration::from_millis(10);
+///     loop {
+///         // A fenced store is dropped here and the application opened again.
+///         let outcome = match stores.get(app_key).await {
+///             Ok(store) => store.persist(make()).await,
+///             Err(e) => Err(e),
+///         };
+///         match outcome {
+///             // Locked: another engine holds the application (we are the standby now).
+///             // Unavailable: the server is restarting or unreachable. Fenced: our store lost
+///             // its lock; the next `get` reopens it. All may succeed later.
+///             Err(e) if e.is_retryable() || e.kind() == ErrorKind::Fenced => {
+///                 tokio::time::sleep(pause).await;
+///                 pause = (pause * 2).min(Duration::from_secs(1));
+///             }
+///             // Conflict, duplicate event, invalid input, corrupt data: not a matter of time.
+///             other => return other,
+///         }
+///     }
+/// }
+/// # fn main() {}
+/// ```
 pub struct DataStoreSet<P: Provider> {
     provider: P,
     stores: Mutex<HashMap<String, Arc<P::Store>>>,
@@ -33,10 +70,21 @@ impl<P: Provider> DataStoreSet<P> {
     /// # Cancel safety
     /// Dropping the future part-way caches nothing new and leaves no lock behind (an `open` cut
     /// short releases what it took, see [`Provider::open`]); a later `get` opens the store again.
+    ///
+    /// A cached store that is fenced ([`DataStore::is_fenced`]) is closed and forgotten first,
+    /// so the application is opened afresh (or the open's error, such as `Locked` while another
+    /// engine holds it, is returned and the next `get` tries again).
     pub async fn get(&self, app_key: &str) -> Result<Arc<P::Store>> {
         let mut stores = self.stores.lock().await;
         if let Some(store) = stores.get(app_key) {
-            return Ok(Arc::clone(store));
+            if !store.is_fenced() {
+                return Ok(Arc::clone(store));
+            }
+            if let Some(fenced) = stores.remove(app_key) {
+                // Closing a fenced store only stops its writer; holders of other `Arc`s see
+                // `Closed` from now on rather than writing through a store without its lock.
+                let _ = fenced.close().await;
+            }
         }
         let store = Arc::new(self.provider.open(app_key).await?);
         stores.insert(app_key.to_owned(), Arc::clone(&store));
@@ -84,7 +132,7 @@ mod tests {
         closes: Arc<AtomicUsize>,
     }
 
-    struct Store(String, Arc<AtomicUsize>);
+    struct Store(String, Arc<AtomicUsize>, Arc<std::sync::atomic::AtomicBool>);
 
     impl AggregateRepository for Store {
         async fn load_aggregate_meta_data(&self, hk: &str, id: &str) -> Result<AggregateMetaData> {
@@ -130,6 +178,9 @@ mod tests {
             self.1.fetch_add(1, Ordering::SeqCst);
             Ok(())
         }
+        fn is_fenced(&self) -> bool {
+            self.2.load(Ordering::SeqCst)
+        }
     }
 
     impl Provider for Counting {
@@ -139,7 +190,7 @@ mod tests {
             if app_key == "<locked>" {
                 return Err(Error::Locked { app_key: app_key.into() });
             }
-            Ok(Store(app_key.into(), Arc::clone(&self.closes)))
+            Ok(Store(app_key.into(), Arc::clone(&self.closes), Arc::default()))
         }
     }
 
@@ -161,5 +212,19 @@ mod tests {
         assert_eq!(set.provider().closes.load(Ordering::SeqCst), 2);
         let reopened = set.get("<a>").await.unwrap();
         assert!(!Arc::ptr_eq(&a, &reopened), "the set is usable again after close");
+    }
+
+    /// docs/failover.md#an-engines-recovery-loop: a fenced store is closed and replaced.
+    #[tokio::test]
+    async fn a_fenced_store_is_closed_and_opened_afresh() {
+        let set = DataStoreSet::new(Counting::default());
+        let first = set.get("<a>").await.unwrap();
+        assert!(Arc::ptr_eq(&first, &set.get("<a>").await.unwrap()), "healthy: cached");
+        first.2.store(true, Ordering::SeqCst);
+        let second = set.get("<a>").await.unwrap();
+        assert!(!Arc::ptr_eq(&first, &second), "fenced: opened afresh");
+        assert_eq!(set.provider().opens.load(Ordering::SeqCst), 2);
+        assert_eq!(set.provider().closes.load(Ordering::SeqCst), 1, "the fenced store was closed");
+        assert!(Arc::ptr_eq(&second, &set.get("<a>").await.unwrap()));
     }
 }

@@ -268,6 +268,10 @@ impl<D: Dialect> DataStore for SqlStore<D> {
         self.shared.dialect.close();
         self.shared.mapped(closing.await)
     }
+
+    fn is_fenced(&self) -> bool {
+        self.writes.is_fenced()
+    }
 }
 
 impl<D: Dialect> Drop for SqlStore<D> {

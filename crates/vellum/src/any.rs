@@ -1,6 +1,8 @@
 //! [`AnyProvider`] and [`AnyStore`]: a provider chosen at run time (from a URL), as enums that
 //! forward each call to the concrete provider without boxing a future per call.
 
+use std::time::Duration;
+
 use vellum_core::bulk::{BulkStore, ExportFrom, Record, StoreStats};
 use vellum_core::verify::Report;
 use vellum_core::{
@@ -183,6 +185,21 @@ impl Provider for AnyProvider {
             Self::Mysql(p) => AnyStore::Mysql(p.open(app_key).await?),
         })
     }
+
+    async fn open_wait(&self, app_key: &str, timeout: Duration) -> Result<AnyStore> {
+        Ok(match self {
+            #[cfg(feature = "memory")]
+            Self::Memory(p) => AnyStore::Memory(p.open_wait(app_key, timeout).await?),
+            #[cfg(feature = "redb")]
+            Self::Redb(p) => AnyStore::Redb(p.open_wait(app_key, timeout).await?),
+            #[cfg(feature = "sqlite")]
+            Self::Sqlite(p) => AnyStore::Sqlite(p.open_wait(app_key, timeout).await?),
+            #[cfg(feature = "postgres")]
+            Self::Postgres(p) => AnyStore::Postgres(p.open_wait(app_key, timeout).await?),
+            #[cfg(feature = "mysql")]
+            Self::Mysql(p) => AnyStore::Mysql(p.open_wait(app_key, timeout).await?),
+        })
+    }
 }
 
 impl AggregateRepository for AnyStore {
@@ -240,6 +257,10 @@ impl DataStore for AnyStore {
 
     async fn close(&self) -> Result<()> {
         dispatch!(Self, self, s => s.close().await)
+    }
+
+    fn is_fenced(&self) -> bool {
+        dispatch!(Self, self, s => s.is_fenced())
     }
 }
 
