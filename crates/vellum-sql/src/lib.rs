@@ -9,6 +9,8 @@
 mod bulk;
 #[cfg(any(feature = "postgres", feature = "mysql"))]
 mod fields;
+#[cfg(any(feature = "postgres", feature = "mysql"))]
+mod lease;
 mod schema;
 mod store;
 mod sums;
@@ -16,6 +18,8 @@ mod verify;
 
 pub use store::{Dialect, SqlStore};
 
+#[cfg(any(feature = "postgres", feature = "mysql"))]
+pub use lease::{DEFAULT_FAILOVER_TIMEOUT, MIN_FAILOVER_TIMEOUT};
 pub use schema::SCHEMA_VERSION;
 #[cfg(all(test, any(feature = "postgres", feature = "mysql")))]
 mod test_support;

@@ -29,7 +29,9 @@
 /// - 1: rows without checksums.
 /// - 2: every row carries the checksum of its record (`checksum`; the queue has
 ///   `envelope_checksum` and `state_checksum`), see `sums.rs` and docs/integrity.md.
-pub const SCHEMA_VERSION: i64 = 2;
+/// - 3: PostgreSQL allocates each application a lock id (`vellum_lock`), so advisory-lock keys
+///   never collide (docs/locking.md#postgresql); the other dialects only record the number.
+pub const SCHEMA_VERSION: i64 = 3;
 
 /// Stores a u64 in a signed 64-bit column, keeping every bit.
 #[must_use]

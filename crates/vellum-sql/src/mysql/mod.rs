@@ -63,10 +63,12 @@ use std::time::Duration;
 use mysql_async::prelude::Queryable;
 use mysql_async::{Conn, Opts, OptsBuilder, Pool, PoolConstraints, PoolOpts, Row, Value};
 use tracing::Instrument as _;
-use vellum_core::provider::WriteQueue;
 use vellum_core::provider::observe;
+use vellum_core::provider::{Backoff, WriteQueue};
 use vellum_core::{Error, ErrorKind, Provider, Result};
 use writer::MysqlWriter;
+
+use crate::lease::Lease;
 
 pub use lock::lock_name;
 pub use reads::MysqlReads;
@@ -97,11 +99,13 @@ pub struct MysqlOptions {
     /// Create or check the schema when a store opens (default `true`). When `false`, opening a
     /// database without the schema fails with an error saying so.
     pub migrate: bool,
+    /// The lock session's lease ([`MysqlOptions::failover_timeout`]).
+    lease: Lease,
 }
 
 impl Default for MysqlOptions {
     fn default() -> Self {
-        Self { migrate: true }
+        Self { migrate: true, lease: Lease::default() }
     }
 }
 
@@ -110,6 +114,18 @@ impl MysqlOptions {
     #[must_use]
     pub fn migrate(mut self, migrate: bool) -> Self {
         self.migrate = migrate;
+        self
+    }
+
+    /// How soon the server frees a store's lock once it hears nothing from the engine holding
+    /// it (default [`DEFAULT_FAILOVER_TIMEOUT`](crate::DEFAULT_FAILOVER_TIMEOUT), 10 s; whole
+    /// seconds, at least 1). The lock session runs with `wait_timeout` set to it and the store
+    /// pings after a third of it idle, so an engine cut off from the server (without its
+    /// connection closing) loses the lock within this and a standby takes over
+    /// (docs/failover.md#leases).
+    #[must_use]
+    pub fn failover_timeout(mut self, timeout: Duration) -> Self {
+        self.lease = Lease::new(timeout);
         self
     }
 }
@@ -265,24 +281,35 @@ impl Provider for MysqlProvider {
     type Store = MysqlStore;
 
     async fn open(&self, app_key: &str) -> Result<MysqlStore> {
+        self.open_wait(app_key, Duration::ZERO).await
+    }
+
+    /// Opens the store of `app_key`, waiting up to `timeout` for its lock: one connection is
+    /// made, and `GET_LOCK(name, 0)` retried on it with back-off (5 ms doubling to 100 ms).
+    /// Never a waiting `GET_LOCK`: a dropped wait must not leave a session queued for the lock,
+    /// which would take it unseen when the holder lets go.
+    async fn open_wait(&self, app_key: &str, timeout: Duration) -> Result<MysqlStore> {
         let span = observe::open_span(PROVIDER, app_key);
-        let result = self.open_store(app_key).instrument(span.clone()).await;
+        let result = self.open_store(app_key, timeout).instrument(span.clone()).await;
         observe::record(&span, result)
     }
 }
 
 impl MysqlProvider {
-    async fn open_store(&self, app_key: &str) -> Result<MysqlStore> {
+    async fn open_store(&self, app_key: &str, wait: Duration) -> Result<MysqlStore> {
         if app_key.len() > MAX_KEY_BYTES {
             return Err(key_too_long(app_key, "the application key", app_key.len()));
         }
-        let mut conn = Conn::new(self.dedicated_opts().await?)
+        let lease = self.options.lease;
+        let opts =
+            OptsBuilder::from_opts(self.dedicated_opts().await?).tcp_keepalive(Some(lease.heartbeat_after()));
+        let mut conn = Conn::new(opts)
             .await
             .map_err(|e| storage_for(app_key, "opening the store's lock connection", e))?;
-        match open_on(&mut conn, app_key, &self.options).await {
+        match open_on(&mut conn, app_key, &self.options, wait).await {
             Ok((database, max_packet)) => {
                 let name = lock_name(&database, "app", app_key);
-                let executor = MysqlWriter::new(app_key.to_owned(), conn, name.clone(), max_packet);
+                let executor = MysqlWriter::new(app_key.to_owned(), conn, name.clone(), max_packet, lease);
                 let (writes, run_writer) = WriteQueue::new(executor);
                 tokio::spawn(run_writer);
                 let reads = MysqlReads {
@@ -302,8 +329,14 @@ impl MysqlProvider {
     }
 }
 
-/// Prepares a store's dedicated connection: schema, lock, session settings.
-async fn open_on(conn: &mut Conn, app_key: &str, options: &MysqlOptions) -> Result<(String, usize)> {
+/// Prepares a store's dedicated connection: schema, lock (retried for up to `wait`), session
+/// settings.
+async fn open_on(
+    conn: &mut Conn,
+    app_key: &str,
+    options: &MysqlOptions,
+    wait: Duration,
+) -> Result<(String, usize)> {
     let database = schema::current_database(conn).await?;
     match schema::stored_version(conn).await? {
         schema::Stored::Version(v) if v > crate::schema::SCHEMA_VERSION => return Err(schema::newer(v)),
@@ -332,8 +365,39 @@ async fn open_on(conn: &mut Conn, app_key: &str, options: &MysqlOptions) -> Resu
         }
     }
     let name = lock_name(&database, "app", app_key);
+    let mut backoff = Backoff::new(wait);
+    let max_packet = loop {
+        match try_lock(conn, &name, app_key).await {
+            Err(locked @ Error::Locked { .. }) => {
+                if !backoff.pause().await {
+                    return Err(locked);
+                }
+            }
+            other => break other?,
+        }
+    };
+    // The writer's session: strict (errors, never truncation), READ COMMITTED (no gap locks;
+    // this connection is the app's only writer), explicit COMMITs, and the lease's idle
+    // timeout: the server ends a session it hears nothing from for that long, freeing the lock
+    // of an engine it lost (the writer pings while idle, docs/failover.md#leases).
+    let wait_timeout = format!("SET SESSION wait_timeout = {}", options.lease.timeout_secs());
+    for statement in [
+        "SET SESSION sql_mode = 'STRICT_ALL_TABLES,NO_ENGINE_SUBSTITUTION'",
+        "SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED",
+        &wait_timeout,
+        "SET autocommit = 0",
+    ] {
+        conn.query_drop(statement)
+            .await
+            .map_err(|e| storage_for(app_key, "setting up the writer session", e))?;
+    }
+    Ok((database, max_packet))
+}
+
+/// One attempt at the application's named lock: the server's `max_allowed_packet`, or `Locked`.
+async fn try_lock(conn: &mut Conn, name: &str, app_key: &str) -> Result<usize> {
     let mut row: Row = conn
-        .exec_first("SELECT GET_LOCK(?, 0), @@max_allowed_packet", (name.as_str(),))
+        .exec_first("SELECT GET_LOCK(?, 0), @@max_allowed_packet", (name,))
         .await
         .map_err(|e| storage_for(app_key, "taking the application lock", e))?
         .ok_or_else(|| Error::storage("mysql: taking the application lock", "no row returned"))?;
@@ -342,21 +406,7 @@ async fn open_on(conn: &mut Conn, app_key: &str, options: &MysqlOptions) -> Resu
         Some(_) => return Err(Error::Locked { app_key: app_key.to_owned() }),
         None => return Err(Error::storage("mysql: taking the application lock", "GET_LOCK returned NULL")),
     }
-    let max_packet = usize::try_from(opt_i64(&mut row, 1)?.unwrap_or(4 << 20)).unwrap_or(4 << 20);
-    // The writer's session: strict (errors, never truncation), READ COMMITTED (no gap locks;
-    // this connection is the app's only writer), explicit COMMITs, and no idle timeout, which
-    // would drop the lock of a quiet store.
-    for statement in [
-        "SET SESSION sql_mode = 'STRICT_ALL_TABLES,NO_ENGINE_SUBSTITUTION'",
-        "SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED",
-        "SET SESSION wait_timeout = 31536000",
-        "SET autocommit = 0",
-    ] {
-        conn.query_drop(statement)
-            .await
-            .map_err(|e| storage_for(app_key, "setting up the writer session", e))?;
-    }
-    Ok((database, max_packet))
+    Ok(usize::try_from(opt_i64(&mut row, 1)?.unwrap_or(4 << 20)).unwrap_or(4 << 20))
 }
 
 /// A storage error with context, of the kind the driver error says it is.

@@ -17,6 +17,8 @@ use vellum_core::provider::{Counters, Plan, Planned, QueueState, Snapshot, State
 use vellum_core::provider::{Executor, Work};
 use vellum_core::{Batch, Envelope, Error, ErrorKind, PersistResult, QueueMessage, Result};
 
+use crate::lease::Lease;
+
 use super::reads::bytes;
 use super::{get_i64, get_string, opt_i64, opt_string};
 use crate::schema::{from_db, to_db};
@@ -37,11 +39,28 @@ pub(super) struct MysqlWriter {
     lost: Option<String>,
     /// Bytes of parameters one statement may carry (half the server's `max_allowed_packet`).
     budget: usize,
+    /// The lock session's lease: heartbeats while idle, deadlines for the server's answers.
+    lease: Lease,
 }
 
 impl MysqlWriter {
-    pub(super) fn new(app_key: String, conn: Conn, lock_name: String, max_packet: usize) -> Self {
-        Self { app_key, conn: Some(conn), lock_name, lost: None, budget: (max_packet / 2).max(64 << 10) }
+    pub(super) fn new(
+        app_key: String,
+        conn: Conn,
+        lock_name: String,
+        max_packet: usize,
+        lease: Lease,
+    ) -> Self {
+        let budget = (max_packet / 2).max(64 << 10);
+        Self { app_key, conn: Some(conn), lock_name, lost: None, budget, lease }
+    }
+
+    /// Gives the lock session up for good (its connection is dropped, so its socket closes):
+    /// the store is fenced from now on.
+    fn give_up(&mut self, reason: String) -> Error {
+        let error = self.fenced(&reason);
+        self.lost = Some(reason);
+        error
     }
 
     /// The error of every unit once the lock connection is gone: the store is fenced.
@@ -90,10 +109,41 @@ impl Executor for MysqlWriter {
         let Some(mut conn) = self.conn.take() else {
             return Err(self.fenced("the lock connection was lost in an interrupted transaction"));
         };
-        let result = self.transaction(&mut conn, work).await;
-        let result = self.settle(&mut conn, result).await;
+        let deadline = self.lease.unit_deadline();
+        let unit = async {
+            let result = self.transaction(&mut conn, work).await;
+            self.settle(&mut conn, result).await
+        };
+        let Ok(result) = tokio::time::timeout(deadline, unit).await else {
+            // The outcome is unknown, as with any lost connection; `conn` is dropped here.
+            return Err(self.give_up(format!("the server did not answer within {deadline:?}")));
+        };
         self.conn = Some(conn);
         result
+    }
+
+    fn idle(&self) -> impl Future<Output = ()> + Send + 'static {
+        self.lease.idle()
+    }
+
+    /// A `COM_PING` on the lock session, so the server's `wait_timeout` does not end it;
+    /// unanswered within the lease's deadline, the session is given up.
+    async fn keep_alive(&mut self) -> Result<()> {
+        if let Some(reason) = &self.lost {
+            return Err(self.fenced(reason));
+        }
+        let Some(mut conn) = self.conn.take() else {
+            return Err(self.give_up("the lock connection was lost in an interrupted transaction".into()));
+        };
+        let deadline = self.lease.heartbeat_deadline();
+        match tokio::time::timeout(deadline, conn.ping()).await {
+            Ok(Ok(())) => {
+                self.conn = Some(conn);
+                Ok(())
+            }
+            Ok(Err(e)) => Err(self.give_up(format!("a heartbeat failed: {e}"))),
+            Err(_) => Err(self.give_up(format!("a heartbeat went unanswered for {deadline:?}"))),
+        }
     }
 
     async fn release(self) {

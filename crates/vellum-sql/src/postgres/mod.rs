@@ -51,16 +51,16 @@ mod tests;
 
 use std::str::FromStr;
 use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use tokio_postgres::{Client, NoTls};
 use tracing::Instrument as _;
-use vellum_core::provider::WriteQueue;
 use vellum_core::provider::observe;
+use vellum_core::provider::{WriteQueue, retry_locked};
 use vellum_core::{Error, ErrorKind, Provider, Result};
 
+use crate::lease::Lease;
 use crate::schema::SCHEMA_VERSION;
 pub use reads::PostgresReads;
 use sql::Sql;
@@ -76,7 +76,7 @@ impl PostgresStore {
         self.dialect().backend_pid
     }
 }
-use writer::{Conn, LockConn, PgWriter};
+use writer::{LockConn, PgWriter};
 
 /// The provider's name in tracing spans.
 const PROVIDER: &str = "postgres";
@@ -119,11 +119,17 @@ pub struct PostgresOptions {
     schema: String,
     migrate: bool,
     max_pool_size: Option<usize>,
+    lease: Lease,
 }
 
 impl Default for PostgresOptions {
     fn default() -> Self {
-        Self { schema: DEFAULT_SCHEMA.to_owned(), migrate: true, max_pool_size: None }
+        Self {
+            schema: DEFAULT_SCHEMA.to_owned(),
+            migrate: true,
+            max_pool_size: None,
+            lease: Lease::default(),
+        }
     }
 }
 
@@ -156,6 +162,19 @@ impl PostgresOptions {
         self.max_pool_size = Some(size.max(1));
         self
     }
+
+    /// How soon the server frees a store's lock once it hears nothing from the engine
+    /// holding it (default [`DEFAULT_FAILOVER_TIMEOUT`](crate::DEFAULT_FAILOVER_TIMEOUT), 10 s;
+    /// at least 1 s, whole seconds). The lock session runs with `idle_session_timeout` and
+    /// `idle_in_transaction_session_timeout` set to it, and the store sends a heartbeat after a
+    /// third of it idle, so an engine cut off from the server (without its connection closing)
+    /// loses the lock within this and a standby takes over (docs/failover.md#leases). Needs
+    /// PostgreSQL 14 or newer; on older servers only TCP keepalives bound it.
+    #[must_use]
+    pub fn failover_timeout(mut self, timeout: Duration) -> Self {
+        self.lease = Lease::new(timeout);
+        self
+    }
 }
 
 /// How a provider gets each store's dedicated lock connection.
@@ -171,6 +190,7 @@ struct Inner {
     connect: Connect,
     sql: Arc<Sql>,
     migrate: bool,
+    lease: Lease,
 }
 
 /// Opens PostgreSQL stores. Clones share the pool.
@@ -234,7 +254,8 @@ impl PostgresProvider {
 
     fn build(pool: Pool, connect: Connect, options: PostgresOptions) -> Self {
         let sql = Arc::new(Sql::new(options.schema));
-        Self { inner: Arc::new(Inner { pool, connect, sql, migrate: options.migrate }) }
+        let inner = Inner { pool, connect, sql, migrate: options.migrate, lease: options.lease };
+        Self { inner: Arc::new(inner) }
     }
 
     /// The read pool.
@@ -288,26 +309,28 @@ impl PostgresProvider {
         }
     }
 
-    /// A new dedicated connection, and a flag set when it ends.
-    async fn connect(&self, app_key: &str) -> Result<(Conn, Arc<AtomicBool>)> {
-        let fenced = Arc::new(AtomicBool::new(false));
+    /// A new dedicated connection for a store's lock; a connection vellum makes itself has TCP
+    /// keepalives and a user timeout bounded by the lease, and its task is watched.
+    async fn connect(&self, app_key: &str) -> Result<LockConn> {
         match &self.inner.connect {
             Connect::Config(config) => {
+                let lease = self.inner.lease;
+                let mut config = config.as_ref().clone();
+                config
+                    .keepalives(true)
+                    .keepalives_idle(lease.heartbeat_after())
+                    .keepalives_interval(Duration::from_secs(1))
+                    .keepalives_retries(3)
+                    .tcp_user_timeout(lease.timeout());
                 let (client, connection) = config
                     .connect(NoTls)
                     .await
                     .map_err(|e| storage(app_key, "opening the lock connection", e))?;
-                let flag = Arc::clone(&fenced);
-                tokio::spawn(async move {
-                    // Whatever ended the connection, its session (and lock) is gone.
-                    let _ = connection.await;
-                    flag.store(true, std::sync::atomic::Ordering::Release);
-                });
-                Ok((Conn::Own(client), fenced))
+                Ok(LockConn::watched(client, tokio::spawn(connection)))
             }
             Connect::Pool => {
                 let object = self.pooled("a store's lock connection").await?;
-                Ok((Conn::Pooled(deadpool_postgres::Object::take(object)), fenced))
+                Ok(LockConn::detached(deadpool_postgres::Object::take(object)))
             }
         }
     }
@@ -369,8 +392,8 @@ pub async fn create_schema(client: &Client, schema: &str) -> Result<()> {
     let fail = |e: tokio_postgres::Error| Error::storage(format!("postgres: creating schema {schema:?}"), e);
     // A session lock taken before the transaction starts, so the transaction sees what an
     // earlier holder committed (catalog included).
-    let key = sql::lock_key(schema, "\u{1}create_schema");
-    client.execute("SELECT pg_advisory_lock($1)", &[&key]).await.map_err(fail)?;
+    let (high, low) = sql::schema_lock_key(schema);
+    client.execute("SELECT pg_advisory_lock($1, $2)", &[&high, &low]).await.map_err(fail)?;
     let result = async {
         let stored = match schema_version(client, schema).await {
             Ok(Some(version)) if version > SCHEMA_VERSION => return Err(newer_version(schema, version)),
@@ -395,7 +418,7 @@ pub async fn create_schema(client: &Client, schema: &str) -> Result<()> {
     if result.is_err() {
         let _ = client.batch_execute("ROLLBACK").await;
     }
-    let unlocked = client.execute("SELECT pg_advisory_unlock($1)", &[&key]).await.map_err(fail);
+    let unlocked = client.execute("SELECT pg_advisory_unlock($1, $2)", &[&high, &low]).await.map_err(fail);
     result.and(unlocked.map(drop))
 }
 
@@ -412,42 +435,34 @@ impl Provider for PostgresProvider {
     type Store = PostgresStore;
 
     async fn open(&self, app_key: &str) -> Result<PostgresStore> {
+        self.open_wait(app_key, Duration::ZERO).await
+    }
+
+    /// Opens the store of `app_key`, waiting up to `timeout` for its lock: one connection is
+    /// made, and `pg_try_advisory_lock` retried on it with back-off (5 ms doubling to 100 ms).
+    /// Never a blocking `pg_advisory_lock`: a dropped wait must not leave a session queued for
+    /// the lock, which would take it unseen when the holder lets go.
+    async fn open_wait(&self, app_key: &str, timeout: Duration) -> Result<PostgresStore> {
         let span = observe::open_span(PROVIDER, app_key);
-        let result = self.open_store(app_key).instrument(span.clone()).await;
+        let result = self.open_store(app_key, timeout).instrument(span.clone()).await;
         observe::record(&span, result)
     }
 }
 
 impl PostgresProvider {
-    async fn open_store(&self, app_key: &str) -> Result<PostgresStore> {
-        let (conn, fenced) = self.connect(app_key).await?;
-        let key = sql::lock_key(self.schema(), app_key);
-        let client = match &conn {
-            Conn::Own(client) => client,
-            Conn::Pooled(wrapper) => wrapper,
-        };
-        self.ensure_schema(client, app_key).await?;
-        let row = client
-            .query_one("SELECT pg_try_advisory_lock($1), pg_backend_pid()", &[&key])
-            .await
-            .map_err(|e| storage(app_key, "taking the advisory lock", e))?;
-        let locked: bool = row.try_get(0).map_err(|e| storage(app_key, "taking the advisory lock", e))?;
-        if !locked {
-            return Err(Error::Locked { app_key: app_key.to_owned() });
-        }
-        let backend_pid: i32 = row.try_get(1).map_err(|e| storage(app_key, "taking the advisory lock", e))?;
+    async fn open_store(&self, app_key: &str, wait: Duration) -> Result<PostgresStore> {
+        let mut lock = self.connect(app_key).await?;
+        self.ensure_schema(lock.client(), app_key).await?;
+        lock.key = self.lock_key(lock.client(), app_key).await?;
+        let (client, key) = (lock.client(), lock.key);
+        let backend_pid = retry_locked(wait, || try_lock(client, key, app_key)).await?;
         client
             .execute(&self.inner.sql.ensure_app, &[&app_key, &crate::sums::write::counters(app_key, 0, 0)])
             .await
             .map_err(|e| storage(app_key, "creating the application's counter row", e))?;
-        // The writer's statements are big and run with ever-new arrays: plan them once, and
-        // as key probes (index scans) whatever the tables' size was when they were planned.
-        client
-            .batch_execute("SET plan_cache_mode = force_generic_plan; SET enable_seqscan = off")
-            .await
-            .map_err(|e| storage(app_key, "configuring the lock connection", e))?;
-        let lock = Arc::new(LockConn::new(conn, key, fenced));
-        let executor = PgWriter::new(app_key.to_owned(), lock, &self.inner.sql).await?;
+        configure_lock_session(client, self.inner.lease, app_key).await?;
+        let lock = Arc::new(lock);
+        let executor = PgWriter::new(app_key.to_owned(), lock, &self.inner.sql, self.inner.lease).await?;
         let (writes, run_writer) = WriteQueue::new(executor);
         tokio::spawn(run_writer);
         let reads = PostgresReads {
@@ -458,4 +473,62 @@ impl PostgresProvider {
         };
         Ok(PostgresStore::new(reads, writes))
     }
+
+    /// The application's advisory-lock key, allocating its lock id on first use.
+    async fn lock_key(&self, client: &Client, app_key: &str) -> Result<i64> {
+        let schema = self.schema();
+        let fail = |e| storage(app_key, "allocating the application's lock id", e);
+        client.execute(&sql::allocate_lock_id(schema), &[&app_key]).await.map_err(fail)?;
+        let row = client.query_one(&sql::lock_key(schema), &[&app_key, &schema]).await.map_err(fail)?;
+        row.try_get(0).map_err(fail)
+    }
+}
+
+/// One attempt at the store's advisory lock: the session's backend PID, or `Locked`.
+async fn try_lock(client: &Client, key: i64, app_key: &str) -> Result<i32> {
+    let fail = |e| storage(app_key, "taking the advisory lock", e);
+    let row =
+        client.query_one("SELECT pg_try_advisory_lock($1), pg_backend_pid()", &[&key]).await.map_err(fail)?;
+    if !row.try_get::<_, bool>(0).map_err(fail)? {
+        return Err(Error::Locked { app_key: app_key.to_owned() });
+    }
+    row.try_get(1).map_err(fail)
+}
+
+/// Settings of the lock session: the server ends it (and frees the lock) after the lease's
+/// timeout without a word from the engine, and detects a dead peer by TCP within about as long
+/// (settings the server lacks, before PostgreSQL 14, are skipped); the writer's statements are
+/// planned once, generically, as key probes (index scans) whatever the tables' size was then.
+async fn configure_lock_session(client: &Client, lease: Lease, app_key: &str) -> Result<()> {
+    let ms = lease.timeout().as_millis().to_string();
+    let probe = lease.heartbeat_after().as_secs().max(1).to_string();
+    let settings: [(&str, &str); 8] = [
+        ("plan_cache_mode", "force_generic_plan"),
+        ("enable_seqscan", "off"),
+        ("idle_session_timeout", &ms),
+        ("idle_in_transaction_session_timeout", &ms),
+        ("tcp_keepalives_idle", &probe),
+        ("tcp_keepalives_interval", "1"),
+        ("tcp_keepalives_count", "3"),
+        ("tcp_user_timeout", &ms),
+    ];
+    let (names, values): (Vec<&str>, Vec<&str>) = settings.into_iter().unzip();
+    let row = client
+        .query_one(
+            "SELECT count(*) FILTER (WHERE c.name = 'idle_session_timeout' AND c.set IS NOT NULL) \
+             FROM (SELECT v.name, set_config(v.name, v.value, false) AS set \
+             FROM UNNEST($1::text[], $2::text[]) AS v(name, value) \
+             WHERE EXISTS (SELECT 1 FROM pg_settings s WHERE s.name = v.name)) AS c",
+            &[&names, &values],
+        )
+        .await
+        .map_err(|e| storage(app_key, "configuring the lock connection", e))?;
+    if row.try_get::<_, i64>(0).unwrap_or(0) == 0 {
+        tracing::warn!(
+            app_key,
+            "postgres: this server has no idle_session_timeout (PostgreSQL 14+): an engine cut off without \
+             its connection closing keeps its lock until TCP gives up"
+        );
+    }
+    Ok(())
 }

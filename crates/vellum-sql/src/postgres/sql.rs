@@ -32,6 +32,11 @@ pub(crate) fn create_statements(s: &str) -> Vec<String> {
             "CREATE TABLE IF NOT EXISTS {s}.vellum_app (app_key {key} PRIMARY KEY, \
              next_offset BIGINT NOT NULL, next_sequence BIGINT NOT NULL, checksum BIGINT NOT NULL)"
         ),
+        // Schema 3: each application's lock id, the low half of its advisory-lock key.
+        format!(
+            "CREATE TABLE IF NOT EXISTS {s}.vellum_lock (app_key {key} PRIMARY KEY, \
+             lock_id INTEGER GENERATED ALWAYS AS IDENTITY NOT NULL UNIQUE)"
+        ),
         format!(
             "CREATE TABLE IF NOT EXISTS {s}.vellum_event (app_key {key}, event_offset BIGINT NOT NULL, \
              message_id {key}, portable_name {key}, handler_key {key}, instance_id {key}, \
@@ -348,9 +353,25 @@ fn expect_conditions(s: &str, full: bool) -> String {
     format!("{events} AND {aggregates} AND {processes} AND {queue} AND {} AND {}", offsets(13), counters(15))
 }
 
-/// A stable 64-bit FNV-1a hash of `schema`, a 0 byte and `app_key`: the advisory lock key of a
-/// store. Stable across builds and processes, so every vellum of any version agrees on it.
-pub(crate) fn lock_key(schema: &str, app_key: &str) -> i64 {
-    let input = [schema.as_bytes(), &[0], app_key.as_bytes()].concat();
-    vellum_core::provider::hash::fnv1a_64(&input).cast_signed()
+/// Allocates `$1`'s lock id if it has none (idempotent; safe without the lock).
+pub(crate) fn allocate_lock_id(s: &str) -> String {
+    format!("INSERT INTO {s}.vellum_lock (app_key) VALUES ($1) ON CONFLICT (app_key) DO NOTHING")
+}
+
+/// The advisory-lock key of application `$1` in schema `$2`: the schema's OID in the high 32
+/// bits, the application's lock id in the low 32. OIDs are unique in a database and lock ids in
+/// a schema, so no two applications of one database share a key (docs/locking.md#postgresql).
+pub(crate) fn lock_key(s: &str) -> String {
+    format!(
+        "SELECT (n.oid::int8 << 32) | l.lock_id::int8 FROM pg_namespace n, {s}.vellum_lock l \
+         WHERE n.nspname = $2 AND l.app_key = $1"
+    )
+}
+
+/// The two-part advisory-lock key serialising `create_schema` for `schema`. Two-part keys are a
+/// space of their own, apart from the one-part keys of applications, so a collision of these
+/// hashes only serialises two schema creations.
+pub(crate) fn schema_lock_key(schema: &str) -> (i32, i32) {
+    let hash = vellum_core::provider::hash::fnv1a_64(schema.as_bytes());
+    (((hash >> 32) as u32).cast_signed(), (hash as u32).cast_signed())
 }

@@ -14,6 +14,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::Poll;
 
+use tokio::task::JoinHandle;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{Client, Statement};
 use vellum_core::provider::{Counters, Planned, QueueState, Snapshot, StateKeys, Write, plan_group};
@@ -22,14 +23,15 @@ use vellum_core::{Batch, Error, ErrorKind, Operation, PersistResult, Result};
 
 use super::sql::{STALE, Sql};
 use super::storage;
+use crate::lease::Lease;
 use crate::schema::{from_db, to_db};
 use crate::sums::{Rows, write as sum};
 
 /// A store's dedicated connection: either connected by vellum from a URL's configuration, or
 /// detached from a caller's pool.
 pub(crate) enum Conn {
-    /// Connected by vellum; its connection task is watched.
-    Own(Client),
+    /// Connected by vellum; its connection task is watched (and aborted when fenced).
+    Own(Client, tokio::task::AbortHandle),
     /// Taken out of a caller-owned pool (`Object::take`); closed when dropped.
     Pooled(deadpool_postgres::ClientWrapper),
 }
@@ -37,27 +39,51 @@ pub(crate) enum Conn {
 /// The connection that holds a store's advisory lock and commits its groups.
 pub(crate) struct LockConn {
     conn: Conn,
-    /// The advisory lock key.
+    /// The advisory lock key (known once the application's lock id is read).
     pub key: i64,
-    /// Set when the connection's task ended (the lock is gone).
-    pub fenced: Arc<AtomicBool>,
+    /// Set when the connection's task ended or the store gave the session up: the lock is
+    /// (or may be) gone.
+    fenced: Arc<AtomicBool>,
 }
 
 impl LockConn {
-    pub(crate) fn new(conn: Conn, key: i64, fenced: Arc<AtomicBool>) -> Self {
-        Self { conn, key, fenced }
+    /// A connection vellum made: `connection` is its spawned task, which marks the store
+    /// fenced when it ends, whatever ended it.
+    pub(crate) fn watched(client: Client, connection: JoinHandle<PgResult<()>>) -> Self {
+        let fenced = Arc::new(AtomicBool::new(false));
+        let abort = connection.abort_handle();
+        let flag = Arc::clone(&fenced);
+        tokio::spawn(async move {
+            let _ = connection.await;
+            flag.store(true, Ordering::Release);
+        });
+        Self { conn: Conn::Own(client, abort), key: 0, fenced }
+    }
+
+    /// A connection detached from a caller's pool.
+    pub(crate) fn detached(client: deadpool_postgres::ClientWrapper) -> Self {
+        Self { conn: Conn::Pooled(client), key: 0, fenced: Arc::default() }
     }
 
     pub(crate) fn client(&self) -> &Client {
         match &self.conn {
-            Conn::Own(client) => client,
+            Conn::Own(client, _) => client,
             Conn::Pooled(wrapper) => wrapper,
         }
     }
 
-    /// Whether the lock may have been lost: the connection ended.
+    /// Whether the lock may have been lost: the connection ended, or was given up.
     pub(crate) fn is_fenced(&self) -> bool {
         self.fenced.load(Ordering::Acquire) || self.client().is_closed()
+    }
+
+    /// Gives the session up for good: never written through again, and (when vellum owns it)
+    /// its socket closed, so nothing still buffered is sent.
+    pub(crate) fn fence(&self) {
+        self.fenced.store(true, Ordering::Release);
+        if let Conn::Own(_, task) = &self.conn {
+            task.abort();
+        }
     }
 
     /// Releases the lock explicitly (so the key can be reopened at once); errors are ignored,
@@ -95,6 +121,7 @@ struct Prepared {
 pub(crate) struct PgWriter {
     pub(super) app_key: String,
     pub(super) conn: Arc<LockConn>,
+    lease: Lease,
     st: Prepared,
     /// The app's counters after the last commit, if known (this writer is their only writer).
     counters: Option<Counters>,
@@ -128,7 +155,12 @@ pub(super) async fn pipeline(futures: Vec<Pending<'_>>) -> PgResult<()> {
 
 impl PgWriter {
     /// Prepares the writer's statements on `conn` (pipelined).
-    pub(crate) async fn new(app_key: String, conn: Arc<LockConn>, sql: &Arc<Sql>) -> Result<Self> {
+    pub(crate) async fn new(
+        app_key: String,
+        conn: Arc<LockConn>,
+        sql: &Arc<Sql>,
+        lease: Lease,
+    ) -> Result<Self> {
         let c = conn.client();
         let texts = [
             &sql.read_counters,
@@ -175,10 +207,14 @@ impl PgWriter {
             delete_queue: next()?,
             store_counters: next()?,
         };
-        Ok(Self { app_key, conn, st, counters: None })
+        Ok(Self { app_key, conn, lease, st, counters: None })
     }
 
     fn fenced_error(&self) -> Error {
+        self.fenced_because("the lock connection is closed")
+    }
+
+    fn fenced_because(&self, reason: &str) -> Error {
         Error::storage_kind(
             ErrorKind::Fenced,
             format!(
@@ -186,7 +222,7 @@ impl PgWriter {
                  it accepts no more writes, close and reopen it",
                 self.app_key, self.conn.key
             ),
-            "the lock connection is closed",
+            reason.to_owned(),
         )
     }
 
@@ -528,12 +564,41 @@ impl Executor for PgWriter {
         if self.conn.is_fenced() {
             return Err(self.fenced_error());
         }
-        let result = self.try_execute(work).await;
+        let deadline = self.lease.unit_deadline();
+        let Ok(result) = tokio::time::timeout(deadline, self.try_execute(work)).await else {
+            // The outcome is unknown, as with any lost connection; the session may be gone.
+            self.conn.fence();
+            return Err(self.fenced_because(&format!("the server did not answer within {deadline:?}")));
+        };
         self.settle(result).await
     }
 
     async fn release(self) {
         self.conn.unlock().await;
+    }
+
+    fn idle(&self) -> impl Future<Output = ()> + Send + 'static {
+        self.lease.idle()
+    }
+
+    /// A heartbeat (an empty query) on the lock session, so the server's idle timeout does not
+    /// end it; unanswered within the lease's deadline, the session is given up.
+    async fn keep_alive(&mut self) -> Result<()> {
+        if self.conn.is_fenced() {
+            return Err(self.fenced_error());
+        }
+        let deadline = self.lease.heartbeat_deadline();
+        match tokio::time::timeout(deadline, self.conn.client().simple_query("")).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(e)) => {
+                let e = storage(&self.app_key, "sending a heartbeat on the lock connection", e);
+                self.settle::<()>(Err(e)).await
+            }
+            Err(_) => {
+                self.conn.fence();
+                Err(self.fenced_because(&format!("a heartbeat went unanswered for {deadline:?}")))
+            }
+        }
     }
 }
 
@@ -548,7 +613,7 @@ impl PgWriter {
             Err(e) if e.kind() == ErrorKind::Fenced => Err(e),
             Err(e) if self.conn.is_fenced() || ends_session(&e) => {
                 // The session is gone (or going): so is the lock. Never write again.
-                self.conn.fenced.store(true, Ordering::Release);
+                self.conn.fence();
                 Err(self.fenced_error())
             }
             Err(e) => {
