@@ -3,8 +3,9 @@
 //! `GET_LOCK(name, 0)` is taken on the store's dedicated connection and held for the store's
 //! lifetime; it returns 0 at once when another session holds it, which becomes
 //! [`Error::Locked`](vellum_core::Error::Locked). The server releases the lock when that session
-//! ends, so a killed process frees its keys; a store whose connection dies cannot write (the
-//! writer uses the same connection) and refuses further writes.
+//! ends, so a killed process frees its keys (and, through the session's `wait_timeout`, an
+//! engine the server cannot hear, docs/failover.md#leases); a store whose connection dies cannot
+//! write (the writer uses the same connection) and refuses further writes as `Fenced`.
 //!
 //! Lock names are server-wide (not per database) and at most 64 characters, so the name is
 //! `vellum:` followed by 56 hex digits of a SHA-256 of the database name and the key.

@@ -23,9 +23,11 @@
 //!   many as the naive one-transaction-per-batch loop. Conflicts are decided by the plan, never
 //!   by affected-row counts (which `CLIENT_FOUND_ROWS` would change).
 //! - **Exclusivity** (docs/locking.md#mysql-and-mariadb): `GET_LOCK(name, 0)` on a dedicated connection held for the store's
-//!   lifetime; see `lock.rs`. The same connection is the group-commit writer's, so a store whose
-//!   lock connection died can no longer write; it then refuses every further write with a
-//!   storage error saying so.
+//!   lifetime; see `lock.rs` (`open_wait` retries it on the same connection). The same
+//!   connection is the group-commit writer's, so a store whose lock connection died can no
+//!   longer write; it then refuses every further write as `Fenced`. The session's
+//!   `wait_timeout` is the failover timeout and the writer pings while idle, so the server ends
+//!   the session (and frees the lock) of an engine it cannot hear (docs/failover.md#leases).
 //! - **Reads** take a connection from a `mysql_async::Pool` per statement and return it at
 //!   once; event cursors page by offset (`event_offset >= ? ORDER BY event_offset LIMIT ?`) and
 //!   hold no connection between pages (docs/events.md#cursors). Statements are prepared and cached per connection

@@ -10,12 +10,17 @@
 //! - **Reads** run on a `deadpool` pool with prepared, cached statements; event cursors page by
 //!   offset with a fresh pooled query per page, holding nothing between pages (docs/events.md#cursors).
 //! - **Exclusivity** (docs/locking.md#postgresql). Each open store owns one dedicated connection (not from the pool),
-//!   which takes `pg_try_advisory_lock(key)` at open (`key` = 64-bit FNV-1a of schema and app
-//!   key): `false` means another engine holds it, so the open fails with `Locked` at once. The
-//!   server drops the lock when that session ends, so a killed holder frees the key.
-//! - **Fencing.** The same connection is the store's only writer, so a store that lost its lock
-//!   (its session ended, e.g. `pg_terminate_backend`) cannot write through another session; its
-//!   connection task is watched and every later persist fails with a clear error.
+//!   which takes `pg_try_advisory_lock(key)` at open (`key` = the schema's OID in the high 32
+//!   bits, the application's lock id from `vellum_lock` in the low 32, so no two applications
+//!   share a key): `false` means another engine holds it, so the open fails with `Locked` at
+//!   once (`open_wait` retries it on the same connection). The server drops the lock when that
+//!   session ends, so a killed holder frees the key.
+//! - **Leases and fencing** (docs/failover.md#leases). The lock session runs with
+//!   `idle_session_timeout` set to the failover timeout and the writer heartbeats while idle, so
+//!   the server ends the session of an engine it cannot hear. The same connection is the store's
+//!   only writer, so a store that lost its lock (its session ended, e.g. `pg_terminate_backend`)
+//!   cannot write through another session; its connection task is watched, an unanswered
+//!   heartbeat gives the session up, and every later persist fails as `Fenced`.
 //! - **Group commit.** The commit engine (`vellum_core::commit`) queues concurrent persists and
 //!   the store's writer commits each group in one transaction, usually in ONE round trip:
 //!   1. It plans the group (`vellum_core::provider::plan_group`) against the state the
