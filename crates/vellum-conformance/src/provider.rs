@@ -47,6 +47,9 @@ macro_rules! __provider_tests {
             provider::provider_data_store_set_open_error_is_returned_not_cached,
             provider::provider_data_store_set_close_reports_every_error,
             provider::provider_errors_say_what_to_do,
+            provider::provider_open_wait_takes_the_store_when_the_holder_closes,
+            provider::provider_open_wait_gives_up_with_locked_at_its_timeout,
+            provider::provider_dropped_open_wait_holds_nothing,
         );
     };
 }
@@ -965,4 +968,60 @@ pub async fn provider_errors_say_what_to_do<B: Backend>(b: &B) {
     h.close().await;
     let closed = store.load_offset(SOURCE).await.unwrap_err();
     assert_eq!((closed.kind(), closed.is_retryable()), (ErrorKind::Closed, false), "{closed:?}");
+}
+
+/// docs/failover.md#standby: a standby in `open_wait` gets the store soon after its holder
+/// closes it (the back-off is at most 100 ms), with the holder's data.
+pub async fn provider_open_wait_takes_the_store_when_the_holder_closes<B: Backend>(b: &B) {
+    let provider = b.provider().await;
+    let holder = open(&provider, DEFAULT_APP_KEY).await;
+    holder.persist(Batch::from(vec![save_offset(SOURCE, 0, 1)])).await.unwrap();
+    let standby = b.provider().await;
+    let waiting = standby.open_wait(DEFAULT_APP_KEY, PROMPTLY * 6);
+    let closing = async {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        holder.close().await.unwrap();
+        std::time::Instant::now()
+    };
+    let (store, closed) = tokio::join!(waiting, closing);
+    let store = store.unwrap_or_else(|e| panic!("open_wait failed after the holder closed: {e}"));
+    let waited = closed.elapsed();
+    assert!(waited < PROMPTLY, "open_wait took {waited:?} after the holder closed");
+    assert_eq!(store.load_offset(SOURCE).await.unwrap(), 1, "the holder's data");
+    store.close().await.unwrap();
+}
+
+/// docs/failover.md#standby: while the holder keeps the store, `open_wait` returns `Locked`
+/// once its timeout has passed (not before, not much after).
+pub async fn provider_open_wait_gives_up_with_locked_at_its_timeout<B: Backend>(b: &B) {
+    let provider = b.provider().await;
+    let holder = open(&provider, DEFAULT_APP_KEY).await;
+    let started = std::time::Instant::now();
+    match provider.open_wait(DEFAULT_APP_KEY, Duration::from_millis(400)).await {
+        Err(Error::Locked { app_key }) => assert_eq!(app_key, DEFAULT_APP_KEY),
+        Err(e) => panic!("expected Locked, got {e}"),
+        Ok(_) => panic!("open_wait opened a store that is held"),
+    }
+    let waited = started.elapsed();
+    assert!(waited >= Duration::from_millis(400), "gave up early, after {waited:?}");
+    assert!(waited < PROMPTLY, "gave up late, after {waited:?}");
+    // A zero timeout is one attempt, like `open`.
+    assert!(matches!(provider.open_wait(DEFAULT_APP_KEY, Duration::ZERO).await, Err(Error::Locked { .. })));
+    holder.close().await.unwrap();
+}
+
+/// docs/failover.md#standby: dropping an `open_wait` part-way leaves nothing behind: once the
+/// holder closes, a plain `open` succeeds at once (no abandoned wait took the lock).
+pub async fn provider_dropped_open_wait_holds_nothing<B: Backend>(b: &B) {
+    let provider = b.provider().await;
+    let holder = open(&provider, DEFAULT_APP_KEY).await;
+    let standby = b.provider().await;
+    let dropped =
+        tokio::time::timeout(Duration::from_millis(300), standby.open_wait(DEFAULT_APP_KEY, PROMPTLY)).await;
+    assert!(dropped.is_err(), "the wait was still waiting when dropped");
+    holder.close().await.unwrap();
+    for attempt in 0..3 {
+        let store = open(&standby, DEFAULT_APP_KEY).await;
+        store.close().await.unwrap_or_else(|e| panic!("close {attempt}: {e}"));
+    }
 }

@@ -284,6 +284,8 @@ fn killed_lock_connection_fences_the_store() {
             store.persist(Batch::from(vec![Operation::SaveEvent(event("<e3>", "A"))])).await.unwrap_err();
         assert!(err.to_string().contains("lost its lock"), "{err}");
         assert_eq!(err.kind(), vellum_core::ErrorKind::Fenced);
+        assert!(vellum_core::DataStore::is_fenced(&store), "the store says it is fenced");
+        eprintln!("mysql, persist after the lock connection was killed: {err}");
         // Reads still work, and another store takes the key over.
         assert_eq!(store.next_event_offset().await.expect("read"), 1);
         let other = provider.open("<app>").await.expect("the key is free again");

@@ -80,6 +80,13 @@ impl PostgresStore {
     pub fn lock_backend_pid(&self) -> i32 {
         self.dialect().backend_pid
     }
+
+    /// The advisory-lock key this store holds: its schema's OID in the high 32 bits, the
+    /// application's lock id in the low 32 (docs/locking.md#postgresql).
+    #[must_use]
+    pub fn advisory_lock_key(&self) -> i64 {
+        self.dialect().lock_key
+    }
 }
 use writer::{LockConn, PgWriter};
 
@@ -475,6 +482,7 @@ impl PostgresProvider {
             pool: self.inner.pool.clone(),
             sql: Arc::clone(&self.inner.sql),
             backend_pid,
+            lock_key: key,
         };
         Ok(PostgresStore::new(reads, writes))
     }

@@ -28,6 +28,8 @@ pub struct PostgresReads {
     pub(super) sql: Arc<Sql>,
     /// The server process holding the store's lock (`pg_backend_pid()`).
     pub(super) backend_pid: i32,
+    /// The advisory-lock key the store holds.
+    pub(super) lock_key: i64,
 }
 
 impl std::fmt::Debug for PostgresReads {

@@ -266,6 +266,8 @@ fn terminating_the_lock_session_fences_the_store() {
                     assert_eq!(e.kind(), vellum_core::ErrorKind::Fenced, "{e}");
                     assert!(!e.is_retryable());
                     assert!(e.to_string().contains("lost its lock connection"), "unclear error: {e}");
+                    assert!(vellum_core::DataStore::is_fenced(&store), "the store says it is fenced");
+                    eprintln!("postgres, persist after the lock session was terminated: {e}");
                 }
                 other => panic!("persist after losing the lock: expected a storage error, got {other:?}"),
             }
@@ -279,6 +281,32 @@ fn terminating_the_lock_session_fences_the_store() {
             store.persist(Batch::from(vec![Operation::SaveEvent(event("<e9>", "A"))])).await.unwrap();
         assert_eq!(result.event_offsets["<e9>"], 1);
         store.close().await.unwrap();
+    });
+}
+
+/// docs/locking.md#postgresql: lock keys are allocated (schema OID, lock id), so no two
+/// applications share one, in one schema or across schemas, and a key is stable across opens.
+#[cfg_attr(not(vellum_postgres), ignore = "VELLUM_POSTGRES_URL is not set")]
+#[test]
+fn lock_keys_are_allocated_and_never_shared() {
+    run(|pg| async move {
+        let provider = pg.provider().await;
+        let other = Pg { url: pg.url.clone(), schema: unique_schema() };
+        let elsewhere = other.provider().await;
+        let mut keys = std::collections::HashMap::new();
+        for (name, p) in [("here", &provider), ("elsewhere", &elsewhere)] {
+            for app in ["a", "b", "", "\u{1F600}", "a "] {
+                let store = p.open(app).await.unwrap();
+                let key = store.advisory_lock_key();
+                assert!(keys.insert(key, (name, app)).is_none(), "{name}/{app:?} shares key {key:#x}");
+                store.close().await.unwrap();
+                let again = p.open(app).await.unwrap();
+                assert_eq!(again.advisory_lock_key(), key, "{name}/{app:?}: the key is stable");
+                again.close().await.unwrap();
+            }
+        }
+        let client = other.client().await;
+        drop_schema(&client, &other.schema).await.unwrap();
     });
 }
 
