@@ -288,8 +288,8 @@ fn schema_create_status_drop() {
     let tmp = tempfile::tempdir().unwrap();
     let url = format!("sqlite://{}/schema.db", tmp.path().display());
     assert!(ok(tmp.path(), &["schema", "status", &url]).contains("no vellum schema"));
-    assert!(ok(tmp.path(), &["schema", "create", &url]).contains("vellum schema version 2 is in place"));
-    assert!(ok(tmp.path(), &["schema", "status", &url]).contains("vellum schema version 2 (current)"));
+    assert!(ok(tmp.path(), &["schema", "create", &url]).contains("vellum schema version 3 is in place"));
+    assert!(ok(tmp.path(), &["schema", "status", &url]).contains("vellum schema version 3 (current)"));
     assert!(ok(tmp.path(), &["schema", "drop", &url]).contains("dropped"));
     assert!(ok(tmp.path(), &["schema", "status", &url]).contains("no vellum schema"));
     let err = fails(tmp.path(), &["schema", "status", "memory:"]);

@@ -806,7 +806,7 @@ fn schema_1_database_is_upgraded_on_open_and_reads_back_equal() {
         let result = persist(&store, vec![Operation::SaveEvent(event("<e2>", "A"))]).await;
         assert_eq!(result.event_offsets["<e2>"], 2);
         store.close().await.expect("close");
-        // Upgraded once: opening again finds version 2 and changes nothing.
+        // Upgraded once: opening again finds the current version and changes nothing.
         let store = provider.open(app).await.expect("reopen");
         assert_eq!(store.next_event_offset().await.expect("next offset"), 3);
         store.close().await.expect("close");
