@@ -54,6 +54,12 @@ impl Lease {
         self.timeout / 3
     }
 
+    /// The TCP keepalive idle time of the lock connection: a third of the timeout in whole
+    /// seconds, at least 1 s (the socket option counts seconds; 0 is refused).
+    pub(crate) fn keepalive_idle(self) -> Duration {
+        Duration::from_secs((self.timeout.as_secs() / 3).max(1))
+    }
+
     /// How long a heartbeat may go unanswered before the session is given up: by then the
     /// server may have ended it.
     pub(crate) fn heartbeat_deadline(self) -> Duration {
@@ -91,6 +97,9 @@ mod tests {
         assert_eq!(lease.heartbeat_after(), Duration::from_secs(1));
         assert_eq!(lease.heartbeat_deadline(), Duration::from_millis(1500));
         assert_eq!(lease.unit_deadline(), Duration::from_secs(9));
+        assert_eq!(lease.keepalive_idle(), Duration::from_secs(1));
+        assert_eq!(Lease::new(Duration::from_secs(1)).keepalive_idle(), Duration::from_secs(1));
+        assert_eq!(Lease::new(Duration::from_secs(30)).keepalive_idle(), Duration::from_secs(10));
         assert_eq!(Lease::new(Duration::ZERO).timeout(), MIN_FAILOVER_TIMEOUT);
         assert_eq!(Lease::default().timeout(), DEFAULT_FAILOVER_TIMEOUT);
     }

@@ -29,7 +29,7 @@ use support::proxy::Proxy;
 use vellum::{
     Batch, DataStore, DataStoreSet, Envelope, ErrorKind, EventRepository, Operation, Persister, Provider,
 };
-use vellum_sql::mysql::MysqlProvider;
+use vellum_sql::mysql::{MysqlOptions, MysqlProvider};
 use vellum_sql::postgres::{PostgresOptions, PostgresProvider};
 use vellum_sql::sqlite::SqliteProvider;
 
@@ -398,5 +398,65 @@ fn mysql_partitioned_holder_is_fenced_and_the_standby_takes_over() {
         let via_proxy = MysqlProvider::from_url(&proxied).unwrap();
         let direct = MysqlProvider::from_url(&url).unwrap();
         takeover_after_partition("MySQL", &proxy, via_proxy, direct, &unique("partition")).await;
+    });
+}
+
+/// docs/failover.md#leases: with a 1 s failover timeout, a quiet store keeps its lock through
+/// several timeouts of silence (its heartbeats keep the session), and a quiet store cut off from
+/// the server learns it is fenced from its unanswered heartbeat, without writing.
+async fn quiet_store_keeps_its_lease_and_a_cut_off_one_is_fenced<P: Provider>(
+    name: &str,
+    proxy: &Proxy,
+    provider: P,
+) {
+    let app_key = unique("quiet");
+    let store = provider.open(&app_key).await.unwrap();
+    store.persist(event("q-0")).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(3500)).await;
+    assert!(!store.is_fenced(), "{name}: a quiet healthy store lost its lease");
+    store.persist(event("q-1")).await.unwrap_or_else(|e| panic!("{name}: quiet store: {e}"));
+
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    proxy.pause();
+    let cut = Instant::now();
+    while !store.is_fenced() && cut.elapsed() < Duration::from_secs(10) {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let noticed = cut.elapsed();
+    println!(
+        "{name}: an idle store cut off (1 s failover timeout) knew it was fenced after {noticed:?}, without writing"
+    );
+    // A heartbeat within a third of the timeout, unanswered for half of it.
+    assert!(store.is_fenced() && noticed < Duration::from_secs(2), "{name}: fenced after {noticed:?}");
+    proxy.resume();
+    let err = store.persist(event("q-2")).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Fenced, "{name}: {err}");
+    let _ = store.close().await;
+}
+
+#[test]
+#[cfg_attr(not(vellum_postgres), ignore = "VELLUM_POSTGRES_URL is not set")]
+fn postgres_quiet_store_keeps_its_lease_and_a_cut_off_one_is_fenced() {
+    runtime().block_on(with_schema(|target| async move {
+        let Target::Postgres { url, schema } = target else { unreachable!() };
+        let proxy = Proxy::start(support::proxy::upstream(&url, 5432)).await;
+        let proxied = support::proxy::via(&url, proxy.port());
+        let options = PostgresOptions::new().schema(schema.as_str()).failover_timeout(Duration::from_secs(1));
+        let provider = PostgresProvider::from_url_with(&proxied, options).unwrap();
+        quiet_store_keeps_its_lease_and_a_cut_off_one_is_fenced("PostgreSQL", &proxy, provider).await;
+    }));
+}
+
+#[test]
+#[cfg_attr(not(vellum_mysql), ignore = "VELLUM_MYSQL_URL is not set")]
+fn mysql_quiet_store_keeps_its_lease_and_a_cut_off_one_is_fenced() {
+    runtime().block_on(async {
+        let url = mysql_url();
+        let proxy = Proxy::start(support::proxy::upstream(&url, 3306)).await;
+        let proxied =
+            support::proxy::with_param(&support::proxy::via(&url, proxy.port()), "prefer_socket=false");
+        let options = MysqlOptions::default().failover_timeout(Duration::from_secs(1));
+        let provider = MysqlProvider::from_url_with(&proxied, options).unwrap();
+        quiet_store_keeps_its_lease_and_a_cut_off_one_is_fenced("MySQL", &proxy, provider).await;
     });
 }

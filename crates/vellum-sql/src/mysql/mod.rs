@@ -304,7 +304,7 @@ impl MysqlProvider {
         }
         let lease = self.options.lease;
         let opts =
-            OptsBuilder::from_opts(self.dedicated_opts().await?).tcp_keepalive(Some(lease.heartbeat_after()));
+            OptsBuilder::from_opts(self.dedicated_opts().await?).tcp_keepalive(Some(lease.keepalive_idle()));
         let mut conn = Conn::new(opts)
             .await
             .map_err(|e| storage_for(app_key, "opening the store's lock connection", e))?;

@@ -330,7 +330,7 @@ impl PostgresProvider {
                 let mut config = config.as_ref().clone();
                 config
                     .keepalives(true)
-                    .keepalives_idle(lease.heartbeat_after())
+                    .keepalives_idle(lease.keepalive_idle())
                     .keepalives_interval(Duration::from_secs(1))
                     .keepalives_retries(3)
                     .tcp_user_timeout(lease.timeout());
@@ -514,7 +514,7 @@ async fn try_lock(client: &Client, key: i64, app_key: &str) -> Result<i32> {
 /// planned once, generically, as key probes (index scans) whatever the tables' size was then.
 async fn configure_lock_session(client: &Client, lease: Lease, app_key: &str) -> Result<()> {
     let ms = lease.timeout().as_millis().to_string();
-    let probe = lease.heartbeat_after().as_secs().max(1).to_string();
+    let probe = lease.keepalive_idle().as_secs().to_string();
     let settings: [(&str, &str); 8] = [
         ("plan_cache_mode", "force_generic_plan"),
         ("enable_seqscan", "off"),
