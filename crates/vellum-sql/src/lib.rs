@@ -19,6 +19,8 @@ pub use store::{Dialect, SqlStore};
 pub use schema::SCHEMA_VERSION;
 #[cfg(all(test, any(feature = "postgres", feature = "mysql")))]
 mod test_support;
+#[cfg(feature = "tls")]
+mod tls;
 
 #[cfg(feature = "mysql")]
 pub mod mysql;
