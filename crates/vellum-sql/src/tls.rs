@@ -304,10 +304,9 @@ pub(crate) fn rustls_error<'a>(error: &'a (dyn std::error::Error + 'static)) -> 
         }
         if let Some(io) = current.downcast_ref::<std::io::Error>()
             && let Some(inner) = io.get_ref()
+            && let Some(found) = rustls_error(inner)
         {
-            if let Some(found) = rustls_error(inner) {
-                return Some(found);
-            }
+            return Some(found);
         }
         next = current.source();
     }

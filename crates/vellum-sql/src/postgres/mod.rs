@@ -67,7 +67,7 @@ use vellum_core::{Error, ErrorKind, Provider, Result};
 use crate::schema::SCHEMA_VERSION;
 pub use reads::PostgresReads;
 use sql::Sql;
-pub use tls::{MakeRustlsConnect, RustlsConnect, RustlsStream};
+use tls::MakeRustlsConnect;
 
 /// An open store of one application in a PostgreSQL database; holds the application's advisory
 /// lock on a dedicated connection until closed or dropped.

@@ -43,24 +43,22 @@ pub(super) struct UrlTls {
 /// in libpq's `key=value` form is passed through unchanged (tokio-postgres's own `sslmode`,
 /// no verification).
 pub(super) fn from_url(url: &str) -> Result<UrlTls> {
+    const PARAMS: [&str; 3] = ["sslrootcert", "sslcert", "sslkey"];
     let mut sslmode = None;
     let mut files: [Option<String>; 3] = [None, None, None];
-    const PARAMS: [&str; 3] = ["sslrootcert", "sslcert", "sslkey"];
     let is_url = url.starts_with("postgres://") || url.starts_with("postgresql://");
     let stripped = match url.split_once('?') {
         Some((base, query)) if is_url => {
             let mut kept = Vec::new();
             for pair in query.split('&') {
                 let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
-                let slot = match key {
-                    "sslmode" => &mut sslmode,
-                    _ => match PARAMS.iter().position(|p| *p == key) {
-                        Some(i) => &mut files[i],
-                        None => {
-                            kept.push(pair);
-                            continue;
-                        }
-                    },
+                let slot = if key == "sslmode" {
+                    &mut sslmode
+                } else if let Some(i) = PARAMS.iter().position(|p| *p == key) {
+                    &mut files[i]
+                } else {
+                    kept.push(pair);
+                    continue;
                 };
                 if slot.is_some() {
                     return Err(misconfigured(DIALECT, format!("{key} is given twice")));

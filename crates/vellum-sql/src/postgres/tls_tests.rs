@@ -176,7 +176,7 @@ async fn verify_full_to_an_address_the_certificate_does_not_name_fails() {
     assert!(text.contains("not valid for host 127.0.0.1"), "{text}");
 }
 
-/// A fake server without TLS: answers the SSLRequest with `N`, then reports the first bytes
+/// A fake server without TLS: answers the `SSLRequest` with `N`, then reports the first bytes
 /// of the next message and hangs up. Returns its address and what it saw.
 async fn fake_server_without_tls() -> (String, tokio::sync::mpsc::UnboundedReceiver<Vec<u8>>) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
