@@ -229,6 +229,13 @@ impl PostgresProvider {
         let mut config = tokio_postgres::Config::from_str(&tls.url)
             .map_err(|e| Error::storage("postgres: parsing the connection URL", e))?;
         config.ssl_mode(tls.mode);
+        if config.get_hosts().is_empty() {
+            // Only `hostaddr`s: tokio-postgres names the TLS server by `host`, so name each by
+            // its address (which libpq checks a certificate against in this case).
+            for addr in config.get_hostaddrs().to_vec() {
+                config.host(&addr.to_string());
+            }
+        }
         if config.get_connect_timeout().is_none() {
             config.connect_timeout(Duration::from_secs(10));
         }

@@ -129,6 +129,17 @@ async fn prefer_is_the_default_and_encrypts() {
     {
         assert!(ssl, "{which} is not encrypted with the default sslmode (prefer)");
     }
+    // libpq's key=value form with only a hostaddr: TLS needs a name, the address serves.
+    let config: tokio_postgres::Config = url.parse().expect("VELLUM_POSTGRES_URL parses");
+    let user = config.get_user().unwrap_or("postgres");
+    let port = config.get_ports().first().copied().unwrap_or(5432);
+    let dbname = config.get_dbname().unwrap_or("postgres");
+    let keyvalue = format!("hostaddr=127.0.0.1 port={port} user={user} dbname={dbname}");
+    for (which, (ssl, _)) in
+        ["lock connection", "pooled connection"].into_iter().zip(open_and_check(&keyvalue).await)
+    {
+        assert!(ssl, "{which} is not encrypted over {keyvalue:?}");
+    }
     let url = self::url("127.0.0.1", "sslmode=disable");
     for (which, (ssl, _)) in
         ["lock connection", "pooled connection"].into_iter().zip(open_and_check(&url).await)
