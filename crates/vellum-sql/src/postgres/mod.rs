@@ -233,7 +233,7 @@ impl PostgresProvider {
             // Only `hostaddr`s: tokio-postgres names the TLS server by `host`, so name each by
             // its address (which libpq checks a certificate against in this case).
             for addr in config.get_hostaddrs().to_vec() {
-                config.host(&addr.to_string());
+                config.host(addr.to_string());
             }
         }
         if config.get_connect_timeout().is_none() {
