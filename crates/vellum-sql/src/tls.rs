@@ -17,6 +17,9 @@ use rustls::{CertificateError, ClientConfig, DigitallySignedStruct, RootCertStor
 use vellum_core::{Error, ErrorKind, Result};
 
 /// What the client checks of the server's certificate.
+// The MySQL dialect leaves verification to mysql_async, so without PostgreSQL some of this
+// module is unused.
+#[cfg_attr(not(feature = "postgres"), allow(dead_code))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Verify {
     /// Nothing: the connection is encrypted, but the server is not authenticated
@@ -46,6 +49,7 @@ fn ring() -> CryptoProvider {
 /// For drivers that build their rustls configuration with the process-level default provider
 /// (`mysql_async` does): installs ring as that default unless the process chose one already,
 /// so rustls never panics for want of one.
+#[cfg(feature = "mysql")]
 pub(crate) fn ensure_process_provider() {
     if CryptoProvider::get_default().is_none() {
         // Losing a race to another installer is fine: a provider is installed either way.
@@ -63,6 +67,7 @@ pub(crate) fn misconfigured(dialect: &str, reason: impl Into<String>) -> Error {
 }
 
 /// The certificate and key files a connection uses, read and checked up front.
+#[cfg_attr(not(feature = "postgres"), allow(dead_code))]
 #[derive(Debug, Default)]
 pub(crate) struct Files {
     /// The CA certificates the server's chain is verified against (`sslrootcert`, `ssl-ca`),
@@ -176,6 +181,7 @@ fn read_certs(dialect: &str, param: &str, path: &str) -> Result<Vec<CertificateD
 
 /// A rustls client configuration verifying `verify` against `files.roots`, presenting
 /// `files.client` when the server asks for a client certificate.
+#[cfg_attr(not(feature = "postgres"), allow(dead_code))]
 pub(crate) fn client_config(dialect: &str, verify: Verify, files: &Files) -> Result<Arc<ClientConfig>> {
     let provider = provider();
     let builder = ClientConfig::builder_with_provider(Arc::clone(&provider))
@@ -211,6 +217,7 @@ pub(crate) fn client_config(dialect: &str, verify: Verify, files: &Files) -> Res
 
 /// Accepts any server certificate (encryption without authentication), still checking the
 /// handshake's signatures with the certificate's key.
+#[cfg_attr(not(feature = "postgres"), allow(dead_code))]
 #[derive(Debug)]
 struct NoVerification(Arc<CryptoProvider>);
 
@@ -251,6 +258,7 @@ impl ServerCertVerifier for NoVerification {
 
 /// Verifies the chain but not the host name (libpq's `verify-ca`). webpki checks the chain
 /// before the name, so a name mismatch means the chain was good.
+#[cfg_attr(not(feature = "postgres"), allow(dead_code))]
 #[derive(Debug)]
 struct ChainOnly(Arc<WebPkiServerVerifier>);
 
@@ -371,6 +379,7 @@ fn listed_name(presented: &str) -> Option<&str> {
 
 /// A host name to connect as that one of the names rustls lists as a certificate's
 /// (see `listed_name`) covers: a wildcard becomes a concrete name under it.
+#[cfg_attr(not(feature = "mysql"), allow(dead_code))]
 pub(crate) fn presented_name(presented: &str) -> Option<String> {
     let name = listed_name(presented)?;
     if presented.starts_with("IpAddress(") {
