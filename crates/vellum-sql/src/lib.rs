@@ -23,6 +23,8 @@ pub use lease::{DEFAULT_FAILOVER_TIMEOUT, MIN_FAILOVER_TIMEOUT};
 pub use schema::SCHEMA_VERSION;
 #[cfg(all(test, any(feature = "postgres", feature = "mysql")))]
 mod test_support;
+#[cfg(feature = "tls")]
+mod tls;
 
 #[cfg(feature = "mysql")]
 pub mod mysql;

@@ -1,4 +1,5 @@
-//! The MySQL/MariaDB dialect (feature `mysql`), on `mysql_async` built without OpenSSL.
+//! The MySQL/MariaDB dialect (feature `mysql`), on `mysql_async` built without OpenSSL (TLS
+//! through its `rustls-tls` feature with the ring provider; URL parameters in `tls.rs`).
 //!
 //! # Choices
 //!
@@ -54,12 +55,16 @@ mod bulk;
 mod lock;
 mod reads;
 mod schema;
+mod tls;
 mod verify;
 mod writer;
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tls_tests;
 
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use mysql_async::prelude::Queryable;
@@ -147,6 +152,26 @@ pub struct MysqlProvider {
     opts: Option<Opts>,
     owned: bool,
     options: MysqlOptions,
+    /// The URL's TLS mode and what the first connection learnt; shared by clones.
+    tls: Arc<TlsState>,
+}
+
+/// A provider's TLS mode, and the options and pool it connects with instead of its first ones
+/// once a connection showed that the mode needs it (`tls::fallback`): plain text for
+/// `PREFERRED` against a server without TLS, a certificate name for `VERIFY_CA`.
+#[derive(Debug)]
+struct TlsState {
+    mode: tls::Mode,
+    /// `ssl-ca=FILE`, named in certificate errors.
+    ca: Option<String>,
+    fallback: OnceLock<(Opts, Pool)>,
+}
+
+impl TlsState {
+    /// No workaround: options and pools given by the caller are used as they are.
+    fn none() -> Arc<Self> {
+        Arc::new(Self { mode: tls::Mode::Disabled, ca: None, fallback: OnceLock::new() })
+    }
 }
 
 /// The default read pool: no idle connections kept open when unused, at most ten per CPU, no
@@ -168,17 +193,36 @@ impl MysqlProvider {
     ///
     /// `mysql_async` URL parameters are honoured; unless the URL sets `pool_min`/`pool_max`,
     /// the pool keeps no idle connections and opens at most 10 per CPU (10 to 100).
+    ///
+    /// TLS (rustls, no OpenSSL) follows the mysql client's options, as URL parameters
+    /// (`docs/tls.md`), for the pool and every store's lock connection alike:
+    /// - `ssl-mode` (any case): `DISABLED`; `PREFERRED` (the default without `ssl-ca`: TLS
+    ///   when the server offers it, plain text otherwise, no certificate check); `REQUIRED`
+    ///   (TLS or fail, no certificate check); `VERIFY_CA` (the default with `ssl-ca`: the
+    ///   server's chain against `ssl-ca`); `VERIFY_IDENTITY` (the chain, and that the
+    ///   certificate names the URL's host).
+    /// - `ssl-ca=FILE`: PEM CA certificate(s), required by the verifying modes.
+    /// - `ssl-cert=FILE`, `ssl-key=FILE`: a PEM client certificate and its key.
+    ///
+    /// With TLS on, a connection to a local server stays on TCP (`prefer_socket` off), so it
+    /// is encrypted. `mysql_async`'s own `require_ssl`, `verify_ca`, `verify_identity` and
+    /// `built_in_roots` are refused in favour of `ssl-mode`; other unknown parameters are
+    /// refused as ever. A bad `ssl-mode`, a verifying mode without `ssl-ca`, or a file that
+    /// cannot be read or parsed is [`ErrorKind::Misconfigured`], naming the parameter and file.
     pub fn from_url(url: &str) -> Result<Self> {
         Self::from_url_with(url, MysqlOptions::default())
     }
 
     /// A provider from a URL (see [`MysqlProvider::from_url`]) with the given options.
     pub fn from_url_with(url: &str, options: MysqlOptions) -> Result<Self> {
-        let opts = Opts::from_url(url).map_err(|e| {
+        let tls = tls::from_url(url)?;
+        let opts = Opts::from_url(&tls.url).map_err(|e| {
             Error::storage_kind(ErrorKind::Misconfigured, "mysql: parsing the connection URL", e)
         })?;
+        let opts = tls::apply(opts, &tls);
         let explicit = url.contains("pool_min=") || url.contains("pool_max=");
-        let provider = if explicit { Self::from_opts_keeping_pool(opts) } else { Self::from_opts(opts) };
+        let mut provider = if explicit { Self::from_opts_keeping_pool(opts) } else { Self::from_opts(opts) };
+        provider.tls = Arc::new(TlsState { mode: tls.mode, ca: tls.ca, fallback: OnceLock::new() });
         Ok(provider.with_options(options))
     }
 
@@ -195,6 +239,7 @@ impl MysqlProvider {
             opts: Some(opts),
             owned: true,
             options: MysqlOptions::default(),
+            tls: TlsState::none(),
         }
     }
 
@@ -202,7 +247,7 @@ impl MysqlProvider {
     /// dedicated lock connections with the pool's connection options.
     #[must_use]
     pub fn from_pool(pool: Pool, options: MysqlOptions) -> Self {
-        Self { pool, opts: None, owned: false, options }
+        Self { pool, opts: None, owned: false, options, tls: TlsState::none() }
     }
 
     /// Replaces the options.
@@ -212,10 +257,52 @@ impl MysqlProvider {
         self
     }
 
-    /// The read pool.
+    /// The read pool (for a URL in `PREFERRED` or `VERIFY_CA` mode, the one the first
+    /// connection showed to work: see `tls.rs`).
     #[must_use]
     pub fn pool(&self) -> &Pool {
-        &self.pool
+        self.tls.fallback.get().map_or(&self.pool, |(_, pool)| pool)
+    }
+
+    /// The options and pool to use instead of the first ones after `error`, if the URL's TLS
+    /// mode allows working around it (and that has not happened already).
+    fn fall_back(&self, error: &mysql_async::Error) -> Option<&(Opts, Pool)> {
+        if self.tls.fallback.get().is_some() {
+            return None;
+        }
+        let opts = tls::fallback(self.tls.mode, self.opts.as_ref()?, error)?;
+        Some(self.tls.fallback.get_or_init(|| (opts.clone(), Pool::new(opts))))
+    }
+
+    /// A connection error, said as a TLS problem when it is one.
+    fn connect_error(&self, context: String, error: mysql_async::Error) -> Error {
+        tls::connect_error(context.clone(), &error, self.tls.ca.as_deref())
+            .unwrap_or_else(|| Error::storage_kind(kind_of(&error), context, error))
+    }
+
+    /// A pooled connection (working around what the TLS mode allows on the first).
+    async fn pooled_conn(&self, what: &str) -> Result<Conn> {
+        match self.pool().get_conn().await {
+            Ok(conn) => Ok(conn),
+            Err(error) => match self.fall_back(&error) {
+                Some((_, pool)) => pool.get_conn().await,
+                None => Err(error),
+            }
+            .map_err(|e| self.connect_error(format!("mysql: {what}"), e)),
+        }
+    }
+
+    /// A new dedicated connection, not from the pool (working around what the TLS mode
+    /// allows); `context` describes it in errors.
+    async fn dedicated_conn(&self, context: impl Fn() -> String) -> Result<Conn> {
+        match Conn::new(self.dedicated_opts().await?).await {
+            Ok(conn) => Ok(conn),
+            Err(error) => match self.fall_back(&error) {
+                Some((opts, _)) => Conn::new(self.dedicated(opts.clone())).await,
+                None => Err(error),
+            }
+            .map_err(|e| self.connect_error(context(), e)),
+        }
     }
 
     /// Creates the schema in the provider's database (see [`create_schema`]).
@@ -243,14 +330,12 @@ impl MysqlProvider {
 
     /// A new connection (not from the pool) for schema changes, which take a named lock.
     async fn schema_conn(&self) -> Result<Conn> {
-        Conn::new(self.dedicated_opts().await?)
-            .await
-            .map_err(|e| storage("connecting for a schema change", e))
+        self.dedicated_conn(|| "mysql: connecting for a schema change".to_owned()).await
     }
 
     /// The vellum schema version stored in the provider's database, `None` when it has none.
     pub async fn schema_version(&self) -> Result<Option<i64>> {
-        let mut conn = self.pool.get_conn().await.map_err(|e| storage("connecting", e))?;
+        let mut conn = self.pooled_conn("connecting").await?;
         Ok(match schema::stored_version(&mut conn).await? {
             schema::Stored::Missing => None,
             schema::Stored::Version(version) => Some(version),
@@ -261,6 +346,9 @@ impl MysqlProvider {
     /// open keep their dedicated connections but can no longer read.
     pub async fn disconnect(self) -> Result<()> {
         if self.owned {
+            if let Some((_, pool)) = self.tls.fallback.get() {
+                pool.clone().disconnect().await.map_err(|e| storage("disconnecting the pool", e))?;
+            }
             self.pool.disconnect().await.map_err(|e| storage("disconnecting the pool", e))?;
         }
         Ok(())
@@ -268,14 +356,27 @@ impl MysqlProvider {
 
     /// Options for a store's dedicated connection.
     async fn dedicated_opts(&self) -> Result<Opts> {
-        let opts = if let Some(opts) = &self.opts {
+        let opts = if let Some((opts, _)) = self.tls.fallback.get() {
+            opts.clone()
+        } else if let Some(opts) = &self.opts {
             opts.clone()
         } else {
             let conn = self.pool.get_conn().await.map_err(|e| storage("connecting", e))?;
             conn.opts().clone()
         };
-        // The writer's statements: a few shapes per kind of row (see writer.rs).
-        Ok(OptsBuilder::from_opts(opts).stmt_cache_size(256).tcp_nodelay(true).into())
+        Ok(self.dedicated(opts))
+    }
+
+    /// `opts` for a store's dedicated connection: the writer's statements come in a few shapes
+    /// per kind of row (see writer.rs); TCP keepalive from the lease, so the client notices a
+    /// dead peer too (docs/failover.md#leases).
+    fn dedicated(&self, opts: Opts) -> Opts {
+        let keepalive = self.options.lease.keepalive_idle();
+        OptsBuilder::from_opts(opts)
+            .stmt_cache_size(256)
+            .tcp_nodelay(true)
+            .tcp_keepalive(Some(keepalive))
+            .into()
     }
 }
 
@@ -303,11 +404,11 @@ impl MysqlProvider {
             return Err(key_too_long(app_key, "the application key", app_key.len()));
         }
         let lease = self.options.lease;
-        let opts =
-            OptsBuilder::from_opts(self.dedicated_opts().await?).tcp_keepalive(Some(lease.keepalive_idle()));
-        let mut conn = Conn::new(opts)
-            .await
-            .map_err(|e| storage_for(app_key, "opening the store's lock connection", e))?;
+        let mut conn = self
+            .dedicated_conn(|| {
+                format!("mysql: opening the store's lock connection for application {app_key:?}")
+            })
+            .await?;
         match open_on(&mut conn, app_key, &self.options, wait).await {
             Ok((database, max_packet)) => {
                 let name = lock_name(&database, "app", app_key);
@@ -316,7 +417,7 @@ impl MysqlProvider {
                 tokio::spawn(run_writer);
                 let reads = MysqlReads {
                     app_key: app_key.to_owned(),
-                    pool: self.pool.clone(),
+                    pool: self.pool().clone(),
                     lock_name: name,
                     max_packet,
                 };

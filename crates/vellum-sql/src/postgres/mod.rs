@@ -47,19 +47,22 @@
 mod bulk;
 mod reads;
 mod sql;
+mod tls;
 mod upgrade;
 mod verify;
 mod writer;
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tls_tests;
 
 use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
-use tokio_postgres::{Client, NoTls};
+use tokio_postgres::Client;
 use tracing::Instrument as _;
 use vellum_core::provider::observe;
 use vellum_core::provider::{WriteQueue, retry_locked};
@@ -69,6 +72,7 @@ use crate::lease::Lease;
 use crate::schema::SCHEMA_VERSION;
 pub use reads::PostgresReads;
 use sql::Sql;
+use tls::MakeRustlsConnect;
 
 /// An open store of one application in a PostgreSQL database; holds the application's advisory
 /// lock on a dedicated connection until closed or dropped.
@@ -191,8 +195,8 @@ impl PostgresOptions {
 
 /// How a provider gets each store's dedicated lock connection.
 enum Connect {
-    /// Connect with this configuration (a provider built from a URL).
-    Config(Box<tokio_postgres::Config>),
+    /// Connect with this configuration and TLS connector (a provider built from a URL).
+    Config(Box<tokio_postgres::Config>, MakeRustlsConnect),
     /// Detach a connection from the caller's pool.
     Pool,
 }
@@ -203,6 +207,8 @@ struct Inner {
     sql: Arc<Sql>,
     migrate: bool,
     lease: Lease,
+    /// `sslrootcert=FILE` of the URL, named in certificate errors.
+    ca: Option<String>,
 }
 
 /// Opens PostgreSQL stores. Clones share the pool.
@@ -226,24 +232,48 @@ fn default_pool_size() -> usize {
 }
 
 impl PostgresProvider {
-    /// A provider for `postgres://user@host:port/database` (no TLS) with default options.
+    /// A provider for `postgres://user@host:port/database` with default options (TLS as the
+    /// URL's `sslmode` says, default `prefer`: see [`PostgresProvider::from_url_with`]).
     pub fn from_url(url: &str) -> Result<Self> {
         Self::from_url_with(url, PostgresOptions::default())
     }
 
-    /// A provider for a `postgres://` URL (no TLS; bring a TLS-enabled pool to
-    /// [`PostgresProvider::from_pool`] for TLS). The pool connects lazily, so this does not
-    /// touch the server. Must be called within a tokio runtime's context when used.
+    /// A provider for a `postgres://` URL. The pool connects lazily, so this does not touch
+    /// the server. Must be called within a tokio runtime's context when used.
+    ///
+    /// TLS (rustls, no OpenSSL) follows libpq's URL parameters, for the pool and for every
+    /// store's lock connection alike (`docs/tls.md`):
+    /// - `sslmode`: `disable`; `prefer` (the default: TLS when the server offers it, plain
+    ///   text otherwise, no certificate check); `require` (TLS or fail; no certificate check
+    ///   unless `sslrootcert` is given, which makes it `verify-ca`); `verify-ca` (the server's
+    ///   chain against `sslrootcert`); `verify-full` (the chain, and that the certificate names
+    ///   the URL's host).
+    /// - `sslrootcert=FILE`: PEM CA certificate(s); required by `verify-ca` and `verify-full`.
+    /// - `sslcert=FILE`, `sslkey=FILE`: a PEM client certificate and its key, sent when the
+    ///   server asks for one.
+    ///
+    /// Every other parameter is tokio-postgres's. A bad `sslmode`, a verifying mode without
+    /// `sslrootcert`, or a file that cannot be read or parsed is
+    /// [`ErrorKind::Misconfigured`], naming the parameter and file; the files are read here.
     pub fn from_url_with(url: &str, options: PostgresOptions) -> Result<Self> {
         sql::validate_schema(&options.schema)?;
-        let mut config = tokio_postgres::Config::from_str(url)
+        let tls = tls::from_url(url)?;
+        let mut config = tokio_postgres::Config::from_str(&tls.url)
             .map_err(|e| Error::storage("postgres: parsing the connection URL", e))?;
+        config.ssl_mode(tls.mode);
+        if config.get_hosts().is_empty() {
+            // Only `hostaddr`s: tokio-postgres names the TLS server by `host`, so name each by
+            // its address (which libpq checks a certificate against in this case).
+            for addr in config.get_hostaddrs().to_vec() {
+                config.host(addr.to_string());
+            }
+        }
         if config.get_connect_timeout().is_none() {
             config.connect_timeout(Duration::from_secs(10));
         }
         let manager = Manager::from_config(
             config.clone(),
-            NoTls,
+            tls.connector.clone(),
             ManagerConfig { recycling_method: RecyclingMethod::Fast },
         );
         let pool = Pool::builder(manager)
@@ -254,19 +284,19 @@ impl PostgresProvider {
             .recycle_timeout(Some(Duration::from_secs(10)))
             .build()
             .map_err(|e| Error::storage("postgres: building the connection pool", e))?;
-        Ok(Self::build(pool, Connect::Config(Box::new(config)), options))
+        Ok(Self::build(pool, Connect::Config(Box::new(config), tls.connector), options, tls.ca))
     }
 
     /// A provider over a caller-owned pool, which vellum never closes. Each open store detaches
     /// one connection from it (the pool may then create another) for its lock and writes.
     pub fn from_pool(pool: Pool, options: PostgresOptions) -> Result<Self> {
         sql::validate_schema(&options.schema)?;
-        Ok(Self::build(pool, Connect::Pool, options))
+        Ok(Self::build(pool, Connect::Pool, options, None))
     }
 
-    fn build(pool: Pool, connect: Connect, options: PostgresOptions) -> Self {
+    fn build(pool: Pool, connect: Connect, options: PostgresOptions, ca: Option<String>) -> Self {
         let sql = Arc::new(Sql::new(options.schema));
-        let inner = Inner { pool, connect, sql, migrate: options.migrate, lease: options.lease };
+        let inner = Inner { pool, connect, sql, migrate: options.migrate, lease: options.lease, ca };
         Self { inner: Arc::new(inner) }
     }
 
@@ -283,11 +313,11 @@ impl PostgresProvider {
     }
 
     async fn pooled(&self, doing: &str) -> Result<deadpool_postgres::Object> {
-        self.inner
-            .pool
-            .get()
-            .await
-            .map_err(|e| Error::storage(format!("postgres: getting a pooled connection for {doing}"), e))
+        self.inner.pool.get().await.map_err(|e| {
+            let context = format!("postgres: getting a pooled connection for {doing}");
+            tls::connect_error(context.clone(), &e, self.inner.ca.as_deref())
+                .unwrap_or_else(|| Error::storage(context, e))
+        })
     }
 
     /// Creates this provider's schema and tables if missing ([`create_schema`]).
@@ -325,7 +355,7 @@ impl PostgresProvider {
     /// keepalives and a user timeout bounded by the lease, and its task is watched.
     async fn connect(&self, app_key: &str) -> Result<LockConn> {
         match &self.inner.connect {
-            Connect::Config(config) => {
+            Connect::Config(config, tls) => {
                 let lease = self.inner.lease;
                 let mut config = config.as_ref().clone();
                 config
@@ -334,10 +364,12 @@ impl PostgresProvider {
                     .keepalives_interval(Duration::from_secs(1))
                     .keepalives_retries(3)
                     .tcp_user_timeout(lease.timeout());
-                let (client, connection) = config
-                    .connect(NoTls)
-                    .await
-                    .map_err(|e| storage(app_key, "opening the lock connection", e))?;
+                let (client, connection) = config.connect(tls.clone()).await.map_err(|e| {
+                    let context =
+                        format!("postgres: opening the lock connection for application {app_key:?}");
+                    tls::connect_error(context, &e, self.inner.ca.as_deref())
+                        .unwrap_or_else(|| storage(app_key, "opening the lock connection", e))
+                })?;
                 Ok(LockConn::watched(client, tokio::spawn(connection)))
             }
             Connect::Pool => {
