@@ -91,9 +91,9 @@ pub(crate) struct Options {
 pub(crate) fn open(dir: &Path, app_key: &str, options: Options) -> Result<OpenFile> {
     std::fs::create_dir_all(dir)
         .map_err(|e| Error::storage(format!("cannot create directory {}", dir.display()), e))?;
-    let dir = std::fs::canonicalize(dir)
-        .map_err(|e| Error::storage(format!("cannot resolve directory {}", dir.display()), e))?;
-    let path = dir.join(file_name(app_key));
+    // Every name of the file (symbolic links resolved) is one entry of the registry.
+    let named = dir.join(file_name(app_key));
+    let path = canonical(&named).map_err(|e| io_error(&named, "cannot resolve the path of", e))?;
     let registration =
         Registration::acquire(&path).ok_or_else(|| Error::Locked { app_key: app_key.to_owned() })?;
     let mut builder = Builder::new();
@@ -114,6 +114,43 @@ pub(crate) fn open(dir: &Path, app_key: &str, options: Options) -> Result<OpenFi
         integrity_checked: options.check_integrity,
         _registration: registration,
     })
+}
+
+/// How many symbolic links [`canonical`] follows before giving up (Linux's own limit).
+const MAX_LINKS: usize = 40;
+
+/// The canonical path of the file at `path`, so that every name of one file maps to one entry
+/// of [`OPEN_FILES`] (docs/locking.md#redb): symbolic links, in the directory or as the file
+/// itself, are resolved. A file that does not exist yet is named by its canonical directory and
+/// its file name. A dangling symbolic link is followed: the path is that of the file it points
+/// to, which is where the file is then created, so the link and its target share one lock.
+fn canonical(path: &Path) -> std::io::Result<PathBuf> {
+    let mut current = path.to_owned();
+    for _ in 0..MAX_LINKS {
+        match std::fs::canonicalize(&current) {
+            Ok(resolved) => return Ok(resolved),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+        let parent = match current.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_owned(),
+            _ => PathBuf::from("."),
+        };
+        match std::fs::symlink_metadata(&current) {
+            // A dangling link: go on with its target.
+            Ok(meta) if meta.file_type().is_symlink() => {
+                current = parent.join(std::fs::read_link(&current)?);
+                continue;
+            }
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+        let name =
+            current.file_name().ok_or_else(|| std::io::Error::other("the path does not name a file"))?;
+        return Ok(std::fs::canonicalize(&parent)?.join(name));
+    }
+    Err(std::io::Error::other(format!("more than {MAX_LINKS} symbolic links")))
 }
 
 /// Creates `app_key`'s new file at `path`, which did not exist: redb initialises it and vellum

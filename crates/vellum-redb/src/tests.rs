@@ -438,6 +438,52 @@ fn close_and_drop_release_the_file() {
     });
 }
 
+/// docs/locking.md#redb: the registry of open files is keyed by canonical path, so a store
+/// reached through a symbolic link to its directory or to its file is the same store: `Locked`
+/// while it is open, the same data after. A dangling link is followed to the file it names.
+#[cfg(unix)]
+#[test]
+fn a_symlinked_directory_or_file_reaches_the_same_lock() {
+    use std::os::unix::fs::symlink;
+    runtime().block_on(async {
+        let root = tempfile::tempdir().unwrap();
+        let real = root.path().join("real");
+        let provider = RedbProvider::new(&real);
+        let store = provider.open("app").await.unwrap();
+        store.persist(Batch::from(vec![save_offset("s", 0, 1)])).await.unwrap();
+
+        let linked_dir = root.path().join("linked-dir");
+        symlink(&real, &linked_dir).unwrap();
+        let other_dir = root.path().join("other");
+        std::fs::create_dir(&other_dir).unwrap();
+        symlink(provider.file_path("app"), other_dir.join(crate::layout::file_name("app"))).unwrap();
+        for via in [&linked_dir, &other_dir] {
+            let started = std::time::Instant::now();
+            match RedbProvider::new(via).open("app").await {
+                Err(Error::Locked { app_key }) => assert_eq!(app_key, "app"),
+                other => panic!("open through {} while the store is open: {other:?}", via.display()),
+            }
+            assert!(started.elapsed() < std::time::Duration::from_secs(1));
+        }
+        store.close().await.unwrap();
+        for via in [&linked_dir, &other_dir] {
+            let store = RedbProvider::new(via).open("app").await.unwrap();
+            assert_eq!(store.path(), std::fs::canonicalize(provider.file_path("app")).unwrap());
+            assert_eq!(store.load_offset("s").await.unwrap(), 1);
+            store.close().await.unwrap();
+        }
+
+        // A dangling link: the file is created where it points, and both names share the lock.
+        let target = real.join("target.redb");
+        symlink(&target, other_dir.join(crate::layout::file_name("new"))).unwrap();
+        let store = RedbProvider::new(&other_dir).open("new").await.unwrap();
+        assert_eq!(store.path(), std::fs::canonicalize(&target).unwrap());
+        assert!(std::fs::symlink_metadata(&target).unwrap().is_file());
+        assert!(matches!(RedbProvider::new(&other_dir).open("new").await, Err(Error::Locked { .. })));
+        store.close().await.unwrap();
+    });
+}
+
 #[test]
 fn a_flipped_payload_byte_is_a_corrupt_error_naming_the_offset_never_a_wrong_value() {
     let dir = tempfile::tempdir().unwrap();
