@@ -2,7 +2,9 @@
 //!
 //! Each (database file, application key) pair has its own lock file in the directory
 //! `<database file>.vellum-locks/`, named after the key (hex-encoded when short, else a 128-bit
-//! FNV-1a hash of it, so any key makes a valid file name). The lock is taken with
+//! FNV-1a hash of it, so any key makes a valid file name). The database file is named by its
+//! canonical path ([`canonical`]: symbolic links resolved), so every name of one file, a symbolic
+//! link included, maps to the same lock file. The lock is taken with
 //! [`std::fs::File::try_lock`], which never waits: a held lock is reported as `Locked` at once.
 //! The OS releases it when the file is closed or the process dies, so a crashed engine never
 //! leaves a stale lock behind. Lock files themselves are left in place (removing them would race
@@ -23,6 +25,9 @@ use vellum_core::{Error, ErrorKind, Result};
 /// Keys at most this long are hex-encoded into the file name; longer ones are hashed.
 const MAX_PLAIN_KEY: usize = 96;
 
+/// How many symbolic links [`canonical`] follows before giving up (Linux's own limit).
+const MAX_LINKS: usize = 40;
+
 /// (lock file path) of every lock held by this process.
 static HELD: Mutex<Option<HashSet<PathBuf>>> = Mutex::new(None);
 
@@ -31,6 +36,56 @@ static HELD: Mutex<Option<HashSet<PathBuf>>> = Mutex::new(None);
 pub(crate) struct AppLock {
     path: PathBuf,
     file: Option<File>,
+}
+
+/// The canonical path of the database file at `path`, so every name of one file maps to the
+/// same lock (docs/locking.md#sqlite): symbolic links are resolved. A file that does not exist
+/// yet is named by its canonical parent directory and its file name. A dangling symbolic link is
+/// followed: the path is that of the file it points to, which is where SQLite would create the
+/// database through the link, so the link and its target share one lock.
+pub(crate) fn canonical(path: &Path) -> Result<PathBuf> {
+    let io = |e: std::io::Error| {
+        Error::storage_kind(io_kind(&e), format!("sqlite: resolving the database path {}", path.display()), e)
+    };
+    let mut current = path.to_owned();
+    for _ in 0..MAX_LINKS {
+        match std::fs::canonicalize(&current) {
+            Ok(resolved) => return Ok(resolved),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io(e)),
+        }
+        let parent = match current.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_owned(),
+            _ => PathBuf::from("."),
+        };
+        match std::fs::symlink_metadata(&current) {
+            // A dangling link: go on with its target.
+            Ok(meta) if meta.file_type().is_symlink() => {
+                current = parent.join(std::fs::read_link(&current).map_err(io)?);
+                continue;
+            }
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io(e)),
+        }
+        let name = current.file_name().ok_or_else(|| {
+            Error::storage(
+                format!("sqlite: resolving the database path {}", path.display()),
+                "the path does not name a file",
+            )
+        })?;
+        return Ok(std::fs::canonicalize(&parent).map_err(io)?.join(name));
+    }
+    Err(io(std::io::Error::other(format!("more than {MAX_LINKS} symbolic links"))))
+}
+
+fn io_kind(e: &std::io::Error) -> ErrorKind {
+    match e.kind() {
+        std::io::ErrorKind::PermissionDenied | std::io::ErrorKind::ReadOnlyFilesystem => {
+            ErrorKind::Misconfigured
+        }
+        _ => ErrorKind::Storage,
+    }
 }
 
 /// The lock file name of `app_key`: `k<hex of the key>` or `h<hash>` for long keys.
@@ -62,7 +117,7 @@ impl AppLock {
         app_key: &str,
     ) -> Result<Self> {
         if let Some(database) = database {
-            return Self::acquire(database, app_key);
+            return Self::acquire(&canonical(database)?, app_key);
         }
         let path =
             PathBuf::from(format!("memory-{:p}", std::sync::Arc::as_ptr(conn))).join(file_name(app_key));
@@ -73,7 +128,7 @@ impl AppLock {
         Ok(Self { path, file: None })
     }
 
-    /// Takes the lock of `app_key` on `database` (an absolute, canonical path), or returns
+    /// Takes the lock of `app_key` on `database` (its [`canonical`] path), or returns
     /// [`Error::Locked`] at once if another store, in this process or another, holds it.
     pub(crate) fn acquire(database: &Path, app_key: &str) -> Result<Self> {
         let dir = lock_dir(database);
@@ -84,15 +139,7 @@ impl AppLock {
                 file.display(),
                 database.display()
             );
-            move |e: std::io::Error| {
-                let kind = match e.kind() {
-                    std::io::ErrorKind::PermissionDenied | std::io::ErrorKind::ReadOnlyFilesystem => {
-                        ErrorKind::Misconfigured
-                    }
-                    _ => ErrorKind::Storage,
-                };
-                Error::storage_kind(kind, context, e)
-            }
+            move |e: std::io::Error| Error::storage_kind(io_kind(&e), context, e)
         };
         std::fs::create_dir_all(&dir).map_err(io("creating the lock directory", &dir))?;
         let locked = || Error::Locked { app_key: app_key.to_owned() };

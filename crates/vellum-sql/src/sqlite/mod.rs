@@ -291,17 +291,16 @@ impl SqliteProvider {
     }
 
     async fn open_store(&self, app_key: &str) -> Result<SqliteStore> {
-        let lock = match &*self.source {
-            Source::File(path) => AppLock::acquire(path, app_key)?,
-            Source::Connection { conn, path } => {
-                AppLock::acquire_for_connection(path.as_deref(), conn, app_key)?
-            }
-        };
         let key: Arc<str> = Arc::from(app_key);
         let options = self.options.clone();
-        let (conn, readers) = match &*self.source {
+        // The lock is taken first, by the canonical path of the database file, so every name of
+        // the file (a symbolic link included) maps to one lock; the store then opens the very
+        // file it locked (docs/locking.md#sqlite).
+        let (lock, conn, readers) = match &*self.source {
             Source::File(path) => {
-                let writer_path = path.clone();
+                let database = lock::canonical(path)?;
+                let lock = AppLock::acquire(&database, app_key)?;
+                let writer_path = database.clone();
                 let conn = tokio::task::spawn_blocking(move || {
                     let mut conn = Self::open_writer(&writer_path, &options)?;
                     Self::prepare(&mut conn, &options, Some(&writer_path))?;
@@ -309,21 +308,24 @@ impl SqliteProvider {
                 })
                 .await
                 .map_err(|e| {
-                    let what =
-                        format!("sqlite: opening the store of {app_key:?} in database {}", path.display());
+                    let what = format!(
+                        "sqlite: opening the store of {app_key:?} in database {}",
+                        database.display()
+                    );
                     Error::storage(what, e)
                 })??;
                 let readers = Readers::Pool {
-                    path: path.clone(),
+                    path: database,
                     idle: Mutex::new(Vec::new()),
                     max_idle: self.options.read_connections,
                     busy_timeout: self.options.busy_timeout,
                 };
-                (Arc::new(Mutex::new(conn)), readers)
+                (lock, Arc::new(Mutex::new(conn)), readers)
             }
             Source::Connection { conn, path } => {
+                let database = path.as_deref().map(lock::canonical).transpose()?;
+                let lock = AppLock::acquire_for_connection(database.as_deref(), conn, app_key)?;
                 let shared = Arc::clone(conn);
-                let database = path.clone();
                 tokio::task::spawn_blocking(move || {
                     let mut guard = shared.lock().map_err(|_| {
                         Error::storage(
@@ -335,7 +337,7 @@ impl SqliteProvider {
                 })
                 .await
                 .map_err(|e| Error::storage(format!("sqlite: opening the store of {app_key:?}"), e))??;
-                (Arc::clone(conn), Readers::Shared(Arc::clone(conn)))
+                (lock, Arc::clone(conn), Readers::Shared(Arc::clone(conn)))
             }
         };
         let (writes, run_writer) = WriteQueue::new(SqliteExecutor { app_key: Arc::clone(&key), conn, lock });

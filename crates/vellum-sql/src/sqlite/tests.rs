@@ -276,6 +276,84 @@ fn dropping_a_store_releases_its_lock() {
     });
 }
 
+/// docs/locking.md#sqlite: the lock belongs to the database file, not to the name it was opened
+/// by: through a symbolic link to the file or to its directory, the key is `Locked` while the
+/// store is open, and the lock files sit beside the real file. A dangling link is followed to
+/// where it points, and the database is created there.
+#[cfg(unix)]
+#[test]
+fn a_symlink_to_the_database_takes_the_same_lock() {
+    use std::os::unix::fs::symlink;
+    let (dir, path) = temp_db();
+    let link = dir.path().join("link.db");
+    symlink(&path, &link).unwrap();
+    let linked_dir = dir.path().join("linked-dir");
+    symlink(dir.path(), &linked_dir).unwrap();
+    runtime().block_on(async {
+        let store = SqliteProvider::new(&path).unwrap().open("app").await.unwrap();
+        store.persist(Batch::from(vec![save_offset("s", 0, 1)])).await.unwrap();
+        for via in [&link, &linked_dir.join("vellum.db"), &linked_dir.join("link.db")] {
+            let start = Instant::now();
+            match SqliteProvider::new(via).unwrap().open("app").await {
+                Err(Error::Locked { app_key }) => assert_eq!(app_key, "app"),
+                other => panic!("open through {} while the store is open: {other:?}", via.display()),
+            }
+            assert!(start.elapsed() < Duration::from_secs(1));
+        }
+        store.close().await.unwrap();
+        // The other way round: held through the link, locked through the file itself.
+        let store = SqliteProvider::new(&link).unwrap().open("app").await.unwrap();
+        assert_eq!(store.load_offset("s").await.unwrap(), 1);
+        assert!(matches!(SqliteProvider::new(&path).unwrap().open("app").await, Err(Error::Locked { .. })));
+        store.close().await.unwrap();
+        let names = entries(dir.path());
+        assert!(names.contains(&"vellum.db.vellum-locks".to_owned()), "{names:?}");
+        assert!(!names.contains(&"link.db.vellum-locks".to_owned()), "{names:?}");
+
+        // A dangling link: the database is created where it points; both names share the lock.
+        let target = dir.path().join("new.db");
+        let dangling = dir.path().join("dangling.db");
+        symlink(&target, &dangling).unwrap();
+        let store = SqliteProvider::new(&dangling).unwrap().open("app").await.unwrap();
+        assert!(std::fs::symlink_metadata(&target).unwrap().is_file());
+        assert!(matches!(SqliteProvider::new(&target).unwrap().open("app").await, Err(Error::Locked { .. })));
+        store.close().await.unwrap();
+    });
+}
+
+/// docs/locking.md#sqlite: across processes too, a symbolic link to the database reaches the
+/// lock the other process holds through the file's real name.
+#[cfg(unix)]
+#[test]
+fn a_symlink_reaches_the_lock_another_process_holds() {
+    let (dir, path) = temp_db();
+    let link = dir.path().join("link.db");
+    std::os::unix::fs::symlink(&path, &link).unwrap();
+    runtime().block_on(async {
+        SqliteProvider::new(&path).unwrap().open("other").await.unwrap().close().await.unwrap();
+    });
+    for (held, opened) in [(&path, &link), (&link, &path)] {
+        let mut child = spawn_child("hold", held, "app", 0);
+        let (_lines, ready, reader) = collect_lines(&mut child.0, "HOLDING");
+        ready.recv_timeout(Duration::from_secs(30)).expect("the child never reported holding the key");
+        runtime().block_on(async {
+            let start = Instant::now();
+            match SqliteProvider::new(opened).unwrap().open("app").await {
+                Err(Error::Locked { app_key }) => assert_eq!(app_key, "app"),
+                other => panic!(
+                    "open through {} while another process holds {}: {other:?}",
+                    opened.display(),
+                    held.display()
+                ),
+            }
+            assert!(start.elapsed() < Duration::from_secs(1), "Locked must be prompt");
+        });
+        child.0.kill().unwrap();
+        child.0.wait().unwrap();
+        reader.join().unwrap();
+    }
+}
+
 #[test]
 fn second_process_is_locked_and_killing_the_holder_frees_the_key() {
     let (_dir, path) = temp_db();
