@@ -3,12 +3,12 @@
 //! creating a missing file race-free, the layout-version and app-key checks, and the mapping of
 //! redb failures (errors and panics alike) to [`Error::Storage`] naming the file.
 
-use std::collections::BTreeSet;
+use std::collections::BTreeMap;
 use std::fmt;
 use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::AtomicU64;
-use std::sync::{Mutex, PoisonError};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, PoisonError};
 
 use redb::{Builder, Database, DatabaseError, ReadableDatabase, TableError, TableHandle};
 use vellum_core::provider::publish;
@@ -21,25 +21,48 @@ use crate::layout::{
 };
 use crate::records::Codec;
 
-/// Canonical paths of the files open in this process (docs/locking.md#redb, within a process:
-/// redb's own lock is not guaranteed to exclude a second handle of the same process).
-static OPEN_FILES: Mutex<BTreeSet<PathBuf>> = Mutex::new(BTreeSet::new());
+/// The canonical paths of the files open in this process (docs/locking.md#redb, within a
+/// process: redb's own lock is not guaranteed to exclude a second handle of the same process),
+/// each with its flag "the store letting go of it was closed or dropped".
+static OPEN_FILES: Mutex<BTreeMap<PathBuf, Arc<AtomicBool>>> = Mutex::new(BTreeMap::new());
+
+/// Notified whenever a path leaves [`OPEN_FILES`].
+static RELEASED: Condvar = Condvar::new();
 
 /// A path's entry in [`OPEN_FILES`], removed on drop.
 #[derive(Debug)]
-pub(crate) struct Registration(PathBuf);
+pub(crate) struct Registration {
+    path: PathBuf,
+    releasing: Arc<AtomicBool>,
+}
 
 impl Registration {
-    /// Registers `path`, or returns `None` if it is already open in this process.
+    /// Registers `path`, or returns `None` if a live store of this process has it open. If the
+    /// store that has it open was closed or dropped ([`OpenFile::release_started`]), waits
+    /// (blocking: this runs on the new store's own thread) until that store's writer has
+    /// drained its queue and closed the file.
     fn acquire(path: &Path) -> Option<Self> {
         let mut open = OPEN_FILES.lock().unwrap_or_else(PoisonError::into_inner);
-        open.insert(path.to_owned()).then(|| Self(path.to_owned()))
+        loop {
+            match open.get(path) {
+                None => {
+                    let releasing = Arc::new(AtomicBool::new(false));
+                    open.insert(path.to_owned(), Arc::clone(&releasing));
+                    return Some(Self { path: path.to_owned(), releasing });
+                }
+                Some(releasing) if releasing.load(Ordering::Acquire) => {
+                    open = RELEASED.wait(open).unwrap_or_else(PoisonError::into_inner);
+                }
+                Some(_) => return None,
+            }
+        }
     }
 }
 
 impl Drop for Registration {
     fn drop(&mut self) {
-        OPEN_FILES.lock().unwrap_or_else(PoisonError::into_inner).remove(&self.0);
+        OPEN_FILES.lock().unwrap_or_else(PoisonError::into_inner).remove(&self.path);
+        RELEASED.notify_all();
     }
 }
 
@@ -54,13 +77,20 @@ pub(crate) struct OpenFile {
     pub(crate) commits: AtomicU64,
     /// Whether redb checked every page checksum when the file was opened.
     pub(crate) integrity_checked: bool,
-    _registration: Registration,
+    registration: Registration,
 }
 
 impl OpenFile {
     /// The codec that seals and checks this file's records.
     pub(crate) fn codec(&self) -> Codec<'_> {
         Codec { file: &self.path, app_key: &self.app_key }
+    }
+
+    /// Tells the registry that the store is letting go of the file (it was closed or dropped and
+    /// admits no more work): an open of the same file in this process then waits until the
+    /// writer has drained the queue and closed the file, instead of returning `Locked`.
+    pub(crate) fn release_started(&self) {
+        self.registration.releasing.store(true, Ordering::Release);
     }
 
     /// Closes the database, reporting what dropping it would ignore.
@@ -112,7 +142,7 @@ pub(crate) fn open(dir: &Path, app_key: &str, options: Options) -> Result<OpenFi
         app_key: app_key.to_owned(),
         commits: AtomicU64::new(0),
         integrity_checked: options.check_integrity,
-        _registration: registration,
+        registration,
     })
 }
 
