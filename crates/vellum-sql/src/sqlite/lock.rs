@@ -14,12 +14,20 @@
 //! file description rather than to the process, so a second open in the same process conflicts
 //! too. An in-process registry is kept as well, so that guarantee does not depend on the
 //! platform's lock flavour (`fcntl` locks, used on some systems, do not conflict in-process).
+//!
+//! The registry also knows which locks are being released: a store that was closed or dropped
+//! ([`Release::start`]) keeps its lock until its writer has drained its queue, and an open of
+//! that key in this process waits for the release instead of failing with `Locked`
+//! (docs/close-and-cancellation.md#dropping-a-store). A key held by a live store is `Locked` at
+//! once.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::fs::{File, OpenOptions, TryLockError};
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, PoisonError};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 
+use tokio::sync::watch;
 use vellum_core::{Error, ErrorKind, Result};
 
 /// Keys at most this long are hex-encoded into the file name; longer ones are hashed.
@@ -28,14 +36,38 @@ const MAX_PLAIN_KEY: usize = 96;
 /// How many symbolic links [`canonical`] follows before giving up (Linux's own limit).
 const MAX_LINKS: usize = 40;
 
-/// (lock file path) of every lock held by this process.
-static HELD: Mutex<Option<HashSet<PathBuf>>> = Mutex::new(None);
+/// The locks held by this process, by lock file path (derived from the canonical database path).
+static HELD: Mutex<Option<HashMap<PathBuf, Entry>>> = Mutex::new(None);
+
+/// A lock in [`HELD`].
+#[derive(Debug)]
+struct Entry {
+    /// Set once the store holding the lock was closed or dropped ([`Release::start`]).
+    releasing: Arc<AtomicBool>,
+    /// Closed (its sender dropped) once the lock is released and out of the registry.
+    released: watch::Receiver<()>,
+}
 
 /// A held lock on one application key of one database file. Dropping it releases the lock.
 #[derive(Debug)]
 pub(crate) struct AppLock {
     path: PathBuf,
     file: Option<File>,
+    releasing: Arc<AtomicBool>,
+    /// Dropped last, after the registry entry is gone: wakes the opens waiting for the release.
+    _released: watch::Sender<()>,
+}
+
+/// A handle that tells the registry a store is letting go of its lock (closed or dropped): an
+/// open of the key in this process then waits for the release instead of returning `Locked`.
+#[derive(Debug, Clone)]
+pub(crate) struct Release(Arc<AtomicBool>);
+
+impl Release {
+    /// Marks the lock as being released. Call only once the store admits no more work.
+    pub(crate) fn start(&self) {
+        self.0.store(true, Ordering::Release);
+    }
 }
 
 /// The canonical path of the database file at `path`, so every name of one file maps to the
@@ -108,29 +140,87 @@ fn lock_dir(database: &Path) -> PathBuf {
     database.with_file_name(name)
 }
 
+/// A registry slot claimed for `path`: the lock is not taken yet, but no one else in this
+/// process may take it. Dropping it without [`Claim::into_lock`] frees the slot.
+struct Claim {
+    path: PathBuf,
+    releasing: Arc<AtomicBool>,
+    released: Option<watch::Sender<()>>,
+}
+
+impl Claim {
+    /// Claims `path` in the registry: `Ok(None)` if a live store holds it. If the store holding
+    /// it is letting go (closed or dropped), waits until it has, then claims it.
+    async fn take(path: &Path) -> Option<Self> {
+        loop {
+            let mut released = {
+                let mut held = HELD.lock().unwrap_or_else(PoisonError::into_inner);
+                let held = held.get_or_insert_with(HashMap::new);
+                match held.get(path) {
+                    None => {
+                        let (sender, receiver) = watch::channel(());
+                        let releasing = Arc::new(AtomicBool::new(false));
+                        let entry = Entry { releasing: Arc::clone(&releasing), released: receiver };
+                        held.insert(path.to_owned(), entry);
+                        return Some(Self { path: path.to_owned(), releasing, released: Some(sender) });
+                    }
+                    Some(entry) if entry.releasing.load(Ordering::Acquire) => entry.released.clone(),
+                    Some(_) => return None,
+                }
+            };
+            // Ends (with an error) once the sender is dropped, after the entry was removed.
+            while released.changed().await.is_ok() {}
+        }
+    }
+
+    fn into_lock(mut self, file: Option<File>) -> AppLock {
+        let released = self.released.take().unwrap_or_else(|| watch::channel(()).0);
+        AppLock {
+            path: std::mem::take(&mut self.path),
+            file,
+            releasing: Arc::clone(&self.releasing),
+            _released: released,
+        }
+    }
+}
+
+impl Drop for Claim {
+    fn drop(&mut self) {
+        // Handed over to an `AppLock`, which removes the entry itself.
+        if self.released.is_some() {
+            unregister(&self.path);
+        }
+    }
+}
+
+fn unregister(path: &Path) {
+    let mut held = HELD.lock().unwrap_or_else(PoisonError::into_inner);
+    if let Some(held) = held.as_mut() {
+        held.remove(path);
+    }
+}
+
 impl AppLock {
     /// Takes the lock of `app_key` for a caller's connection: on the file behind it if there is
     /// one, else (an in-memory database, visible to this process only) in this process only.
-    pub(crate) fn acquire_for_connection<T>(
+    pub(crate) async fn acquire_for_connection<T>(
         database: Option<&Path>,
-        conn: &std::sync::Arc<T>,
+        conn: &Arc<T>,
         app_key: &str,
     ) -> Result<Self> {
         if let Some(database) = database {
-            return Self::acquire(&canonical(database)?, app_key);
+            return Self::acquire(&canonical(database)?, app_key).await;
         }
-        let path =
-            PathBuf::from(format!("memory-{:p}", std::sync::Arc::as_ptr(conn))).join(file_name(app_key));
-        let mut held = HELD.lock().unwrap_or_else(PoisonError::into_inner);
-        if !held.get_or_insert_with(HashSet::new).insert(path.clone()) {
-            return Err(Error::Locked { app_key: app_key.to_owned() });
-        }
-        Ok(Self { path, file: None })
+        let path = PathBuf::from(format!("memory-{:p}", Arc::as_ptr(conn))).join(file_name(app_key));
+        let claim = Claim::take(&path).await.ok_or_else(|| Error::Locked { app_key: app_key.to_owned() })?;
+        Ok(claim.into_lock(None))
     }
 
     /// Takes the lock of `app_key` on `database` (its [`canonical`] path), or returns
-    /// [`Error::Locked`] at once if another store, in this process or another, holds it.
-    pub(crate) fn acquire(database: &Path, app_key: &str) -> Result<Self> {
+    /// [`Error::Locked`] at once if another live store, in this process or another, holds it.
+    /// If a store of this process that held it was closed or dropped, waits until that store's
+    /// writer has drained its queue and let go.
+    pub(crate) async fn acquire(database: &Path, app_key: &str) -> Result<Self> {
         let dir = lock_dir(database);
         let path = dir.join(file_name(app_key));
         let io = |what: &str, file: &Path| {
@@ -144,11 +234,7 @@ impl AppLock {
         std::fs::create_dir_all(&dir).map_err(io("creating the lock directory", &dir))?;
         let locked = || Error::Locked { app_key: app_key.to_owned() };
 
-        let mut held = HELD.lock().unwrap_or_else(PoisonError::into_inner);
-        let held = held.get_or_insert_with(HashSet::new);
-        if held.contains(&path) {
-            return Err(locked());
-        }
+        let claim = Claim::take(&path).await.ok_or_else(locked)?;
         let file = OpenOptions::new()
             .read(true)
             .write(true)
@@ -161,25 +247,29 @@ impl AppLock {
             Err(TryLockError::WouldBlock) => return Err(locked()),
             Err(TryLockError::Error(e)) => return Err(io("locking the lock file", &path)(e)),
         }
-        held.insert(path.clone());
-        Ok(Self { path, file: Some(file) })
+        Ok(claim.into_lock(Some(file)))
+    }
+
+    /// The handle a store uses to say it is letting go of this lock ([`Release::start`]).
+    pub(crate) fn release_handle(&self) -> Release {
+        Release(Arc::clone(&self.releasing))
     }
 }
 
 impl Drop for AppLock {
     fn drop(&mut self) {
         // Close the file (releasing the OS lock) before forgetting the path, so a reopen in this
-        // process that passes the registry check never finds the OS lock still taken.
+        // process that passes the registry check never finds the OS lock still taken. Waiting
+        // opens wake when `_released` drops, after this.
         drop(self.file.take());
-        let mut held = HELD.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(held) = held.as_mut() {
-            held.remove(&self.path);
-        }
+        unregister(&self.path);
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use std::collections::HashSet;
+
     use super::*;
 
     #[test]

@@ -299,7 +299,7 @@ impl SqliteProvider {
         let (lock, conn, readers) = match &*self.source {
             Source::File(path) => {
                 let database = lock::canonical(path)?;
-                let lock = AppLock::acquire(&database, app_key)?;
+                let lock = AppLock::acquire(&database, app_key).await?;
                 let writer_path = database.clone();
                 let conn = tokio::task::spawn_blocking(move || {
                     let mut conn = Self::open_writer(&writer_path, &options)?;
@@ -324,7 +324,7 @@ impl SqliteProvider {
             }
             Source::Connection { conn, path } => {
                 let database = path.as_deref().map(lock::canonical).transpose()?;
-                let lock = AppLock::acquire_for_connection(database.as_deref(), conn, app_key)?;
+                let lock = AppLock::acquire_for_connection(database.as_deref(), conn, app_key).await?;
                 let shared = Arc::clone(conn);
                 tokio::task::spawn_blocking(move || {
                     let mut guard = shared.lock().map_err(|_| {
@@ -340,13 +340,14 @@ impl SqliteProvider {
                 (lock, Arc::clone(conn), Readers::Shared(Arc::clone(conn)))
             }
         };
+        let release = lock.release_handle();
         let (writes, run_writer) = WriteQueue::new(SqliteExecutor { app_key: Arc::clone(&key), conn, lock });
         tokio::spawn(run_writer);
         // Every error of the store names the database file (reads and the writer report what
         // they were doing and for which application).
         let database = self.path().map(Path::to_owned);
         let errors: crate::store::ErrorMap = Box::new(move |e| name_database(e, database.as_deref()));
-        Ok(crate::SqlStore::with_errors(SqliteReads { app_key: key, readers }, writes, Some(errors)))
+        Ok(crate::SqlStore::with_errors(SqliteReads { app_key: key, readers, release }, writes, Some(errors)))
     }
 }
 
