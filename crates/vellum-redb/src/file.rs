@@ -77,6 +77,8 @@ pub(crate) struct OpenFile {
     pub(crate) commits: AtomicU64,
     /// Whether redb checked every page checksum when the file was opened.
     pub(crate) integrity_checked: bool,
+    /// The identity of the file redb opened (`None`: not checked on this platform).
+    id: Option<FileId>,
     registration: Registration,
 }
 
@@ -91,6 +93,16 @@ impl OpenFile {
     /// writer has drained the queue and closed the file, instead of returning `Locked`.
     pub(crate) fn release_started(&self) {
         self.registration.releasing.store(true, Ordering::Release);
+    }
+
+    /// Whether the lock still guards the application, that is whether the file's path still
+    /// names the file redb opened (one `stat`): `Ok(None)` if it does; `Ok(Some(reason))` if
+    /// the file, or its directory, was removed or replaced, so that another store may open a
+    /// new file under the path; `Err` if the check itself failed. Always `Ok(None)` on
+    /// platforms without inode numbers.
+    pub(crate) fn lost(&self) -> std::io::Result<Option<String>> {
+        Ok(FileId::differs(self.id, &self.path)?
+            .map(|what| format!("the file {what} while the store had it open")))
     }
 
     /// Closes the database, reporting what dropping it would ignore.
@@ -135,6 +147,10 @@ pub(crate) fn open(dir: &Path, app_key: &str, options: Options) -> Result<OpenFi
         check_header(&path)?;
         builder.open(&path).map_err(|e| open_error(e, &path, app_key))
     })?;
+    // The identity of the file just opened: the writer checks before each unit of work that the
+    // path still names it (docs/locking.md#fencing).
+    let id =
+        FileId::of(&std::fs::metadata(&path).map_err(|e| io_error(&path, "cannot read the metadata of", e))?);
     guarded(&path, || check_or_init(&db, &path, app_key))?;
     Ok(OpenFile {
         db,
@@ -142,6 +158,7 @@ pub(crate) fn open(dir: &Path, app_key: &str, options: Options) -> Result<OpenFi
         app_key: app_key.to_owned(),
         commits: AtomicU64::new(0),
         integrity_checked: options.check_integrity,
+        id,
         registration,
     })
 }
@@ -181,6 +198,45 @@ fn canonical(path: &Path) -> std::io::Result<PathBuf> {
         return Ok(std::fs::canonicalize(&parent)?.join(name));
     }
     Err(std::io::Error::other(format!("more than {MAX_LINKS} symbolic links")))
+}
+
+/// The (device, inode) of a file: what a path must still name for the store's lock to guard it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct FileId {
+    dev: u64,
+    ino: u64,
+}
+
+impl FileId {
+    /// The identity in `meta`; `None` on platforms without inode numbers (the check is skipped).
+    #[cfg(unix)]
+    #[allow(clippy::unnecessary_wraps)]
+    fn of(meta: &std::fs::Metadata) -> Option<Self> {
+        use std::os::unix::fs::MetadataExt as _;
+        Some(Self { dev: meta.dev(), ino: meta.ino() })
+    }
+
+    /// The identity in `meta`; `None` on platforms without inode numbers (the check is skipped).
+    #[cfg(not(unix))]
+    fn of(_meta: &std::fs::Metadata) -> Option<Self> {
+        None
+    }
+
+    /// Whether `path` still names the file `expected` (one `stat`): `Ok(None)` if it does,
+    /// `Ok(Some(what happened))` if it names another file or nothing, `Err` if it cannot be told.
+    fn differs(expected: Option<Self>, path: &Path) -> std::io::Result<Option<&'static str>> {
+        let Some(expected) = expected else { return Ok(None) };
+        match std::fs::metadata(path) {
+            Ok(meta) if Self::of(&meta) == Some(expected) => Ok(None),
+            Ok(_) => Ok(Some("was replaced by another file")),
+            Err(e)
+                if matches!(e.kind(), std::io::ErrorKind::NotFound | std::io::ErrorKind::NotADirectory) =>
+            {
+                Ok(Some("was removed (or its directory was)"))
+            }
+            Err(e) => Err(e),
+        }
+    }
 }
 
 /// Creates `app_key`'s new file at `path`, which did not exist: redb initialises it and vellum

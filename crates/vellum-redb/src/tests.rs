@@ -6,8 +6,8 @@ use std::path::Path;
 use std::sync::Arc;
 
 use vellum_core::{
-    Batch, DataStore, Envelope, Error, EventRepository, OffsetRepository, Operation, Persister, Provider,
-    QueueMessage, QueueRepository, Result,
+    Batch, DataStore, Envelope, Error, ErrorKind, EventRepository, OffsetRepository, Operation, Persister,
+    Provider, QueueMessage, QueueRepository, Result,
 };
 
 use crate::layout::{META, META_LAYOUT_VERSION};
@@ -528,6 +528,77 @@ fn a_symlinked_directory_or_file_reaches_the_same_lock() {
         assert_eq!(store.path(), std::fs::canonicalize(&target).unwrap());
         assert!(std::fs::symlink_metadata(&target).unwrap().is_file());
         assert!(matches!(RedbProvider::new(&other_dir).open("new").await, Err(Error::Locked { .. })));
+        store.close().await.unwrap();
+    });
+}
+
+/// docs/locking.md#fencing: if the store's file is replaced or removed under it (another store
+/// could then open a new file under the path), the next persist fails with kind `Fenced`, and so
+/// does every later one, even once the file is back; close succeeds and the key opens again.
+#[cfg(unix)]
+#[test]
+fn a_replaced_or_removed_file_fences_the_store() {
+    runtime().block_on(async {
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("files");
+        let provider = RedbProvider::new(&dir);
+
+        // Renamed away and replaced by a copy.
+        let store = provider.open("app").await.unwrap();
+        let path = store.path().to_owned();
+        persist(&store, 0).await.unwrap();
+        let moved = path.with_extension("moved");
+        std::fs::rename(&path, &moved).unwrap();
+        std::fs::copy(&moved, &path).unwrap();
+        let e = persist(&store, 1).await.unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Fenced, "{e:?}");
+        let text = e.to_string();
+        assert!(text.contains(&path.display().to_string()) && text.contains("\"app\""), "{text}");
+        println!("{text}");
+        // Fenced for good, even with the original file back under its name.
+        std::fs::rename(&moved, &path).unwrap();
+        assert_eq!(persist(&store, 1).await.unwrap_err().kind(), ErrorKind::Fenced);
+        store.close().await.unwrap();
+        let store = provider.open("app").await.unwrap();
+        assert_eq!(store.load_offset("s").await.unwrap(), 1);
+        persist(&store, 1).await.unwrap();
+
+        // The whole directory removed.
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert_eq!(persist(&store, 2).await.unwrap_err().kind(), ErrorKind::Fenced);
+        store.close().await.unwrap();
+        let store = provider.open("app").await.unwrap();
+        assert_eq!(store.load_offset("s").await.unwrap(), 0, "a new, empty store");
+        store.close().await.unwrap();
+    });
+}
+
+/// Persists offset `n` -> `n + 1` of source `s`.
+async fn persist(store: &RedbStore, n: u64) -> Result<vellum_core::PersistResult> {
+    store.persist(Batch::from(vec![save_offset("s", n, n + 1)])).await
+}
+
+/// The fencing check is one `stat` of the file per unit of work: prints its cost next to that
+/// of a durable one-batch commit.
+#[test]
+fn the_fencing_check_costs_microseconds() {
+    runtime().block_on(async {
+        let dir = tempfile::tempdir().unwrap();
+        let store = RedbProvider::new(dir.path()).open("app").await.unwrap();
+        let n = 10_000_u32;
+        let started = std::time::Instant::now();
+        for _ in 0..n {
+            std::hint::black_box(std::fs::metadata(store.path()).unwrap());
+        }
+        let stat = started.elapsed() / n;
+        let commits = 100_u32;
+        let started = std::time::Instant::now();
+        for i in 0..u64::from(commits) {
+            store.persist(Batch::from(vec![save_offset("s", i, i + 1)])).await.unwrap();
+        }
+        let commit = started.elapsed() / commits;
+        println!("fencing check (one stat): {stat:?} per unit of work; a one-batch persist: {commit:?}");
+        assert!(stat < std::time::Duration::from_millis(1), "{stat:?}");
         store.close().await.unwrap();
     });
 }
