@@ -20,6 +20,11 @@
 //! that key in this process waits for the release instead of failing with `Locked`
 //! (docs/close-and-cancellation.md#dropping-a-store). A key held by a live store is `Locked` at
 //! once.
+//!
+//! A lock can be sidestepped while it is held: if its lock file is removed or replaced, another
+//! process creates a new one and locks that. [`AppLock::check`] notices (one `stat` of the lock
+//! file per unit of work, compared with the file the lock is on), and the writer then refuses
+//! every further unit with [`ErrorKind::Fenced`] (docs/locking.md#fencing).
 
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions, TryLockError};
@@ -52,7 +57,11 @@ struct Entry {
 #[derive(Debug)]
 pub(crate) struct AppLock {
     path: PathBuf,
+    /// The canonical database path; `None` for an in-memory database.
+    database: Option<PathBuf>,
     file: Option<File>,
+    /// The identity of the lock file when it was locked (`None`: not checked on this platform).
+    id: Option<FileId>,
     releasing: Arc<AtomicBool>,
     /// Dropped last, after the registry entry is gone: wakes the opens waiting for the release.
     _released: watch::Sender<()>,
@@ -67,6 +76,42 @@ impl Release {
     /// Marks the lock as being released. Call only once the store admits no more work.
     pub(crate) fn start(&self) {
         self.0.store(true, Ordering::Release);
+    }
+}
+
+/// The (device, inode) of a file: what a path must still name for a lock to guard it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct FileId {
+    dev: u64,
+    ino: u64,
+}
+
+impl FileId {
+    /// The identity in `meta`; `None` on platforms without inode numbers (the check is skipped).
+    #[cfg(unix)]
+    #[allow(clippy::unnecessary_wraps)]
+    pub(crate) fn of(meta: &std::fs::Metadata) -> Option<Self> {
+        use std::os::unix::fs::MetadataExt as _;
+        Some(Self { dev: meta.dev(), ino: meta.ino() })
+    }
+
+    /// The identity in `meta`; `None` on platforms without inode numbers (the check is skipped).
+    #[cfg(not(unix))]
+    pub(crate) fn of(_meta: &std::fs::Metadata) -> Option<Self> {
+        None
+    }
+
+    /// Whether `path` still names the file `expected` (one `stat`): `Ok(None)` if it does,
+    /// `Ok(Some(reason))` if it names another file or nothing, `Err` if it cannot be told.
+    pub(crate) fn differs(expected: Option<Self>, path: &Path) -> std::io::Result<Option<&'static str>> {
+        let Some(expected) = expected else { return Ok(None) };
+        match std::fs::metadata(path) {
+            Ok(meta) if Self::of(&meta) == Some(expected) => Ok(None),
+            Ok(_) => Ok(Some("was replaced by another file")),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Some("was removed")),
+            Err(e) if e.kind() == std::io::ErrorKind::NotADirectory => Ok(Some("was removed")),
+            Err(e) => Err(e),
+        }
     }
 }
 
@@ -173,11 +218,13 @@ impl Claim {
         }
     }
 
-    fn into_lock(mut self, file: Option<File>) -> AppLock {
+    fn into_lock(mut self, database: Option<&Path>, file: Option<File>, id: Option<FileId>) -> AppLock {
         let released = self.released.take().unwrap_or_else(|| watch::channel(()).0);
         AppLock {
             path: std::mem::take(&mut self.path),
+            database: database.map(Path::to_owned),
             file,
+            id,
             releasing: Arc::clone(&self.releasing),
             _released: released,
         }
@@ -213,7 +260,7 @@ impl AppLock {
         }
         let path = PathBuf::from(format!("memory-{:p}", Arc::as_ptr(conn))).join(file_name(app_key));
         let claim = Claim::take(&path).await.ok_or_else(|| Error::Locked { app_key: app_key.to_owned() })?;
-        Ok(claim.into_lock(None))
+        Ok(claim.into_lock(None, None, None))
     }
 
     /// Takes the lock of `app_key` on `database` (its [`canonical`] path), or returns
@@ -247,13 +294,41 @@ impl AppLock {
             Err(TryLockError::WouldBlock) => return Err(locked()),
             Err(TryLockError::Error(e)) => return Err(io("locking the lock file", &path)(e)),
         }
-        Ok(claim.into_lock(Some(file)))
+        let id = FileId::of(&file.metadata().map_err(io("reading the metadata of the lock file", &path))?);
+        Ok(claim.into_lock(Some(database), Some(file), id))
     }
 
     /// The handle a store uses to say it is letting go of this lock ([`Release::start`]).
     pub(crate) fn release_handle(&self) -> Release {
         Release(Arc::clone(&self.releasing))
     }
+
+    /// Whether the lock still guards the key, that is whether its lock file is still the file
+    /// at its path (one `stat`): `Ok(None)` if it is; `Ok(Some(reason))` if the lock file was
+    /// removed or replaced, so that another store may hold a lock on a new file; `Err` if the
+    /// check itself failed. Always `Ok(None)` for an in-memory database and on platforms without
+    /// inode numbers.
+    pub(crate) fn lost(&self) -> std::io::Result<Option<String>> {
+        if self.database.is_none() {
+            return Ok(None);
+        }
+        Ok(FileId::differs(self.id, &self.path)?
+            .map(|what| format!("its lock file {} {what} while the store held it", self.path.display())))
+    }
+}
+
+/// The error of a store whose lock no longer guards its application: kind [`ErrorKind::Fenced`],
+/// naming the database file, the application and `reason`.
+pub(crate) fn fenced(database: &Path, app_key: &str, reason: &str) -> Error {
+    Error::storage_kind(
+        ErrorKind::Fenced,
+        format!(
+            "sqlite: the store of application {app_key:?} in database {} is fenced and writes no more: \
+             {reason}; another store may hold the application now. Close this store and open it again",
+            database.display()
+        ),
+        reason.to_owned(),
+    )
 }
 
 impl Drop for AppLock {

@@ -398,6 +398,109 @@ fn a_symlink_reaches_the_lock_another_process_holds() {
     }
 }
 
+/// docs/locking.md#fencing: a lock file removed under an open store lets another process create
+/// a new one and open the application. The store notices before its next unit of work: that
+/// persist and every later one fail with kind `Fenced`, so the two never both write. The fenced
+/// store closes normally.
+#[cfg(unix)]
+#[test]
+fn a_removed_lock_file_fences_the_store_and_a_second_store_opens() {
+    let (_dir, path) = temp_db();
+    runtime().block_on(async {
+        let store = SqliteProvider::new(&path).unwrap().open("app").await.unwrap();
+        store.persist(Batch::from(vec![save_offset("s", 0, 1)])).await.unwrap();
+        let locks = path.with_file_name("vellum.db.vellum-locks");
+        let lock_files: Vec<_> = std::fs::read_dir(&locks).unwrap().map(|e| e.unwrap().path()).collect();
+        assert_eq!(lock_files.len(), 1);
+        std::fs::remove_file(&lock_files[0]).unwrap();
+
+        // Another process now opens the application: it finds no lock file and makes a new one.
+        let mut child = spawn_child("hold", &path, "app", 0);
+        let (_lines, ready, reader) = collect_lines(&mut child.0, "HOLDING");
+        ready.recv_timeout(Duration::from_secs(30)).expect("the second store did not open");
+
+        let e = store.persist(Batch::from(vec![save_offset("s", 1, 2)])).await.unwrap_err();
+        assert_eq!(e.kind(), vellum_core::ErrorKind::Fenced, "{e:?}");
+        let text = e.to_string();
+        assert!(text.contains(&path.display().to_string()) && text.contains("\"app\""), "{text}");
+        println!("{text}");
+        assert!(!e.is_retryable());
+        // For good, whatever comes next.
+        let e = store.persist(Batch::from(vec![save_offset("t", 0, 1)])).await.unwrap_err();
+        assert_eq!(e.kind(), vellum_core::ErrorKind::Fenced);
+        store.close().await.unwrap();
+        child.0.kill().unwrap();
+        child.0.wait().unwrap();
+        reader.join().unwrap();
+
+        let store = SqliteProvider::new(&path).unwrap().open("app").await.unwrap();
+        assert_eq!(store.load_offset("s").await.unwrap(), 1, "the fenced store wrote nothing more");
+        assert_eq!(store.load_offset("t").await.unwrap(), 0);
+        store.close().await.unwrap();
+    });
+}
+
+/// docs/locking.md#fencing: a database file replaced under an open store (the store would write
+/// to a file no longer under its name) fences the store too; so does a lock file replaced by
+/// another file.
+#[cfg(unix)]
+#[test]
+fn a_replaced_database_or_lock_file_fences_the_store() {
+    let (_dir, path) = temp_db();
+    runtime().block_on(async {
+        let provider = SqliteProvider::new(&path).unwrap();
+        let store = provider.open("app").await.unwrap();
+        store.persist(Batch::from(vec![save_offset("s", 0, 1)])).await.unwrap();
+        let moved = path.with_extension("moved");
+        std::fs::rename(&path, &moved).unwrap();
+        std::fs::copy(&moved, &path).unwrap();
+        let e = store.persist(Batch::from(vec![save_offset("s", 1, 2)])).await.unwrap_err();
+        assert_eq!(e.kind(), vellum_core::ErrorKind::Fenced, "{e:?}");
+        assert!(e.to_string().contains("database file was replaced"), "{e}");
+        store.close().await.unwrap();
+
+        // (The copy may lack what was still in the write-ahead log: use another source.)
+        let store = provider.open("app").await.unwrap();
+        store.persist(Batch::from(vec![save_offset("t", 0, 1)])).await.unwrap();
+        let locks = path.with_file_name("vellum.db.vellum-locks");
+        let lock_file = std::fs::read_dir(&locks).unwrap().next().unwrap().unwrap().path();
+        std::fs::rename(&lock_file, locks.join("old")).unwrap();
+        std::fs::write(&lock_file, b"").unwrap();
+        let e = store.persist(Batch::from(vec![save_offset("t", 1, 2)])).await.unwrap_err();
+        assert_eq!(e.kind(), vellum_core::ErrorKind::Fenced, "{e:?}");
+        assert!(e.to_string().contains("lock file"), "{e}");
+        store.close().await.unwrap();
+    });
+}
+
+/// The fencing check is two `stat`s (lock file and database file) per unit of work: prints
+/// their cost next to that of a durable one-batch commit.
+#[test]
+fn the_fencing_check_costs_microseconds() {
+    let (_dir, path) = temp_db();
+    runtime().block_on(async {
+        let store = SqliteProvider::new(&path).unwrap().open("app").await.unwrap();
+        let locks = path.with_file_name("vellum.db.vellum-locks");
+        let lock_file = std::fs::read_dir(&locks).unwrap().next().unwrap().unwrap().path();
+        let n = 10_000_u32;
+        let started = Instant::now();
+        for _ in 0..n {
+            std::hint::black_box(std::fs::metadata(&path).unwrap());
+            std::hint::black_box(std::fs::metadata(&lock_file).unwrap());
+        }
+        let check = started.elapsed() / n;
+        let commits = 100_u32;
+        let started = Instant::now();
+        for i in 0..u64::from(commits) {
+            store.persist(Batch::from(vec![save_offset("s", i, i + 1)])).await.unwrap();
+        }
+        let commit = started.elapsed() / commits;
+        println!("fencing check (two stats): {check:?} per unit of work; a one-batch persist: {commit:?}");
+        assert!(check < Duration::from_millis(1), "{check:?}");
+        store.close().await.unwrap();
+    });
+}
+
 #[test]
 fn second_process_is_locked_and_killing_the_holder_frees_the_key() {
     let (_dir, path) = temp_db();
