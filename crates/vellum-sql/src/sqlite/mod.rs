@@ -249,7 +249,8 @@ impl SqliteProvider {
         let (source, options) = (Arc::clone(&self.source), self.options.clone());
         let database = self.path().map(Path::to_owned);
         let result = tokio::task::spawn_blocking(move || match &*source {
-            Source::File(path) => f(&mut Self::open_writer(path, &options)?),
+            // The same file a store would open: a dangling link is created through, as by `open`.
+            Source::File(path) => f(&mut Self::open_writer(&lock::canonical(path)?, &options)?),
             Source::Connection { conn, .. } => {
                 let mut guard = conn.lock().map_err(|_| {
                     Error::storage("sqlite: using a caller's connection", "the connection mutex is poisoned")

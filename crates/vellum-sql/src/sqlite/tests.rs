@@ -360,6 +360,13 @@ fn a_symlink_to_the_database_takes_the_same_lock() {
         symlink(&target, &dangling).unwrap();
         let store = SqliteProvider::new(&dangling).unwrap().open("app").await.unwrap();
         assert!(std::fs::symlink_metadata(&target).unwrap().is_file());
+        // The schema commands create through a dangling link too.
+        let (target2, dangling2) = (dir.path().join("new2.db"), dir.path().join("dangling2.db"));
+        symlink(&target2, &dangling2).unwrap();
+        SqliteProvider::new(&dangling2).unwrap().create_schema().await.unwrap();
+        assert!(std::fs::symlink_metadata(&target2).unwrap().is_file());
+        let version = SqliteProvider::new(&target2).unwrap().schema_version().await.unwrap();
+        assert_eq!(version, Some(SCHEMA_VERSION));
         assert!(matches!(SqliteProvider::new(&target).unwrap().open("app").await, Err(Error::Locked { .. })));
         store.close().await.unwrap();
     });
