@@ -9,6 +9,7 @@ use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 use redb::{Builder, Database, DatabaseError, ReadableDatabase, TableError, TableHandle};
 use vellum_core::provider::publish;
@@ -41,17 +42,20 @@ impl Registration {
     /// store that has it open was closed or dropped ([`OpenFile::release_started`]), waits
     /// (blocking: this runs on the new store's own thread) until that store's writer has
     /// drained its queue and closed the file.
-    fn acquire(path: &Path) -> Option<Self> {
+    /// The flag says whether it waited.
+    fn acquire(path: &Path) -> Option<(Self, bool)> {
         let mut open = OPEN_FILES.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut waited = false;
         loop {
             match open.get(path) {
                 None => {
                     let releasing = Arc::new(AtomicBool::new(false));
                     open.insert(path.to_owned(), Arc::clone(&releasing));
-                    return Some(Self { path: path.to_owned(), releasing });
+                    return Some((Self { path: path.to_owned(), releasing }, waited));
                 }
                 Some(releasing) if releasing.load(Ordering::Acquire) => {
                     open = RELEASED.wait(open).unwrap_or_else(PoisonError::into_inner);
+                    waited = true;
                 }
                 Some(_) => return None,
             }
@@ -136,7 +140,7 @@ pub(crate) fn open(dir: &Path, app_key: &str, options: Options) -> Result<OpenFi
     // Every name of the file (symbolic links resolved) is one entry of the registry.
     let named = dir.join(file_name(app_key));
     let path = canonical(&named).map_err(|e| io_error(&named, "cannot resolve the path of", e))?;
-    let registration =
+    let (registration, waited) =
         Registration::acquire(&path).ok_or_else(|| Error::Locked { app_key: app_key.to_owned() })?;
     let mut builder = Builder::new();
     builder.set_cache_size(options.cache_size).set_check_integrity_on_open(options.check_integrity);
@@ -145,7 +149,7 @@ pub(crate) fn open(dir: &Path, app_key: &str, options: Options) -> Result<OpenFi
             create(&builder, &path, app_key)?;
         }
         check_header(&path)?;
-        builder.open(&path).map_err(|e| open_error(e, &path, app_key))
+        open_db(&builder, &path, app_key, waited)
     })?;
     // The identity of the file just opened: the writer checks before each unit of work that the
     // path still names it (docs/locking.md#fencing).
@@ -161,6 +165,25 @@ pub(crate) fn open(dir: &Path, app_key: &str, options: Options) -> Result<OpenFi
         id,
         registration,
     })
+}
+
+/// How long [`open_db`] keeps trying after a release in this process.
+const AFTER_RELEASE: Duration = Duration::from_millis(250);
+
+/// Opens the existing file with redb. If `waited` (a store of this process just closed it), a
+/// file redb reports as already open is tried again every 2 ms for up to [`AFTER_RELEASE`]: a
+/// process forked meanwhile (say, by `std::process::Command`) shares the closed descriptor
+/// until it execs, and redb's file lock with it.
+fn open_db(builder: &Builder, path: &Path, app_key: &str, waited: bool) -> Result<Database> {
+    let deadline = Instant::now() + AFTER_RELEASE;
+    loop {
+        match builder.open(path) {
+            Err(DatabaseError::DatabaseAlreadyOpen) if waited && Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            opened => return opened.map_err(|e| open_error(e, path, app_key)),
+        }
+    }
 }
 
 /// How many symbolic links [`canonical`] follows before giving up (Linux's own limit).

@@ -31,6 +31,7 @@ use std::fs::{File, OpenOptions, TryLockError};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
 use vellum_core::{Error, ErrorKind, Result};
@@ -191,12 +192,15 @@ struct Claim {
     path: PathBuf,
     releasing: Arc<AtomicBool>,
     released: Option<watch::Sender<()>>,
+    /// Whether the claim waited for a store of this process to release the lock.
+    waited: bool,
 }
 
 impl Claim {
     /// Claims `path` in the registry: `Ok(None)` if a live store holds it. If the store holding
     /// it is letting go (closed or dropped), waits until it has, then claims it.
     async fn take(path: &Path) -> Option<Self> {
+        let mut waited = false;
         loop {
             let mut released = {
                 let mut held = HELD.lock().unwrap_or_else(PoisonError::into_inner);
@@ -207,7 +211,8 @@ impl Claim {
                         let releasing = Arc::new(AtomicBool::new(false));
                         let entry = Entry { releasing: Arc::clone(&releasing), released: receiver };
                         held.insert(path.to_owned(), entry);
-                        return Some(Self { path: path.to_owned(), releasing, released: Some(sender) });
+                        let released = Some(sender);
+                        return Some(Self { path: path.to_owned(), releasing, released, waited });
                     }
                     Some(entry) if entry.releasing.load(Ordering::Acquire) => entry.released.clone(),
                     Some(_) => return None,
@@ -215,6 +220,7 @@ impl Claim {
             };
             // Ends (with an error) once the sender is dropped, after the entry was removed.
             while released.changed().await.is_ok() {}
+            waited = true;
         }
     }
 
@@ -289,11 +295,24 @@ impl AppLock {
             .truncate(false)
             .open(&path)
             .map_err(io("opening the lock file", &path))?;
-        match file.try_lock() {
-            Ok(()) => {}
+        let file = match file.try_lock() {
+            Ok(()) => file,
+            // The lock was just released by a store of this process; a process forked meanwhile
+            // (say, by `std::process::Command`) shares the closed descriptor until it execs, and
+            // the OS lock with it: try a little longer.
+            Err(TryLockError::WouldBlock) if claim.waited => {
+                let patient = tokio::task::spawn_blocking(move || lock_patiently(&file).map(|()| file))
+                    .await
+                    .map_err(|e| io("locking the lock file", &path)(std::io::Error::other(e)))?;
+                match patient {
+                    Ok(file) => file,
+                    Err(TryLockError::WouldBlock) => return Err(locked()),
+                    Err(TryLockError::Error(e)) => return Err(io("locking the lock file", &path)(e)),
+                }
+            }
             Err(TryLockError::WouldBlock) => return Err(locked()),
             Err(TryLockError::Error(e)) => return Err(io("locking the lock file", &path)(e)),
-        }
+        };
         let id = FileId::of(&file.metadata().map_err(io("reading the metadata of the lock file", &path))?);
         Ok(claim.into_lock(Some(database), Some(file), id))
     }
@@ -329,6 +348,22 @@ pub(crate) fn fenced(database: &Path, app_key: &str, reason: &str) -> Error {
         ),
         reason.to_owned(),
     )
+}
+
+/// How long [`lock_patiently`] keeps trying.
+const AFTER_RELEASE: Duration = Duration::from_millis(250);
+
+/// Tries to lock `file` for up to [`AFTER_RELEASE`], every 2 ms (blocking).
+fn lock_patiently(file: &File) -> std::result::Result<(), TryLockError> {
+    let deadline = Instant::now() + AFTER_RELEASE;
+    loop {
+        match file.try_lock() {
+            Err(TryLockError::WouldBlock) if Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            other => return other,
+        }
+    }
 }
 
 impl Drop for AppLock {
