@@ -3,12 +3,13 @@
 //! creating a missing file race-free, the layout-version and app-key checks, and the mapping of
 //! redb failures (errors and panics alike) to [`Error::Storage`] naming the file.
 
-use std::collections::BTreeSet;
+use std::collections::BTreeMap;
 use std::fmt;
 use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::AtomicU64;
-use std::sync::{Mutex, PoisonError};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 use redb::{Builder, Database, DatabaseError, ReadableDatabase, TableError, TableHandle};
 use vellum_core::provider::publish;
@@ -21,25 +22,51 @@ use crate::layout::{
 };
 use crate::records::Codec;
 
-/// Canonical paths of the files open in this process (docs/locking.md#redb, within a process:
-/// redb's own lock is not guaranteed to exclude a second handle of the same process).
-static OPEN_FILES: Mutex<BTreeSet<PathBuf>> = Mutex::new(BTreeSet::new());
+/// The canonical paths of the files open in this process (docs/locking.md#redb, within a
+/// process: redb's own lock is not guaranteed to exclude a second handle of the same process),
+/// each with its flag "the store letting go of it was closed or dropped".
+static OPEN_FILES: Mutex<BTreeMap<PathBuf, Arc<AtomicBool>>> = Mutex::new(BTreeMap::new());
+
+/// Notified whenever a path leaves [`OPEN_FILES`].
+static RELEASED: Condvar = Condvar::new();
 
 /// A path's entry in [`OPEN_FILES`], removed on drop.
 #[derive(Debug)]
-pub(crate) struct Registration(PathBuf);
+pub(crate) struct Registration {
+    path: PathBuf,
+    releasing: Arc<AtomicBool>,
+}
 
 impl Registration {
-    /// Registers `path`, or returns `None` if it is already open in this process.
-    fn acquire(path: &Path) -> Option<Self> {
+    /// Registers `path`, or returns `None` if a live store of this process has it open. If the
+    /// store that has it open was closed or dropped ([`OpenFile::release_started`]), waits
+    /// (blocking: this runs on the new store's own thread) until that store's writer has
+    /// drained its queue and closed the file.
+    /// The flag says whether it waited.
+    fn acquire(path: &Path) -> Option<(Self, bool)> {
         let mut open = OPEN_FILES.lock().unwrap_or_else(PoisonError::into_inner);
-        open.insert(path.to_owned()).then(|| Self(path.to_owned()))
+        let mut waited = false;
+        loop {
+            match open.get(path) {
+                None => {
+                    let releasing = Arc::new(AtomicBool::new(false));
+                    open.insert(path.to_owned(), Arc::clone(&releasing));
+                    return Some((Self { path: path.to_owned(), releasing }, waited));
+                }
+                Some(releasing) if releasing.load(Ordering::Acquire) => {
+                    open = RELEASED.wait(open).unwrap_or_else(PoisonError::into_inner);
+                    waited = true;
+                }
+                Some(_) => return None,
+            }
+        }
     }
 }
 
 impl Drop for Registration {
     fn drop(&mut self) {
-        OPEN_FILES.lock().unwrap_or_else(PoisonError::into_inner).remove(&self.0);
+        OPEN_FILES.lock().unwrap_or_else(PoisonError::into_inner).remove(&self.path);
+        RELEASED.notify_all();
     }
 }
 
@@ -54,13 +81,32 @@ pub(crate) struct OpenFile {
     pub(crate) commits: AtomicU64,
     /// Whether redb checked every page checksum when the file was opened.
     pub(crate) integrity_checked: bool,
-    _registration: Registration,
+    /// The identity of the file redb opened (`None`: not checked on this platform).
+    id: Option<FileId>,
+    registration: Registration,
 }
 
 impl OpenFile {
     /// The codec that seals and checks this file's records.
     pub(crate) fn codec(&self) -> Codec<'_> {
         Codec { file: &self.path, app_key: &self.app_key }
+    }
+
+    /// Tells the registry that the store is letting go of the file (it was closed or dropped and
+    /// admits no more work): an open of the same file in this process then waits until the
+    /// writer has drained the queue and closed the file, instead of returning `Locked`.
+    pub(crate) fn release_started(&self) {
+        self.registration.releasing.store(true, Ordering::Release);
+    }
+
+    /// Whether the lock still guards the application, that is whether the file's path still
+    /// names the file redb opened (one `stat`): `Ok(None)` if it does; `Ok(Some(reason))` if
+    /// the file, or its directory, was removed or replaced, so that another store may open a
+    /// new file under the path; `Err` if the check itself failed. Always `Ok(None)` on
+    /// platforms without inode numbers.
+    pub(crate) fn lost(&self) -> std::io::Result<Option<String>> {
+        Ok(FileId::differs(self.id, &self.path)?
+            .map(|what| format!("the file {what} while the store had it open")))
     }
 
     /// Closes the database, reporting what dropping it would ignore.
@@ -91,10 +137,10 @@ pub(crate) struct Options {
 pub(crate) fn open(dir: &Path, app_key: &str, options: Options) -> Result<OpenFile> {
     std::fs::create_dir_all(dir)
         .map_err(|e| Error::storage(format!("cannot create directory {}", dir.display()), e))?;
-    let dir = std::fs::canonicalize(dir)
-        .map_err(|e| Error::storage(format!("cannot resolve directory {}", dir.display()), e))?;
-    let path = dir.join(file_name(app_key));
-    let registration =
+    // Every name of the file (symbolic links resolved) is one entry of the registry.
+    let named = dir.join(file_name(app_key));
+    let path = canonical(&named).map_err(|e| io_error(&named, "cannot resolve the path of", e))?;
+    let (registration, waited) =
         Registration::acquire(&path).ok_or_else(|| Error::Locked { app_key: app_key.to_owned() })?;
     let mut builder = Builder::new();
     builder.set_cache_size(options.cache_size).set_check_integrity_on_open(options.check_integrity);
@@ -103,8 +149,12 @@ pub(crate) fn open(dir: &Path, app_key: &str, options: Options) -> Result<OpenFi
             create(&builder, &path, app_key)?;
         }
         check_header(&path)?;
-        builder.open(&path).map_err(|e| open_error(e, &path, app_key))
+        open_db(&builder, &path, app_key, waited)
     })?;
+    // The identity of the file just opened: the writer checks before each unit of work that the
+    // path still names it (docs/locking.md#fencing).
+    let id =
+        FileId::of(&std::fs::metadata(&path).map_err(|e| io_error(&path, "cannot read the metadata of", e))?);
     guarded(&path, || check_or_init(&db, &path, app_key))?;
     Ok(OpenFile {
         db,
@@ -112,8 +162,104 @@ pub(crate) fn open(dir: &Path, app_key: &str, options: Options) -> Result<OpenFi
         app_key: app_key.to_owned(),
         commits: AtomicU64::new(0),
         integrity_checked: options.check_integrity,
-        _registration: registration,
+        id,
+        registration,
     })
+}
+
+/// How long [`open_db`] keeps trying after a release in this process.
+const AFTER_RELEASE: Duration = Duration::from_millis(250);
+
+/// Opens the existing file with redb. If `waited` (a store of this process just closed it), a
+/// file redb reports as already open is tried again every 2 ms for up to [`AFTER_RELEASE`]: a
+/// process forked meanwhile (say, by `std::process::Command`) shares the closed descriptor
+/// until it execs, and redb's file lock with it.
+fn open_db(builder: &Builder, path: &Path, app_key: &str, waited: bool) -> Result<Database> {
+    let deadline = Instant::now() + AFTER_RELEASE;
+    loop {
+        match builder.open(path) {
+            Err(DatabaseError::DatabaseAlreadyOpen) if waited && Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            opened => return opened.map_err(|e| open_error(e, path, app_key)),
+        }
+    }
+}
+
+/// How many symbolic links [`canonical`] follows before giving up (Linux's own limit).
+const MAX_LINKS: usize = 40;
+
+/// The canonical path of the file at `path`, so that every name of one file maps to one entry
+/// of [`OPEN_FILES`] (docs/locking.md#redb): symbolic links, in the directory or as the file
+/// itself, are resolved. A file that does not exist yet is named by its canonical directory and
+/// its file name. A dangling symbolic link is followed: the path is that of the file it points
+/// to, which is where the file is then created, so the link and its target share one lock.
+fn canonical(path: &Path) -> std::io::Result<PathBuf> {
+    let mut current = path.to_owned();
+    for _ in 0..MAX_LINKS {
+        match std::fs::canonicalize(&current) {
+            Ok(resolved) => return Ok(resolved),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+        let parent = match current.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_owned(),
+            _ => PathBuf::from("."),
+        };
+        match std::fs::symlink_metadata(&current) {
+            // A dangling link: go on with its target.
+            Ok(meta) if meta.file_type().is_symlink() => {
+                current = parent.join(std::fs::read_link(&current)?);
+                continue;
+            }
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+        let name =
+            current.file_name().ok_or_else(|| std::io::Error::other("the path does not name a file"))?;
+        return Ok(std::fs::canonicalize(&parent)?.join(name));
+    }
+    Err(std::io::Error::other(format!("more than {MAX_LINKS} symbolic links")))
+}
+
+/// The (device, inode) of a file: what a path must still name for the store's lock to guard it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct FileId {
+    dev: u64,
+    ino: u64,
+}
+
+impl FileId {
+    /// The identity in `meta`; `None` on platforms without inode numbers (the check is skipped).
+    #[cfg(unix)]
+    #[allow(clippy::unnecessary_wraps)]
+    fn of(meta: &std::fs::Metadata) -> Option<Self> {
+        use std::os::unix::fs::MetadataExt as _;
+        Some(Self { dev: meta.dev(), ino: meta.ino() })
+    }
+
+    /// The identity in `meta`; `None` on platforms without inode numbers (the check is skipped).
+    #[cfg(not(unix))]
+    fn of(_meta: &std::fs::Metadata) -> Option<Self> {
+        None
+    }
+
+    /// Whether `path` still names the file `expected` (one `stat`): `Ok(None)` if it does,
+    /// `Ok(Some(what happened))` if it names another file or nothing, `Err` if it cannot be told.
+    fn differs(expected: Option<Self>, path: &Path) -> std::io::Result<Option<&'static str>> {
+        let Some(expected) = expected else { return Ok(None) };
+        match std::fs::metadata(path) {
+            Ok(meta) if Self::of(&meta) == Some(expected) => Ok(None),
+            Ok(_) => Ok(Some("was replaced by another file")),
+            Err(e)
+                if matches!(e.kind(), std::io::ErrorKind::NotFound | std::io::ErrorKind::NotADirectory) =>
+            {
+                Ok(Some("was removed (or its directory was)"))
+            }
+            Err(e) => Err(e),
+        }
+    }
 }
 
 /// Creates `app_key`'s new file at `path`, which did not exist: redb initialises it and vellum

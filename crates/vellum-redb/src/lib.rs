@@ -3,9 +3,13 @@
 //!
 //! A [`RedbProvider`] works over a directory holding one redb file per application key, so
 //! processes can host different applications from one directory. Opening a key is exclusive
-//! (docs/locking.md#redb): a second open in this process, or in another process (through redb's file lock),
-//! returns [`Error::Locked`] at once; the lock goes with `close`,
-//! with the store, or with the process.
+//! (docs/locking.md#redb): while a store is open, a second open in this process, or in another
+//! process (through redb's file lock), returns [`Error::Locked`] at once, whatever name (symbolic
+//! links resolved) it reaches the file by; the lock goes with `close`, with the store, or with
+//! the process. An open in this process of a key whose store was just closed or dropped waits
+//! for that store's writer to let go of the file, instead of returning `Locked`. A store whose
+//! file is removed or replaced under it is fenced: it refuses every further write with
+//! [`ErrorKind::Fenced`](vellum_core::ErrorKind::Fenced) (docs/locking.md#fencing).
 //!
 //! Only a missing file is created (race-free: it appears complete, under its name, at once). An
 //! existing file that is empty, truncated, not a redb file or not this application's is refused
@@ -165,7 +169,8 @@ impl RedbProvider {
             .spawn(move || match span.in_scope(|| file::open(&dir, &key, options)) {
                 Ok(file) => {
                     let file = Arc::new(file);
-                    let (queue, writer) = WriteQueue::new(RedbExecutor { file: Arc::clone(&file) });
+                    let (queue, writer) =
+                        WriteQueue::new(RedbExecutor { file: Arc::clone(&file), fenced: None });
                     if opened.send(Ok((file, queue))).is_ok() {
                         block_on(writer);
                     }

@@ -179,8 +179,14 @@ impl DataStore for RedbStore {
 
     async fn close(&self) -> Result<()> {
         // Reads see `Closed` from here on; the writer drains the queue and lets go of its handle.
+        // An open of this file in this process waits for that from now on (it no longer gets
+        // `Locked`): the store admits no more work once its queue is closed, below.
         let file = self.shared.file.write().take();
-        self.writes.close().await?;
+        let closing = self.writes.close();
+        if let Some(file) = &file {
+            file.release_started();
+        }
+        closing.await?;
         match file.map(Arc::try_unwrap) {
             Some(Ok(file)) => {
                 let path = file.path.clone();
@@ -190,12 +196,19 @@ impl DataStore for RedbStore {
             Some(Err(_)) | None => Ok(()),
         }
     }
+
+    fn is_fenced(&self) -> bool {
+        self.writes.is_fenced()
+    }
 }
 
 impl Drop for RedbStore {
     /// A dropped store closes its file and releases its lock once the writer has drained its
-    /// queue, as a closed one does.
+    /// queue, as a closed one does. An open of the same file in this process meanwhile waits for
+    /// that, instead of returning `Locked` (docs/close-and-cancellation.md#dropping-a-store).
     fn drop(&mut self) {
-        drop(self.shared.file.write().take());
+        if let Some(file) = self.shared.file.write().take() {
+            file.release_started();
+        }
     }
 }

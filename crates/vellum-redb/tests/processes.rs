@@ -215,6 +215,36 @@ fn key_closed_by_another_process_opens_and_locks_in_both_directions() {
     let _ = kid.kill();
 }
 
+/// docs/locking.md#redb: a key held by another process through a symbolic link to the directory
+/// is `Locked` here through the real directory, and through a symbolic link to the file; and the
+/// other way round once the holder reopened it through the real directory.
+#[test]
+fn a_symlink_reaches_the_lock_another_process_holds() {
+    use std::os::unix::fs::symlink;
+    let root = tempfile::tempdir().unwrap();
+    let real = root.path().join("real");
+    std::fs::create_dir(&real).unwrap();
+    let linked = root.path().join("linked");
+    symlink(&real, &linked).unwrap();
+    let mut kid = Kid::spawn("hold", &linked);
+    kid.expect(&["OPEN"]);
+    let file_dir = root.path().join("file-link");
+    std::fs::create_dir(&file_dir).unwrap();
+    let name = RedbProvider::new(&real).file_path(KEY);
+    symlink(&name, file_dir.join(name.file_name().unwrap())).unwrap();
+    runtime().block_on(async {
+        expect_locked(&RedbProvider::new(&real)).await;
+        expect_locked(&RedbProvider::new(&file_dir)).await;
+        kid.tell("close");
+        kid.expect(&["CLOSED"]);
+        let store = RedbProvider::new(&file_dir).open(KEY).await.unwrap();
+        kid.tell("open");
+        assert_eq!(kid.expect(&["OPEN", "LOCKED", "ERROR"]), "LOCKED");
+        store.close().await.unwrap();
+    });
+    let _ = kid.kill();
+}
+
 /// Processes that open the same missing file at once each create it or open the one another
 /// created (the file lock then admits one at a time): none ever finds a half-made file and
 /// reports it as damaged, and the directory ends with the one complete file.

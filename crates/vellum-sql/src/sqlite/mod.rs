@@ -19,7 +19,12 @@
 //! - **Statements** are prepared once per connection (`prepare_cached`) and take only bound
 //!   parameters; no SQL is ever built from data.
 //! - **Exclusivity** (docs/locking.md#sqlite) is an OS lock on a sidecar lock file per (database file, application
-//!   key), taken without waiting; see `lock.rs`. It dies with the process.
+//!   key), taken without waiting; see `lock.rs`. It dies with the process. The database file is
+//!   named by its canonical path, so a symbolic link to it takes the same lock. An open in this
+//!   process of a key whose store was just closed or dropped waits for that store's writer to
+//!   release the lock instead of returning `Locked`. If the lock file or the database file is
+//!   removed or replaced under an open store, the store is fenced: every further write fails with
+//!   [`ErrorKind::Fenced`] (docs/locking.md#fencing).
 //! - **Schema**: see [`create_schema`]. Opening a store creates or checks it
 //!   ([`SqliteOptions::migrate`]); a database at a newer schema version is refused.
 //! - **The file**: only a missing database file is created (race-free: it appears complete, in
@@ -244,7 +249,8 @@ impl SqliteProvider {
         let (source, options) = (Arc::clone(&self.source), self.options.clone());
         let database = self.path().map(Path::to_owned);
         let result = tokio::task::spawn_blocking(move || match &*source {
-            Source::File(path) => f(&mut Self::open_writer(path, &options)?),
+            // The same file a store would open: a dangling link is created through, as by `open`.
+            Source::File(path) => f(&mut Self::open_writer(&lock::canonical(path)?, &options)?),
             Source::Connection { conn, .. } => {
                 let mut guard = conn.lock().map_err(|_| {
                     Error::storage("sqlite: using a caller's connection", "the connection mutex is poisoned")
@@ -291,60 +297,68 @@ impl SqliteProvider {
     }
 
     async fn open_store(&self, app_key: &str) -> Result<SqliteStore> {
-        let lock = match &*self.source {
-            Source::File(path) => AppLock::acquire(path, app_key)?,
-            Source::Connection { conn, path } => {
-                AppLock::acquire_for_connection(path.as_deref(), conn, app_key)?
-            }
-        };
         let key: Arc<str> = Arc::from(app_key);
         let options = self.options.clone();
-        let (conn, readers) = match &*self.source {
+        // The lock is taken first, by the canonical path of the database file, so every name of
+        // the file (a symbolic link included) maps to one lock; the store then opens the very
+        // file it locked (docs/locking.md#sqlite), and notes its identity, which the writer
+        // checks before each unit of work (docs/locking.md#fencing).
+        let (lock, database, conn, readers) = match &*self.source {
             Source::File(path) => {
-                let writer_path = path.clone();
-                let conn = tokio::task::spawn_blocking(move || {
+                let database = lock::canonical(path)?;
+                let lock = AppLock::acquire(&database, app_key).await?;
+                let (writer_path, writer_key) = (database.clone(), Arc::clone(&key));
+                let (conn, id) = tokio::task::spawn_blocking(move || {
                     let mut conn = Self::open_writer(&writer_path, &options)?;
                     Self::prepare(&mut conn, &options, Some(&writer_path))?;
-                    Ok::<_, Error>(conn)
+                    Ok::<_, Error>((conn, identity(&writer_path, &writer_key)?))
                 })
                 .await
                 .map_err(|e| {
-                    let what =
-                        format!("sqlite: opening the store of {app_key:?} in database {}", path.display());
+                    let what = format!(
+                        "sqlite: opening the store of {app_key:?} in database {}",
+                        database.display()
+                    );
                     Error::storage(what, e)
                 })??;
                 let readers = Readers::Pool {
-                    path: path.clone(),
+                    path: database.clone(),
                     idle: Mutex::new(Vec::new()),
                     max_idle: self.options.read_connections,
                     busy_timeout: self.options.busy_timeout,
                 };
-                (Arc::new(Mutex::new(conn)), readers)
+                (lock, Some((database, id)), Arc::new(Mutex::new(conn)), readers)
             }
             Source::Connection { conn, path } => {
-                let shared = Arc::clone(conn);
-                let database = path.clone();
-                tokio::task::spawn_blocking(move || {
+                let database = path.as_deref().map(lock::canonical).transpose()?;
+                let lock = AppLock::acquire_for_connection(database.as_deref(), conn, app_key).await?;
+                let (shared, named, writer_key) = (Arc::clone(conn), database.clone(), Arc::clone(&key));
+                let id = tokio::task::spawn_blocking(move || {
                     let mut guard = shared.lock().map_err(|_| {
                         Error::storage(
                             "sqlite: using a caller's connection",
                             "the connection mutex is poisoned",
                         )
                     })?;
-                    Self::prepare(&mut guard, &options, database.as_deref())
+                    Self::prepare(&mut guard, &options, named.as_deref())?;
+                    named.as_deref().map(|path| identity(path, &writer_key)).transpose()
                 })
                 .await
                 .map_err(|e| Error::storage(format!("sqlite: opening the store of {app_key:?}"), e))??;
-                (Arc::clone(conn), Readers::Shared(Arc::clone(conn)))
+                let database = database.zip(id);
+                (lock, database, Arc::clone(conn), Readers::Shared(Arc::clone(conn)))
             }
         };
-        let (writes, run_writer) = WriteQueue::new(SqliteExecutor { app_key: Arc::clone(&key), conn, lock });
+        let release = lock.release_handle();
+        let guard =
+            Arc::new(writer::Guard { lock, database, app_key: Arc::clone(&key), fenced: Mutex::new(None) });
+        let (writes, run_writer) = WriteQueue::new(SqliteExecutor { app_key: Arc::clone(&key), conn, guard });
         tokio::spawn(run_writer);
         // Every error of the store names the database file (reads and the writer report what
         // they were doing and for which application).
         let database = self.path().map(Path::to_owned);
         let errors: crate::store::ErrorMap = Box::new(move |e| name_database(e, database.as_deref()));
-        Ok(crate::SqlStore::with_errors(SqliteReads { app_key: key, readers }, writes, Some(errors)))
+        Ok(crate::SqlStore::with_errors(SqliteReads { app_key: key, readers, release }, writes, Some(errors)))
     }
 }
 
@@ -356,6 +370,20 @@ impl Provider for SqliteProvider {
         let result = self.open_store(app_key).instrument(span.clone()).await;
         observe::record(&span, result)
     }
+}
+
+/// The identity of the database file at `path`, just opened for `app_key`'s store.
+fn identity(path: &Path, app_key: &str) -> Result<Option<lock::FileId>> {
+    let meta = std::fs::metadata(path).map_err(|e| {
+        Error::storage(
+            format!(
+                "sqlite: reading the metadata of database {} for application {app_key:?}",
+                path.display()
+            ),
+            e,
+        )
+    })?;
+    Ok(lock::FileId::of(&meta))
 }
 
 /// What kind of failure an SQLite error is: damaged data (`SQLITE_CORRUPT`, `SQLITE_NOTADB`, or

@@ -80,6 +80,8 @@ impl Readers {
 pub struct SqliteReads {
     pub(crate) app_key: Arc<str>,
     pub(crate) readers: Readers,
+    /// Tells the lock registry the store is letting go of its lock once it is closed or dropped.
+    pub(crate) release: super::lock::Release,
 }
 
 impl SqliteReads {
@@ -285,6 +287,9 @@ impl Dialect for SqliteReads {
 
     fn close(&self) {
         self.readers.clear();
+        // The store admits no more work: an open of its key in this process now waits for the
+        // writer to drain the queue and release the lock, instead of failing with `Locked`.
+        self.release.start();
     }
 
     fn verify_indexes(&self) -> Vec<Index> {

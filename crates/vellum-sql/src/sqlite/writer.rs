@@ -2,6 +2,7 @@
 //! store, one `BEGIN IMMEDIATE` transaction per unit of work (a group of batches or an import),
 //! run on a blocking thread so the async runtime never waits on SQLite or on `fsync`.
 
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
@@ -12,15 +13,68 @@ use vellum_core::{Error, PersistResult, Result};
 use crate::schema::{from_db, to_db};
 use crate::sums::{Rows, write as sum};
 
-use super::lock::AppLock;
+use super::lock::{AppLock, FileId, fenced};
 
 /// Runs a store's units of work on its writer connection.
 #[derive(Debug)]
 pub(crate) struct SqliteExecutor {
     pub(crate) app_key: Arc<str>,
     pub(crate) conn: Arc<Mutex<Connection>>,
-    /// The store's lock: held until the queue is drained, released with the executor.
+    /// The store's lock and the check that it still guards the store: held until the queue is
+    /// drained, released with the executor.
+    pub(crate) guard: Arc<Guard>,
+}
+
+/// What makes the store the only writer of its application: its lock, and the database file
+/// it writes. Checked before every unit of work (docs/locking.md#fencing).
+#[derive(Debug)]
+pub(crate) struct Guard {
     pub(crate) lock: AppLock,
+    /// The canonical database path and the identity of the file the writer opened there
+    /// (`None`: an in-memory database, nothing to check).
+    pub(crate) database: Option<(PathBuf, Option<FileId>)>,
+    pub(crate) app_key: Arc<str>,
+    /// Why the store is fenced, once it is: it never writes again.
+    pub(crate) fenced: Mutex<Option<String>>,
+}
+
+impl Guard {
+    /// `Ok` while the lock guards the application and the database path still names the file
+    /// the store writes: one `stat` each (microseconds). Otherwise an error of kind
+    /// [`vellum_core::ErrorKind::Fenced`] naming the file, the application and the reason, and
+    /// from then on for good; or a storage error if the check itself failed (nothing is written).
+    pub(crate) fn check(&self) -> Result<()> {
+        let Some((database, id)) = &self.database else { return Ok(()) };
+        let mut fenced_for = self.fenced.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(reason) = fenced_for.as_deref() {
+            return Err(fenced(database, &self.app_key, reason));
+        }
+        let lost = FileId::differs(*id, database)
+            .map(|what| what.map(|what| format!("the database file {what} while the store had it open")))
+            .and_then(|lost| match lost {
+                Some(reason) => Ok(Some(reason)),
+                None => self.lock.lost(),
+            })
+            .map_err(|e| {
+                Error::storage(
+                    format!(
+                        "sqlite: checking that the store of application {:?} still holds its lock on \
+                         database {}",
+                        self.app_key,
+                        database.display()
+                    ),
+                    e,
+                )
+            })?;
+        match lost {
+            None => Ok(()),
+            Some(reason) => {
+                let error = fenced(database, &self.app_key, &reason);
+                *fenced_for = Some(reason);
+                Err(error)
+            }
+        }
+    }
 }
 
 impl Executor for SqliteExecutor {
@@ -34,7 +88,10 @@ impl Executor for SqliteExecutor {
         let work = work.to_shared();
         let conn = Arc::clone(&self.conn);
         let app_key = Arc::clone(&self.app_key);
+        let guard = Arc::clone(&self.guard);
         let task = tokio::task::spawn_blocking(move || {
+            // Never write once the lock no longer guards the application.
+            guard.check()?;
             // A panic inside a transaction rolled it back while unwinding (the `Transaction`
             // drops), so the connection is usable again.
             let mut conn = conn.lock().unwrap_or_else(PoisonError::into_inner);
@@ -47,7 +104,7 @@ impl Executor for SqliteExecutor {
     }
 
     async fn release(self) {
-        drop(self.lock);
+        drop(self.guard);
     }
 }
 
