@@ -20,6 +20,7 @@ mod cursor;
 mod envelope;
 mod error;
 mod eval;
+mod files;
 mod hash;
 mod integrity;
 mod model;

@@ -108,6 +108,11 @@ pub mod integrity {
     pub use crate::integrity::*;
 }
 
+/// Which file a path names: canonical paths (symbolic links resolved) and file identities.
+pub mod files {
+    pub use crate::files::*;
+}
+
 /// Creating a store's new file so that its name only ever holds a complete file.
 pub mod publish {
     pub use crate::publish::*;

@@ -12,6 +12,7 @@ use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use redb::{Builder, Database, DatabaseError, ReadableDatabase, TableError, TableHandle};
+use vellum_core::provider::files::{FileId, canonical};
 use vellum_core::provider::publish;
 use vellum_core::{Error, ErrorKind, Result};
 
@@ -182,82 +183,6 @@ fn open_db(builder: &Builder, path: &Path, app_key: &str, waited: bool) -> Resul
                 std::thread::sleep(Duration::from_millis(2));
             }
             opened => return opened.map_err(|e| open_error(e, path, app_key)),
-        }
-    }
-}
-
-/// How many symbolic links [`canonical`] follows before giving up (Linux's own limit).
-const MAX_LINKS: usize = 40;
-
-/// The canonical path of the file at `path`, so that every name of one file maps to one entry
-/// of [`OPEN_FILES`] (docs/locking.md#redb): symbolic links, in the directory or as the file
-/// itself, are resolved. A file that does not exist yet is named by its canonical directory and
-/// its file name. A dangling symbolic link is followed: the path is that of the file it points
-/// to, which is where the file is then created, so the link and its target share one lock.
-fn canonical(path: &Path) -> std::io::Result<PathBuf> {
-    let mut current = path.to_owned();
-    for _ in 0..MAX_LINKS {
-        match std::fs::canonicalize(&current) {
-            Ok(resolved) => return Ok(resolved),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(e),
-        }
-        let parent = match current.parent() {
-            Some(p) if !p.as_os_str().is_empty() => p.to_owned(),
-            _ => PathBuf::from("."),
-        };
-        match std::fs::symlink_metadata(&current) {
-            // A dangling link: go on with its target.
-            Ok(meta) if meta.file_type().is_symlink() => {
-                current = parent.join(std::fs::read_link(&current)?);
-                continue;
-            }
-            Ok(_) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(e),
-        }
-        let name =
-            current.file_name().ok_or_else(|| std::io::Error::other("the path does not name a file"))?;
-        return Ok(std::fs::canonicalize(&parent)?.join(name));
-    }
-    Err(std::io::Error::other(format!("more than {MAX_LINKS} symbolic links")))
-}
-
-/// The (device, inode) of a file: what a path must still name for the store's lock to guard it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct FileId {
-    dev: u64,
-    ino: u64,
-}
-
-impl FileId {
-    /// The identity in `meta`; `None` on platforms without inode numbers (the check is skipped).
-    #[cfg(unix)]
-    #[allow(clippy::unnecessary_wraps)]
-    fn of(meta: &std::fs::Metadata) -> Option<Self> {
-        use std::os::unix::fs::MetadataExt as _;
-        Some(Self { dev: meta.dev(), ino: meta.ino() })
-    }
-
-    /// The identity in `meta`; `None` on platforms without inode numbers (the check is skipped).
-    #[cfg(not(unix))]
-    fn of(_meta: &std::fs::Metadata) -> Option<Self> {
-        None
-    }
-
-    /// Whether `path` still names the file `expected` (one `stat`): `Ok(None)` if it does,
-    /// `Ok(Some(what happened))` if it names another file or nothing, `Err` if it cannot be told.
-    fn differs(expected: Option<Self>, path: &Path) -> std::io::Result<Option<&'static str>> {
-        let Some(expected) = expected else { return Ok(None) };
-        match std::fs::metadata(path) {
-            Ok(meta) if Self::of(&meta) == Some(expected) => Ok(None),
-            Ok(_) => Ok(Some("was replaced by another file")),
-            Err(e)
-                if matches!(e.kind(), std::io::ErrorKind::NotFound | std::io::ErrorKind::NotADirectory) =>
-            {
-                Ok(Some("was removed (or its directory was)"))
-            }
-            Err(e) => Err(e),
         }
     }
 }

@@ -34,13 +34,11 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
+pub(crate) use vellum_core::provider::files::{self, FileId};
 use vellum_core::{Error, ErrorKind, Result};
 
 /// Keys at most this long are hex-encoded into the file name; longer ones are hashed.
 const MAX_PLAIN_KEY: usize = 96;
-
-/// How many symbolic links [`canonical`] follows before giving up (Linux's own limit).
-const MAX_LINKS: usize = 40;
 
 /// The locks held by this process, by lock file path (derived from the canonical database path).
 static HELD: Mutex<Option<HashMap<PathBuf, Entry>>> = Mutex::new(None);
@@ -80,81 +78,13 @@ impl Release {
     }
 }
 
-/// The (device, inode) of a file: what a path must still name for a lock to guard it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct FileId {
-    dev: u64,
-    ino: u64,
-}
-
-impl FileId {
-    /// The identity in `meta`; `None` on platforms without inode numbers (the check is skipped).
-    #[cfg(unix)]
-    #[allow(clippy::unnecessary_wraps)]
-    pub(crate) fn of(meta: &std::fs::Metadata) -> Option<Self> {
-        use std::os::unix::fs::MetadataExt as _;
-        Some(Self { dev: meta.dev(), ino: meta.ino() })
-    }
-
-    /// The identity in `meta`; `None` on platforms without inode numbers (the check is skipped).
-    #[cfg(not(unix))]
-    pub(crate) fn of(_meta: &std::fs::Metadata) -> Option<Self> {
-        None
-    }
-
-    /// Whether `path` still names the file `expected` (one `stat`): `Ok(None)` if it does,
-    /// `Ok(Some(reason))` if it names another file or nothing, `Err` if it cannot be told.
-    pub(crate) fn differs(expected: Option<Self>, path: &Path) -> std::io::Result<Option<&'static str>> {
-        let Some(expected) = expected else { return Ok(None) };
-        match std::fs::metadata(path) {
-            Ok(meta) if Self::of(&meta) == Some(expected) => Ok(None),
-            Ok(_) => Ok(Some("was replaced by another file")),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Some("was removed")),
-            Err(e) if e.kind() == std::io::ErrorKind::NotADirectory => Ok(Some("was removed")),
-            Err(e) => Err(e),
-        }
-    }
-}
-
-/// The canonical path of the database file at `path`, so every name of one file maps to the
-/// same lock (docs/locking.md#sqlite): symbolic links are resolved. A file that does not exist
-/// yet is named by its canonical parent directory and its file name. A dangling symbolic link is
-/// followed: the path is that of the file it points to, which is where SQLite would create the
-/// database through the link, so the link and its target share one lock.
+/// The canonical path of the database file at `path` (`provider::files::canonical`), so every
+/// name of one file maps to the same lock (docs/locking.md#sqlite) and the store opens the file
+/// it locked.
 pub(crate) fn canonical(path: &Path) -> Result<PathBuf> {
-    let io = |e: std::io::Error| {
+    files::canonical(path).map_err(|e| {
         Error::storage_kind(io_kind(&e), format!("sqlite: resolving the database path {}", path.display()), e)
-    };
-    let mut current = path.to_owned();
-    for _ in 0..MAX_LINKS {
-        match std::fs::canonicalize(&current) {
-            Ok(resolved) => return Ok(resolved),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(io(e)),
-        }
-        let parent = match current.parent() {
-            Some(p) if !p.as_os_str().is_empty() => p.to_owned(),
-            _ => PathBuf::from("."),
-        };
-        match std::fs::symlink_metadata(&current) {
-            // A dangling link: go on with its target.
-            Ok(meta) if meta.file_type().is_symlink() => {
-                current = parent.join(std::fs::read_link(&current).map_err(io)?);
-                continue;
-            }
-            Ok(_) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(io(e)),
-        }
-        let name = current.file_name().ok_or_else(|| {
-            Error::storage(
-                format!("sqlite: resolving the database path {}", path.display()),
-                "the path does not name a file",
-            )
-        })?;
-        return Ok(std::fs::canonicalize(&parent).map_err(io)?.join(name));
-    }
-    Err(io(std::io::Error::other(format!("more than {MAX_LINKS} symbolic links"))))
+    })
 }
 
 fn io_kind(e: &std::io::Error) -> ErrorKind {
