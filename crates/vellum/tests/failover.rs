@@ -10,7 +10,7 @@
 //!   standby takes over, and no write of the old holder commits after the standby's first
 //!   write: every later one fails as fenced.
 //!
-//! The measured takeover times are printed (`--nocapture` shows them).
+//! The measured takeover times are printed to stderr in every run.
 #![cfg(unix)]
 // Test code: a failed step should fail the test loudly.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -34,6 +34,15 @@ use vellum_sql::postgres::{PostgresOptions, PostgresProvider};
 use vellum_sql::sqlite::SqliteProvider;
 
 const CHILD: &str = "VELLUM_FAILOVER_CHILD";
+
+/// Prints a measurement to the process's stderr directly, past the test harness's capture, so
+/// the takeover times show in every run's output (CI's included), not only with `--nocapture`.
+macro_rules! report {
+    ($($arg:tt)*) => {{
+        let line = format!($($arg)*);
+        let _ = writeln!(std::io::stderr().lock(), "{line}");
+    }};
+}
 
 /// How long a standby may take, from the holder's death to its own first write.
 const KILL_BOUND: Duration = Duration::from_secs(1);
@@ -212,7 +221,7 @@ async fn takeover_after_kill(target: &Target) {
         };
         let ((written, store), killed) = tokio::join!(waiting, kill);
         let takeover = written.duration_since(killed);
-        println!(
+        report!(
             "{}: holder SIGKILLed -> standby open and first write committed in {takeover:?}",
             target.name()
         );
@@ -318,7 +327,7 @@ async fn takeover_after_partition<P: Provider>(
     let standby = direct.open_wait(app_key, Duration::from_secs(60)).await.unwrap();
     standby.persist(event("standby-first")).await.unwrap();
     let takeover = cut.elapsed();
-    println!(
+    report!(
         "{name}: holder cut off (proxy stopped forwarding) -> standby open and first write committed in {takeover:?}"
     );
     assert!(takeover < PARTITION_BOUND, "{name}: takeover took {takeover:?}");
@@ -330,7 +339,7 @@ async fn takeover_after_partition<P: Provider>(
     tokio::time::sleep(Duration::from_millis(500)).await;
     stop.store(true, std::sync::atomic::Ordering::SeqCst);
     let (attempts, old_store) = attempts.await.unwrap();
-    println!(
+    report!(
         "{name}: the old holder made {} writes ({} acknowledged, {} fenced); fenced flag {} after {:?}",
         attempts.len(),
         attempts.iter().filter(|a| a.outcome.is_ok()).count(),
@@ -341,7 +350,7 @@ async fn takeover_after_partition<P: Provider>(
     assert!(old_store.is_fenced(), "{name}: the old holder knows it is fenced");
     let after = old_store.persist(event("h-late")).await.unwrap_err();
     assert_eq!(after.kind(), ErrorKind::Fenced, "{name}: {after}");
-    println!("{name}: a write of the old holder after the takeover: {after}");
+    report!("{name}: a write of the old holder after the takeover: {after}");
     // The set does not hand out the fenced store: it reopens, and the standby holds the key.
     match holder.get(app_key).await {
         Err(again) => assert_eq!(again.kind(), ErrorKind::Locked, "{name}: {again}"),
@@ -423,7 +432,7 @@ async fn quiet_store_keeps_its_lease_and_a_cut_off_one_is_fenced<P: Provider>(
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let noticed = cut.elapsed();
-    println!(
+    report!(
         "{name}: an idle store cut off (2 s failover timeout) knew it was fenced after {noticed:?}, without writing"
     );
     // A heartbeat after a third of the timeout idle, unanswered for half of it: 1.67 s at most.
