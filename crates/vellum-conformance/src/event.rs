@@ -58,6 +58,9 @@ macro_rules! __event_tests {
             event::event_min_offset_max_is_empty,
             event::event_concurrent_persists_dense_offsets,
             event::event_visibility_is_prefix_closed,
+            event::event_followers_see_every_offset_once_in_order,
+            event::event_follower_by_source_waits_for_its_source,
+            event::event_follower_ends_with_closed_when_the_store_closes,
             event::event_cursor_stream_matches_next,
             event::event_persist_cancelled_is_all_or_nothing,
             event::event_cursor_after_store_close_returns_closed,
@@ -1007,4 +1010,88 @@ pub async fn event_log_survives_reopen<B: Backend>(b: &B) {
         by_type(&*h.store, ALL_TYPES, 0).await.iter().map(|e| e.id().to_owned()).collect();
     assert_eq!(ids.len(), 7);
     h.close().await;
+}
+
+/// docs/events.md#following-the-log: 16 writers append concurrently while 3 followers (started
+/// before, during and after the writes) follow the whole log; each sees offsets 0..N-1 exactly
+/// once, in order, without polling for the in-process commits.
+pub async fn event_followers_see_every_offset_once_in_order<B: Backend>(b: &B) {
+    const WRITERS: usize = 16;
+    const EACH: usize = 20;
+    const TOTAL: u64 = (WRITERS * EACH) as u64;
+    let h = Harness::open(b).await;
+    let follow = |store: Arc<<B::Provider as Provider>::Store>| async move {
+        let mut follower =
+            store.load_events_by_type(&["EventStub[TypeA]", "EventStub[TypeB]"], 0).await.unwrap().follow();
+        let mut offsets = Vec::new();
+        while offsets.len() < TOTAL as usize {
+            offsets.push(follower.next().await.unwrap().offset);
+        }
+        offsets
+    };
+    let early = tokio::spawn(follow(Arc::clone(&h.store)));
+    let writers: Vec<_> = (0..WRITERS)
+        .map(|w| {
+            let store = Arc::clone(&h.store);
+            tokio::spawn(async move {
+                for i in 0..EACH {
+                    let t = if (w + i) % 2 == 0 { "A" } else { "B" };
+                    persist(&*store, vec![Operation::SaveEvent(event(&format!("<w{w}-e{i}>"), t))]).await;
+                }
+            })
+        })
+        .collect();
+    let during = tokio::spawn(follow(Arc::clone(&h.store)));
+    for writer in writers {
+        writer.await.unwrap();
+    }
+    let late = tokio::spawn(follow(Arc::clone(&h.store)));
+    for (name, follower) in [("early", early), ("during", during), ("late", late)] {
+        let offsets = follower.await.unwrap();
+        assert_eq!(offsets, (0..TOTAL).collect::<Vec<_>>(), "{name} follower");
+    }
+}
+
+/// docs/events.md#following-the-log: a follower by source yields its source's stored events,
+/// then waits for the next one, skipping other sources' events.
+pub async fn event_follower_by_source_waits_for_its_source<B: Backend>(b: &B) {
+    let h = Harness::open(b).await;
+    let from = |id: &str, instance: &str| {
+        let mut e = event(id, "A");
+        e.source_handler = Some(Identity::new("<handler>", "<handler-key>"));
+        instance.clone_into(&mut e.source_instance_id);
+        Operation::SaveEvent(e)
+    };
+    persist(&*h.store, vec![from("<e0>", "<i1>"), from("<e1>", "<i2>")]).await;
+    let mut follower = h.store.load_events_by_source("<handler-key>", "<i1>").await.unwrap().follow();
+    assert_eq!(follower.next().await.unwrap().envelope.message_id, "<e0>");
+    let waiting =
+        tokio::spawn(async move { follower.next().await.map(|e| (e.offset, e.envelope.message_id)) });
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    assert!(!waiting.is_finished(), "nothing new from the source yet");
+    persist(&*h.store, vec![from("<e2>", "<i2>")]).await;
+    persist(&*h.store, vec![from("<e3>", "<i1>")]).await;
+    let next =
+        tokio::time::timeout(std::time::Duration::from_secs(5), waiting).await.unwrap().unwrap().unwrap();
+    assert_eq!(next, (3, "<e3>".to_owned()));
+}
+
+/// docs/events.md#following-the-log: closing the store ends a waiting follower with `Closed`.
+pub async fn event_follower_ends_with_closed_when_the_store_closes<B: Backend>(b: &B) {
+    let h = Harness::open(b).await;
+    persist(&*h.store, vec![Operation::SaveEvent(event("<e0>", "A"))]).await;
+    let mut follower = h.store.load_events_by_type(&["EventStub[TypeA]"], 0).await.unwrap().follow();
+    assert_eq!(follower.next().await.unwrap().offset, 0);
+    let waiting = tokio::spawn(async move {
+        let first = follower.next().await.map(|e| e.offset);
+        (first, follower.next().await.map(|e| e.offset))
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    h.store.close().await.unwrap();
+    let started = std::time::Instant::now();
+    let (first, again) =
+        tokio::time::timeout(std::time::Duration::from_secs(5), waiting).await.unwrap().unwrap();
+    assert!(matches!(first, Err(Error::Closed)), "{first:?}");
+    assert!(matches!(again, Err(Error::Closed)), "{again:?}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(2), "ended after {:?}", started.elapsed());
 }

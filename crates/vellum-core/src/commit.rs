@@ -25,7 +25,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll, Wake, Waker};
 use std::thread::Thread;
 
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 use tracing::{Instrument as _, Span};
 
 use crate::batch::Batch;
@@ -157,6 +157,9 @@ pub struct WriteQueue {
     open: Mutex<Option<Open>>,
     /// Set by the writer the first time its executor reports [`ErrorKind::Fenced`].
     fenced: Arc<AtomicBool>,
+    /// Bumped by the writer after each committed unit of work and once when it ends: the
+    /// wake-up of event followers (docs/events.md#following-the-log). Carries no data.
+    commits: watch::Sender<u64>,
 }
 
 #[derive(Debug)]
@@ -175,15 +178,26 @@ impl WriteQueue {
         let (sender, receiver) = mpsc::unbounded_channel();
         let (finished, done) = oneshot::channel();
         let fenced = Arc::new(AtomicBool::new(false));
+        let commits = watch::Sender::new(0);
         let writer = {
             let fenced = Arc::clone(&fenced);
+            let commits = commits.clone();
             async move {
-                run(Writer { executor, fenced }, receiver).await;
+                run(Writer { executor, fenced, commits: commits.clone() }, receiver).await;
+                // Followers wake up to find the store closed.
+                commits.send_modify(|n| *n += 1);
                 let _ = finished.send(());
             }
         };
         let open = Mutex::new(Some(Open { sender, done }));
-        (Self { provider: E::PROVIDER, app_key, open, fenced }, writer)
+        (Self { provider: E::PROVIDER, app_key, open, fenced, commits }, writer)
+    }
+
+    /// A receiver that sees a change after every committed unit of work (and when the writer
+    /// ends): how an event follower learns, without polling, that there may be new events.
+    #[must_use]
+    pub fn commits(&self) -> watch::Receiver<u64> {
+        self.commits.subscribe()
     }
 
     /// Whether the queue was closed.
@@ -267,9 +281,17 @@ impl WriteQueue {
 struct Writer<E> {
     executor: E,
     fenced: Arc<AtomicBool>,
+    commits: watch::Sender<u64>,
 }
 
 impl<E: Executor> Writer<E> {
+    /// Wakes the followers after a unit that committed (an `Err` committed nothing).
+    fn committed<T>(&self, result: &Result<T>) {
+        if result.is_ok() {
+            self.commits.send_modify(|n| *n += 1);
+        }
+    }
+
     /// Notes a fenced store (its executor keeps failing every later unit itself).
     fn watch<T>(&self, result: &Result<T>) {
         if let Err(e) = result
@@ -304,6 +326,7 @@ async fn run<E: Executor>(mut writer: Writer<E>, mut receiver: mpsc::UnboundedRe
                     let records = Arc::from(records);
                     let outcome = writer.executor.execute(Work::Import(&records)).instrument(span).await;
                     writer.watch(&outcome);
+                    writer.committed(&outcome);
                     let _ = reply.send(outcome.map(drop));
                 }
             }
@@ -373,6 +396,7 @@ async fn transaction<E: Executor>(
     let span = observe::commit_span(E::PROVIDER, writer.executor.app_key(), batches.len());
     let result = writer.executor.execute(Work::Persist(batches)).instrument(span.clone()).await;
     writer.watch(&result);
+    writer.committed(&result);
     observe::record(&span, result)
 }
 

@@ -81,6 +81,13 @@ pub trait EventPageSource: Send + Sync {
     /// Whether the store was closed (or dropped): the cursor then returns
     /// [`Error::Closed`](crate::Error::Closed) even for events it still holds.
     fn is_closed(&self) -> bool;
+
+    /// A receiver that changes whenever this process may have committed new events to the
+    /// store (and when the store closes): [`Follower`](crate::Follower)s wait on it instead of
+    /// polling. The default, `None`, leaves followers to poll.
+    fn commits(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
+        None
+    }
 }
 
 /// The default number of events fetched per page.
@@ -179,6 +186,14 @@ impl EventCursor {
         self.closed = true;
         self.buffer.clear();
         Ok(())
+    }
+
+    /// The cursor as a [`Follower`]: it yields the stored events from the cursor's position and
+    /// then waits for new ones instead of ending (docs/events.md#following-the-log).
+    #[must_use]
+    pub fn follow(self) -> crate::Follower {
+        let commits = self.source.commits();
+        crate::Follower::new(self, commits)
     }
 
     /// The cursor as a [`Stream`] of events.

@@ -21,6 +21,7 @@ mod envelope;
 mod error;
 mod eval;
 mod files;
+mod follow;
 mod hash;
 mod integrity;
 mod model;
@@ -40,6 +41,7 @@ pub use bulk::{BulkStore, ExportFrom, QueueKey, Record, Section, StoreStats};
 pub use cursor::{DEFAULT_PAGE_SIZE, EventCursor, EventPageSource, EventQuery, PageFuture};
 pub use envelope::{Envelope, Identity};
 pub use error::{Error, ErrorKind, InvalidBatch, Result};
+pub use follow::{DEFAULT_POLL_CAP, Follower};
 pub use model::{AggregateMetaData, Event, Packet, PersistResult, ProcessInstance, QueueMessage};
 pub use operation::{EntityKey, Operation};
 pub use repository::{

@@ -27,6 +27,8 @@ struct Shared {
     app_key: String,
     db: Arc<AppDb>,
     closed: AtomicBool,
+    /// Bumped after each committed batch and at close: the followers' wake-up.
+    commits: tokio::sync::watch::Sender<u64>,
 }
 
 impl Shared {
@@ -49,7 +51,8 @@ impl Shared {
 
 impl MemoryStore {
     pub(crate) fn new(app_key: String, db: Arc<AppDb>) -> Self {
-        Self { shared: Arc::new(Shared { app_key, db, closed: AtomicBool::new(false) }) }
+        let commits = tokio::sync::watch::Sender::new(0);
+        Self { shared: Arc::new(Shared { app_key, db, closed: AtomicBool::new(false), commits }) }
     }
 
     pub(crate) fn read(&self) -> Result<RwLockReadGuard<'_, Database>> {
@@ -77,6 +80,10 @@ impl EventPageSource for Shared {
 
     fn is_closed(&self) -> bool {
         self.closed.load(Ordering::Acquire)
+    }
+
+    fn commits(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
+        Some(self.commits.subscribe())
     }
 }
 
@@ -140,6 +147,9 @@ impl Persister for MemoryStore {
             db.apply(&plan);
             outcomes.pop().unwrap_or_else(|| Err(Error::storage("memory: planning a batch", "no outcome")))
         })();
+        if result.is_ok() {
+            self.shared.commits.send_modify(|n| *n += 1);
+        }
         observe::record(&span, result)
     }
 }
@@ -156,6 +166,8 @@ impl DataStore for MemoryStore {
             return Err(Error::Closed);
         }
         self.shared.db.open.store(false, Ordering::Release);
+        // Followers wake up to find the store closed.
+        self.shared.commits.send_modify(|n| *n += 1);
         Ok(())
     }
 }
@@ -165,6 +177,7 @@ impl Drop for MemoryStore {
     fn drop(&mut self) {
         if !self.shared.closed.swap(true, Ordering::AcqRel) {
             self.shared.db.open.store(false, Ordering::Release);
+            self.shared.commits.send_modify(|n| *n += 1);
         }
     }
 }

@@ -39,6 +39,8 @@ struct Shared {
     /// The open file; `None` once closed. Reads hold the read lock for their (short, blocking)
     /// duration, so `close` taking it away waits for them and never pulls a file from under one.
     file: RwLock<Option<Arc<OpenFile>>>,
+    /// The writer's commit wake-ups, for followers.
+    commits: tokio::sync::watch::Receiver<u64>,
 }
 
 impl Shared {
@@ -62,7 +64,8 @@ impl Shared {
 impl RedbStore {
     pub(crate) fn new(app_key: String, file: Arc<OpenFile>, writes: WriteQueue) -> Self {
         let path = file.path.clone();
-        Self { shared: Arc::new(Shared { app_key, path, file: RwLock::new(Some(file)) }), writes }
+        let commits = writes.commits();
+        Self { shared: Arc::new(Shared { app_key, path, file: RwLock::new(Some(file)), commits }), writes }
     }
 
     /// The path of the redb file holding this application's data.
@@ -119,6 +122,10 @@ impl EventPageSource for Shared {
 
     fn is_closed(&self) -> bool {
         self.file.read().is_none()
+    }
+
+    fn commits(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
+        Some(self.commits.clone())
     }
 }
 

@@ -128,6 +128,8 @@ struct Shared<D> {
     closed: AtomicBool,
     dialect: D,
     errors: Option<ErrorMap>,
+    /// The writer's commit wake-ups, for followers.
+    commits: tokio::sync::watch::Receiver<u64>,
 }
 
 impl<D: Dialect> fmt::Debug for SqlStore<D> {
@@ -175,6 +177,10 @@ impl<D: Dialect> EventPageSource for Shared<D> {
     fn is_closed(&self) -> bool {
         self.closed.load(Ordering::Acquire)
     }
+
+    fn commits(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
+        Some(self.commits.clone())
+    }
 }
 
 impl<D: Dialect> SqlStore<D> {
@@ -185,7 +191,8 @@ impl<D: Dialect> SqlStore<D> {
 
     /// [`SqlStore::new`], with every error the store returns passed through `errors`.
     pub(crate) fn with_errors(dialect: D, writes: WriteQueue, errors: Option<ErrorMap>) -> Self {
-        Self { shared: Arc::new(Shared { closed: AtomicBool::new(false), dialect, errors }), writes }
+        let commits = writes.commits();
+        Self { shared: Arc::new(Shared { closed: AtomicBool::new(false), dialect, errors, commits }), writes }
     }
 
     /// The dialect's reads (for its own accessors).
