@@ -8,6 +8,9 @@
 //! - `queue head`: `load_queue_messages(100)` with 1,000 messages queued.
 //! - `events by type`: the first 100 events of one type in ten, through a cursor.
 //! - `events by source`: the first 100 events of one writer's aggregate instance.
+//! - `follow`: one writer persisting one-event batches, each awaited, while a [`vellum::Follower`]
+//!   in the same process follows the log; the latency is from the persist call to the follower
+//!   receiving the event (commit plus delivery: compare with `persist x1`).
 //! - `open + close`: opening and closing the application's store.
 
 use std::io::{Seek as _, SeekFrom, Write as _};
@@ -118,6 +121,7 @@ fn workload_names(concurrency: usize) -> Vec<String> {
         "queue head",
         "events by type",
         "events by source",
+        "follow",
         "open + close",
     ]
     .map(str::to_owned)
@@ -157,7 +161,54 @@ async fn workloads(store: &Arc<AnyStore>, duration: Duration, concurrency: usize
         take(&mut cursor, 100).await
     })
     .await?;
-    Ok(vec![one, many, queue_head, by_type, by_source])
+    let followed = follow(store, duration).await?;
+    Ok(vec![one, many, queue_head, by_type, by_source, followed])
+}
+
+/// One writer persists awaited one-event batches while a follower in this process receives
+/// them; each latency is from the persist call to the follower's receipt.
+async fn follow(store: &Arc<AnyStore>, duration: Duration) -> Result<Measured> {
+    const TYPE: &str = "bench.Follow";
+    let from = store.next_event_offset().await?;
+    let mut follower = store.load_events_by_type(&[TYPE], from).await?.follow();
+    let started = Instant::now();
+    let sent = Arc::new(std::sync::Mutex::new(Vec::<Instant>::new()));
+    let mut writer = {
+        let (store, sent) = (Arc::clone(store), Arc::clone(&sent));
+        tokio::spawn(async move {
+            let mut n = 0u64;
+            while started.elapsed() < duration {
+                let mut event = event(format!("follow-{n}"), 0, "follower");
+                TYPE.clone_into(&mut event.portable_name);
+                sent.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(Instant::now());
+                store.persist(Batch::from(vec![Operation::SaveEvent(event)])).await?;
+                n += 1;
+            }
+            Ok::<_, Error>(n)
+        })
+    };
+    let mut measured = Measured::default();
+    // The number of events written, once the writer is done.
+    let mut written = None;
+    while written.is_none_or(|total| measured.ops < total) {
+        tokio::select! {
+            // Cancel safe: a dropped `next` loses nothing.
+            received = follower.next() => {
+                let received = received?;
+                let index = received.envelope.message_id.strip_prefix("follow-").and_then(|n| n.parse::<usize>().ok());
+                let sent = sent.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                if let Some(at) = index.and_then(|i| sent.get(i)) {
+                    measured.latencies.add(at.elapsed());
+                }
+                measured.ops += 1;
+            }
+            done = &mut writer, if written.is_none() => {
+                written = Some(done.map_err(|e| Error::storage("the bench writer task failed", e))??);
+            }
+        }
+    }
+    measured.elapsed = started.elapsed();
+    Ok(measured)
 }
 
 async fn take(cursor: &mut vellum::EventCursor, n: usize) -> Result<()> {

@@ -273,6 +273,7 @@ fn bench_compares_memory_and_redb() {
         "queue head",
         "events by type",
         "events by source",
+        "follow",
         "open + close",
         "ratio to memory",
     ] {
