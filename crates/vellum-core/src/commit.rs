@@ -13,6 +13,11 @@
 //! - Closing stops the queue; the writer commits what was queued, then releases the store's
 //!   lock ([`Executor::release`]). Because the writer itself releases, a `close` whose future
 //!   is dropped part-way still ends with the lock released once the queue is drained.
+//! - While idle, the writer runs the executor's keep-alive when its idle timer fires (server
+//!   locks held as leases, docs/failover.md#leases). The first unit or keep-alive that fails
+//!   with `ErrorKind::Fenced` marks the queue fenced ([`WriteQueue::is_fenced`]).
+//! - After each committed unit, and when it ends, the writer bumps [`WriteQueue::commits`]: the
+//!   data-free wake-up of event followers (docs/events.md#following-the-log).
 //!
 //! The engine is a future ([`WriteQueue::new`] returns it): an async provider spawns it on its
 //! runtime, a provider with blocking storage runs it on a thread of its own with [`block_on`].
