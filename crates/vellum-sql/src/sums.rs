@@ -207,6 +207,23 @@ pub(crate) mod write {
         to_column(integrity::process(app_key, handler_key, instance_id, revision, media_type, data))
     }
 
+    /// The sum of the row a writer stores for `instance` at `revision` (its stored revision,
+    /// not the one the batch expected).
+    pub(crate) fn process_instance(
+        app_key: &str,
+        instance: &vellum_core::ProcessInstance,
+        revision: u64,
+    ) -> i64 {
+        process(
+            app_key,
+            &instance.handler_key,
+            &instance.instance_id,
+            revision,
+            &instance.packet.media_type,
+            &instance.packet.data,
+        )
+    }
+
     /// The envelope sum of a queue row.
     pub(crate) fn queue_envelope(app_key: &str, message_id: &str, sequence: u64, envelope: &[u8]) -> i64 {
         to_column(integrity::queue_envelope(app_key, message_id, sequence, envelope))

@@ -339,14 +339,7 @@ impl<'a> GroupRows<'a> {
                         Value::Int(to_db(revision)),
                         bytes(&instance.packet.media_type),
                         Value::Bytes(instance.packet.data.clone()),
-                        Value::Int(sum::process(
-                            app_key,
-                            &instance.handler_key,
-                            &instance.instance_id,
-                            revision,
-                            &instance.packet.media_type,
-                            &instance.packet.data,
-                        )),
+                        Value::Int(sum::process_instance(app_key, instance, revision)),
                     ];
                     processes.put((&instance.handler_key, &instance.instance_id), row);
                 }

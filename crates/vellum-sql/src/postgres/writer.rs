@@ -927,14 +927,7 @@ impl<'a> Writes<'a> {
                         revision: to_db(revision),
                         media_type: &instance.packet.media_type,
                         data: &instance.packet.data,
-                        sum: sum::process(
-                            app_key,
-                            &instance.handler_key,
-                            &instance.instance_id,
-                            revision,
-                            &instance.packet.media_type,
-                            &instance.packet.data,
-                        ),
+                        sum: sum::process_instance(app_key, instance, revision),
                     },
                 ),
                 Write::RemoveProcess { handler_key, instance_id } => w.push_ordered(

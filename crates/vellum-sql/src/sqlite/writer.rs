@@ -338,14 +338,7 @@ fn execute(tx: &Transaction<'_>, app_key: &str, write: &Write<'_>) -> rusqlite::
                 to_db(revision),
                 instance.packet.media_type,
                 instance.packet.data,
-                sum::process(
-                    app_key,
-                    &instance.handler_key,
-                    &instance.instance_id,
-                    revision,
-                    &instance.packet.media_type,
-                    &instance.packet.data
-                ),
+                sum::process_instance(app_key, instance, revision),
             ])?;
         }
         Write::RemoveProcess { handler_key, instance_id } => {
