@@ -6,8 +6,8 @@ use std::sync::Arc;
 
 use futures_util::StreamExt;
 use vellum_core::{
-    AggregateRepository, Batch, DataStore, Envelope, Error, Event, EventCursor, EventRepository, Identity,
-    InvalidBatch, OffsetRepository, Operation, Persister, Provider, QueueMessage,
+    AggregateRepository, Batch, DataStore, Envelope, Error, Event, EventCursor, EventReader, EventRepository,
+    Identity, InvalidBatch, OffsetRepository, Operation, Persister, Provider, QueueMessage,
 };
 
 use crate::fixtures::{
@@ -61,6 +61,9 @@ macro_rules! __event_tests {
             event::event_followers_see_every_offset_once_in_order,
             event::event_follower_by_source_waits_for_its_source,
             event::event_follower_ends_with_closed_when_the_store_closes,
+            event::event_reader_followers_see_every_offset_once_in_order,
+            event::event_all_events_reads_and_follows_the_whole_log,
+            event::event_reader_takes_no_lock_and_ends_followers_when_closed,
             event::event_cursor_stream_matches_next,
             event::event_persist_cancelled_is_all_or_nothing,
             event::event_cursor_after_store_close_returns_closed,
@@ -1094,4 +1097,110 @@ pub async fn event_follower_ends_with_closed_when_the_store_closes<B: Backend>(b
     assert!(matches!(first, Err(Error::Closed)), "{first:?}");
     assert!(matches!(again, Err(Error::Closed)), "{again:?}");
     assert!(started.elapsed() < std::time::Duration::from_secs(2), "ended after {:?}", started.elapsed());
+}
+
+/// docs/events.md#reading-beside-the-engine: 16 writers append through the store while 3
+/// followers of a reader, opened through another provider value beside it (no lock), follow the
+/// whole log; each sees offsets 0..N-1 exactly once, in order, whether it is woken or polls.
+pub async fn event_reader_followers_see_every_offset_once_in_order<B: Backend>(b: &B) {
+    const WRITERS: usize = 16;
+    const EACH: usize = 20;
+    const TOTAL: u64 = (WRITERS * EACH) as u64;
+    let h = Harness::open(b).await;
+    let beside = b.provider().await;
+    let reader = Arc::new(beside.open_reader(DEFAULT_APP_KEY).await.expect("open a reader beside the store"));
+    let follow = |reader: Arc<<B::Provider as Provider>::Reader>| async move {
+        let cursor = reader.load_events_by_type(&["EventStub[TypeA]", "EventStub[TypeB]"], 0).await.unwrap();
+        let mut follower = cursor.follow().with_poll_cap(std::time::Duration::from_millis(50));
+        let mut offsets = Vec::new();
+        while offsets.len() < TOTAL as usize {
+            offsets.push(follower.next().await.unwrap().offset);
+        }
+        offsets
+    };
+    let early = tokio::spawn(follow(Arc::clone(&reader)));
+    let writers: Vec<_> = (0..WRITERS)
+        .map(|w| {
+            let store = Arc::clone(&h.store);
+            tokio::spawn(async move {
+                for i in 0..EACH {
+                    let t = if (w + i) % 2 == 0 { "A" } else { "B" };
+                    persist(&*store, vec![Operation::SaveEvent(event(&format!("<w{w}-e{i}>"), t))]).await;
+                }
+            })
+        })
+        .collect();
+    let during = tokio::spawn(follow(Arc::clone(&reader)));
+    for writer in writers {
+        writer.await.unwrap();
+    }
+    let late = tokio::spawn(follow(Arc::clone(&reader)));
+    for (name, follower) in [("early", early), ("during", during), ("late", late)] {
+        let offsets = tokio::time::timeout(std::time::Duration::from_secs(20), follower)
+            .await
+            .unwrap_or_else(|_| panic!("the {name} follower of the reader stalled"))
+            .unwrap();
+        assert_eq!(offsets, (0..TOTAL).collect::<Vec<_>>(), "{name} follower of the reader");
+    }
+    assert_eq!(reader.next_event_offset().await.unwrap(), TOTAL);
+    reader.close().await.unwrap();
+    h.close().await;
+}
+
+/// docs/events.md#reading-beside-the-engine: a reader holds no lock (the store opens, closes and
+/// reopens while it is open, and it sees what each store wrote); closing it ends its waiting
+/// followers with `Closed`, and a second close says `Closed`.
+pub async fn event_reader_takes_no_lock_and_ends_followers_when_closed<B: Backend>(b: &B) {
+    let h = Harness::open(b).await;
+    persist(&*h.store, vec![Operation::SaveEvent(event("<e0>", "A"))]).await;
+    let beside = b.provider().await;
+    let reader = Arc::new(beside.open_reader(DEFAULT_APP_KEY).await.unwrap());
+    h.store.close().await.unwrap();
+    let store = h.provider.open(DEFAULT_APP_KEY).await.expect("a reader holds no lock");
+    persist(&store, vec![Operation::SaveEvent(event("<e1>", "B"))]).await;
+    let mut follower =
+        reader.load_events_by_type(&["EventStub[TypeA]", "EventStub[TypeB]"], 0).await.unwrap().follow();
+    assert_eq!(follower.next().await.unwrap().envelope.message_id, "<e0>");
+    assert_eq!(follower.next().await.unwrap().envelope.message_id, "<e1>");
+    let waiting = tokio::spawn(async move { follower.next().await.map(|e| e.offset) });
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    assert!(!waiting.is_finished(), "nothing new to read yet");
+    reader.close().await.unwrap();
+    let ended = tokio::time::timeout(std::time::Duration::from_secs(5), waiting).await.unwrap().unwrap();
+    assert!(matches!(ended, Err(Error::Closed)), "{ended:?}");
+    assert!(matches!(reader.close().await, Err(Error::Closed)));
+    assert!(matches!(reader.next_event_offset().await, Err(Error::Closed)));
+    store.close().await.unwrap();
+}
+
+/// docs/events.md#reading-events: `load_all_events` yields every event from its offset on,
+/// whatever its type or source, and its follower goes on with new ones; a store and a reader
+/// answer alike.
+pub async fn event_all_events_reads_and_follows_the_whole_log<B: Backend>(b: &B) {
+    let h = Harness::open(b).await;
+    let batch =
+        (0..5).map(|i| Operation::SaveEvent(event(&format!("<e{i}>"), if i % 2 == 0 { "A" } else { "B" })));
+    persist(&*h.store, batch.collect()).await;
+    let ids = |events: Vec<Event>| {
+        events.into_iter().map(|e| (e.offset, e.envelope.message_id)).collect::<Vec<_>>()
+    };
+    let mut cursor = h.store.load_all_events(2).await.unwrap();
+    let mut read = Vec::new();
+    while let Some(e) = cursor.next().await.unwrap() {
+        read.push(e);
+    }
+    let expected: Vec<_> = (2..5).map(|i| (i, format!("<e{i}>"))).collect();
+    assert_eq!(ids(read), expected);
+    let reader = b.provider().await.open_reader(DEFAULT_APP_KEY).await.unwrap();
+    let mut follower =
+        reader.load_all_events(4).await.unwrap().follow().with_poll_cap(std::time::Duration::from_millis(20));
+    assert_eq!(follower.next().await.unwrap().offset, 4);
+    persist(&*h.store, vec![Operation::SaveEvent(event("<e5>", "C"))]).await;
+    let next =
+        tokio::time::timeout(std::time::Duration::from_secs(5), follower.next()).await.unwrap().unwrap();
+    assert_eq!((next.offset, next.envelope.message_id.as_str()), (5, "<e5>"));
+    let mut beyond = reader.load_all_events(100).await.unwrap();
+    assert!(beyond.next().await.unwrap().is_none(), "nothing from beyond the end");
+    reader.close().await.unwrap();
+    h.close().await;
 }

@@ -198,11 +198,12 @@ impl WriteQueue {
         (Self { provider: E::PROVIDER, app_key, open, fenced, commits }, writer)
     }
 
-    /// A receiver that sees a change after every committed unit of work (and when the writer
-    /// ends): how an event follower learns, without polling, that there may be new events.
+    /// Wake-ups after every committed unit of work (and when the writer ends): how an event
+    /// follower learns, without polling, that there may be new events. They report every commit
+    /// to the application until the store is fenced (then another process may write).
     #[must_use]
-    pub fn commits(&self) -> watch::Receiver<u64> {
-        self.commits.subscribe()
+    pub fn commits(&self) -> crate::Wakeups {
+        crate::Wakeups::unless(self.commits.subscribe(), Arc::clone(&self.fenced))
     }
 
     /// Whether the queue was closed.
@@ -301,8 +302,10 @@ impl<E: Executor> Writer<E> {
     fn watch<T>(&self, result: &Result<T>) {
         if let Err(e) = result
             && e.kind() == ErrorKind::Fenced
+            && !self.fenced.swap(true, Ordering::AcqRel)
         {
-            self.fenced.store(true, Ordering::Release);
+            // Another process may write from now on: followers must start polling.
+            self.commits.send_modify(|n| *n += 1);
         }
     }
 }

@@ -18,6 +18,8 @@ use crate::model::Event;
 /// Which events a result holds.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum EventQuery {
+    /// Every event: the whole log in offset order.
+    All,
     /// Events whose portable name is in the set (sorted, without duplicates).
     ByType(Vec<String>),
     /// Events produced by one handler instance (exact match; `""` is not a wildcard).
@@ -51,6 +53,7 @@ impl EventQuery {
     #[must_use]
     pub fn matches(&self, envelope: &Envelope) -> bool {
         match self {
+            Self::All => true,
             Self::ByType(names) => names.binary_search(&envelope.portable_name).is_ok(),
             Self::BySource { handler_key, instance_id } => {
                 envelope.source_handler_key() == handler_key && envelope.source_instance_id == *instance_id
@@ -82,10 +85,10 @@ pub trait EventPageSource: Send + Sync {
     /// [`Error::Closed`](crate::Error::Closed) even for events it still holds.
     fn is_closed(&self) -> bool;
 
-    /// A receiver that changes whenever this process may have committed new events to the
-    /// store (and when the store closes): [`Follower`](crate::Follower)s wait on it instead of
-    /// polling. The default, `None`, leaves followers to poll.
-    fn commits(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
+    /// Wake-ups whenever new events may have been committed to the store (and when it closes):
+    /// [`Follower`](crate::Follower)s wait on them instead of polling, or besides polling when
+    /// they may miss commits. The default, `None`, leaves followers to poll.
+    fn commits(&self) -> Option<crate::Wakeups> {
         None
     }
 }
@@ -166,6 +169,16 @@ impl EventCursor {
         };
         self.next_offset = event.offset.saturating_add(1);
         Ok(Some(event))
+    }
+
+    /// The next event, querying the store whenever the buffer is empty: unlike [`next`](Self::next)
+    /// it never reports the end of a drained short page without looking again, so a
+    /// [`Follower`](crate::Follower) woken by a commit always sees it.
+    pub(crate) async fn next_looking(&mut self) -> Result<Option<Event>> {
+        if self.buffer.is_empty() {
+            self.at_end = false;
+        }
+        self.next().await
     }
 
     /// Reads every remaining event into a vector.

@@ -41,11 +41,11 @@ pub use bulk::{BulkStore, ExportFrom, QueueKey, Record, Section, StoreStats};
 pub use cursor::{DEFAULT_PAGE_SIZE, EventCursor, EventPageSource, EventQuery, PageFuture};
 pub use envelope::{Envelope, Identity};
 pub use error::{Error, ErrorKind, InvalidBatch, Result};
-pub use follow::{DEFAULT_POLL_CAP, Follower};
+pub use follow::{DEFAULT_POLL_CAP, Follower, Wakeups};
 pub use model::{AggregateMetaData, Event, Packet, PersistResult, ProcessInstance, QueueMessage};
 pub use operation::{EntityKey, Operation};
 pub use repository::{
-    AggregateRepository, DataStore, EventRepository, OffsetRepository, Persister, ProcessRepository,
-    Provider, QueueRepository,
+    AggregateRepository, DataStore, EventReader, EventRepository, OffsetRepository, Persister,
+    ProcessRepository, Provider, QueueRepository,
 };
 pub use set::DataStoreSet;

@@ -30,6 +30,14 @@ pub trait EventRepository: Send + Sync {
     /// Dropping the future part-way loses nothing and changes nothing: it is a read.
     fn next_event_offset(&self) -> impl Future<Output = Result<u64>> + Send;
 
+    /// Every event from `min_offset` on, ascending: the whole log (a projection rebuilding, a
+    /// tail, a scan).
+    ///
+    /// # Cancel safety
+    /// Dropping the future part-way loses nothing and changes nothing: it is a read, and no
+    /// cursor is left behind.
+    fn load_all_events(&self, min_offset: u64) -> impl Future<Output = Result<EventCursor>> + Send;
+
     /// Events whose portable name is one of `portable_names`, from `min_offset` on, ascending.
     /// An empty filter matches nothing.
     ///
@@ -122,10 +130,24 @@ pub trait DataStore:
     }
 }
 
+/// An application's event log opened for reading only, beside whichever engine holds its store
+/// (in this process or another): made by [`Provider::open_reader`]. It takes no lock and
+/// writes nothing. Its cursors [`follow`](EventCursor::follow) the log like a store's
+/// (docs/events.md#reading-beside-the-engine).
+pub trait EventReader: EventRepository {
+    /// Closes the reader: its cursors and followers end with [`Error::Closed`](crate::Error::Closed).
+    /// The first call succeeds; every later call, and every read afterwards, returns `Closed`.
+    /// Dropping the reader closes it too.
+    fn close(&self) -> impl Future<Output = Result<()>> + Send;
+}
+
 /// Opens application stores.
 pub trait Provider: Send + Sync {
     /// The store type this provider opens.
     type Store: DataStore + 'static;
+
+    /// The reader type [`Provider::open_reader`] opens.
+    type Reader: EventReader + 'static;
 
     /// Opens the store of `app_key` for exclusive use; returns
     /// [`Error::Locked`](crate::Error::Locked) promptly if it is open elsewhere.
@@ -156,4 +178,18 @@ pub trait Provider: Send + Sync {
     ) -> impl Future<Output = Result<Self::Store>> + Send {
         crate::standby::retry_locked(timeout, move || self.open(app_key))
     }
+
+    /// Opens the event log of `app_key` for reading only, without its lock, so it works while
+    /// an engine holds the store: how a projection, a tail or a consumer in another process
+    /// reads and follows the log (docs/events.md#reading-beside-the-engine).
+    ///
+    /// Followers of a reader learn of new events by polling (adaptive, see
+    /// [`Follower::with_poll_cap`](crate::Follower::with_poll_cap)), except where the provider
+    /// can push: on PostgreSQL a `LISTEN` connection wakes them on every commit, and in memory
+    /// the commits themselves do. Errors if the application's storage does not exist (a redb
+    /// file never created), with the kind [`Misconfigured`](crate::ErrorKind::Misconfigured).
+    ///
+    /// # Cancel safety
+    /// A dropped open leaves nothing open.
+    fn open_reader(&self, app_key: &str) -> impl Future<Output = Result<Self::Reader>> + Send;
 }

@@ -158,6 +158,9 @@ mod tests {
         async fn next_event_offset(&self) -> Result<u64> {
             Ok(0)
         }
+        async fn load_all_events(&self, _: u64) -> Result<EventCursor> {
+            Err(Error::Closed)
+        }
         async fn load_events_by_type(&self, _: &[&str], _: u64) -> Result<EventCursor> {
             Err(Error::Closed)
         }
@@ -183,8 +186,34 @@ mod tests {
         }
     }
 
+    /// Readers play no part in a set.
+    struct NoReader;
+    impl EventRepository for NoReader {
+        async fn next_event_offset(&self) -> Result<u64> {
+            Err(Error::Closed)
+        }
+        async fn load_all_events(&self, _: u64) -> Result<EventCursor> {
+            Err(Error::Closed)
+        }
+        async fn load_events_by_type(&self, _: &[&str], _: u64) -> Result<EventCursor> {
+            Err(Error::Closed)
+        }
+        async fn load_events_by_source(&self, _: &str, _: &str) -> Result<EventCursor> {
+            Err(Error::Closed)
+        }
+    }
+    impl crate::EventReader for NoReader {
+        async fn close(&self) -> Result<()> {
+            Err(Error::Closed)
+        }
+    }
+
     impl Provider for Counting {
         type Store = Store;
+        type Reader = NoReader;
+        async fn open_reader(&self, _: &str) -> Result<NoReader> {
+            Ok(NoReader)
+        }
         async fn open(&self, app_key: &str) -> Result<Store> {
             self.opens.fetch_add(1, Ordering::SeqCst);
             if app_key == "<locked>" {

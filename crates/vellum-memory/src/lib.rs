@@ -34,6 +34,7 @@ mod database;
 mod keyed;
 mod log;
 mod queue;
+mod reader;
 mod store;
 mod verify;
 
@@ -45,6 +46,7 @@ use parking_lot::{Mutex, RwLock};
 use vellum_core::{Error, Provider, Result};
 
 use database::Database;
+pub use reader::MemoryReader;
 pub use store::MemoryStore;
 
 /// One application's database and whether a store holds it open.
@@ -52,6 +54,15 @@ pub use store::MemoryStore;
 struct AppDb {
     open: AtomicBool,
     data: RwLock<Database>,
+    /// Bumped after each committed batch and when a store closes: the wake-up of the followers
+    /// of every store and reader of the application.
+    commits: tokio::sync::watch::Sender<u64>,
+}
+
+impl AppDb {
+    fn committed(&self) {
+        self.commits.send_modify(|n| *n += 1);
+    }
 }
 
 /// A provider whose stores live in memory. Clones share the same data and locks.
@@ -78,6 +89,14 @@ impl MemoryProvider {
 
 impl Provider for MemoryProvider {
     type Store = MemoryStore;
+    type Reader = MemoryReader;
+
+    /// A reader of the application's log in this provider (and its clones); its followers wake
+    /// on every commit. An application never opened reads as empty.
+    async fn open_reader(&self, app_key: &str) -> Result<MemoryReader> {
+        let db = Arc::clone(self.apps.lock().entry(app_key.to_owned()).or_default());
+        Ok(MemoryReader::new(app_key.to_owned(), db))
+    }
 
     async fn open(&self, app_key: &str) -> Result<MemoryStore> {
         let span = vellum_core::provider::observe::open_span("memory", app_key);

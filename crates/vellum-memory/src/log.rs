@@ -54,6 +54,7 @@ impl EventLog {
     /// Up to `limit` matching events with `offset >= from`, ascending.
     pub(crate) fn page(&self, query: &EventQuery, from: u64, limit: usize) -> Vec<Event> {
         let mut offsets: Vec<u64> = match query {
+            EventQuery::All => return self.slice(from, limit),
             EventQuery::ByType(names) => {
                 let mut merged: Vec<u64> = names
                     .iter()

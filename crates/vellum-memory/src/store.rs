@@ -27,8 +27,6 @@ struct Shared {
     app_key: String,
     db: Arc<AppDb>,
     closed: AtomicBool,
-    /// Bumped after each committed batch and at close: the followers' wake-up.
-    commits: tokio::sync::watch::Sender<u64>,
 }
 
 impl Shared {
@@ -51,8 +49,7 @@ impl Shared {
 
 impl MemoryStore {
     pub(crate) fn new(app_key: String, db: Arc<AppDb>) -> Self {
-        let commits = tokio::sync::watch::Sender::new(0);
-        Self { shared: Arc::new(Shared { app_key, db, closed: AtomicBool::new(false), commits }) }
+        Self { shared: Arc::new(Shared { app_key, db, closed: AtomicBool::new(false) }) }
     }
 
     pub(crate) fn read(&self) -> Result<RwLockReadGuard<'_, Database>> {
@@ -82,8 +79,9 @@ impl EventPageSource for Shared {
         self.closed.load(Ordering::Acquire)
     }
 
-    fn commits(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
-        Some(self.commits.subscribe())
+    fn commits(&self) -> Option<vellum_core::Wakeups> {
+        // No other process can write to memory: the wake-ups report every commit.
+        Some(vellum_core::Wakeups::every_commit(self.db.commits.subscribe()))
     }
 }
 
@@ -124,6 +122,11 @@ impl EventRepository for MemoryStore {
         Ok(self.shared.read()?.events.next_offset())
     }
 
+    async fn load_all_events(&self, min_offset: u64) -> Result<EventCursor> {
+        let _span = self.query("events_all").entered();
+        self.cursor(EventQuery::All, min_offset)
+    }
+
     async fn load_events_by_type(&self, portable_names: &[&str], min_offset: u64) -> Result<EventCursor> {
         let _span = self.query("events_by_type").entered();
         self.cursor(EventQuery::by_type(portable_names.iter().copied()), min_offset)
@@ -148,7 +151,7 @@ impl Persister for MemoryStore {
             outcomes.pop().unwrap_or_else(|| Err(Error::storage("memory: planning a batch", "no outcome")))
         })();
         if result.is_ok() {
-            self.shared.commits.send_modify(|n| *n += 1);
+            self.shared.db.committed();
         }
         observe::record(&span, result)
     }
@@ -167,7 +170,7 @@ impl DataStore for MemoryStore {
         }
         self.shared.db.open.store(false, Ordering::Release);
         // Followers wake up to find the store closed.
-        self.shared.commits.send_modify(|n| *n += 1);
+        self.shared.db.committed();
         Ok(())
     }
 }
@@ -177,7 +180,7 @@ impl Drop for MemoryStore {
     fn drop(&mut self) {
         if !self.shared.closed.swap(true, Ordering::AcqRel) {
             self.shared.db.open.store(false, Ordering::Release);
-            self.shared.commits.send_modify(|n| *n += 1);
+            self.shared.db.committed();
         }
     }
 }

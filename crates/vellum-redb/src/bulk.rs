@@ -74,7 +74,9 @@ impl Reader<'_> {
             ExportFrom::Processes(after) => self.processes(after.as_ref(), limit),
             ExportFrom::Offsets(after) => self.offsets(after.as_deref(), limit),
             ExportFrom::Queue(after) => self.queue_page(after.as_ref(), limit),
-            ExportFrom::Events(from) => self.event_page(*from, limit),
+            ExportFrom::Events(from) => {
+                Ok(self.all_events(*from, limit)?.into_iter().map(Record::Event).collect())
+            }
         }
     }
 
@@ -147,8 +149,8 @@ impl Reader<'_> {
         Ok(page)
     }
 
-    /// Events from offset `from` on, whatever their type.
-    fn event_page(&self, from: u64, limit: usize) -> Result<Vec<Record>> {
+    /// Up to `limit` events from offset `from` on, whatever their type, checked dense.
+    pub(crate) fn all_events(&self, from: u64, limit: usize) -> Result<Vec<Event>> {
         let file = self.file;
         let events = self.txn.open_table(EVENTS).or_storage(file)?;
         let mut page = Vec::with_capacity(limit.min(MAX_PREALLOCATED));
@@ -163,7 +165,7 @@ impl Reader<'_> {
                 ));
             }
             let (envelope, _) = self.codec.event(offset, value.value())?;
-            page.push(Record::Event(Event { offset, envelope }));
+            page.push(Event { offset, envelope });
         }
         Ok(page)
     }

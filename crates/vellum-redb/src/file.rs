@@ -11,7 +11,10 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use redb::{Builder, Database, DatabaseError, ReadableDatabase, TableError, TableHandle};
+use redb::{
+    Builder, ConcurrencyMode, Database, DatabaseError, ReadOnlyDatabase, ReadTransaction, ReadableDatabase,
+    TableError, TableHandle,
+};
 use vellum_core::provider::files::{FileId, canonical};
 use vellum_core::provider::publish;
 use vellum_core::{Error, ErrorKind, Result};
@@ -144,7 +147,10 @@ pub(crate) fn open(dir: &Path, app_key: &str, options: Options) -> Result<OpenFi
     let (registration, waited) =
         Registration::acquire(&path).ok_or_else(|| Error::Locked { app_key: app_key.to_owned() })?;
     let mut builder = Builder::new();
-    builder.set_cache_size(options.cache_size).set_check_integrity_on_open(options.check_integrity);
+    builder
+        .set_cache_size(options.cache_size)
+        .set_check_integrity_on_open(options.check_integrity)
+        .set_concurrency_mode(SHARING);
     let db = guarded(&path, || {
         if !publish::exists(&path)? {
             create(&builder, &path, app_key)?;
@@ -166,6 +172,52 @@ pub(crate) fn open(dir: &Path, app_key: &str, options: Options) -> Result<OpenFi
         id,
         registration,
     })
+}
+
+/// How a store shares its file with other processes: it is the only writer, and readers
+/// ([`open_read_only`]) in any process may open the file beside it and follow its commits
+/// (docs/locking.md#redb).
+const SHARING: ConcurrencyMode = ConcurrencyMode::SingleWriter;
+
+/// Opens the existing file of `app_key` in `dir` for reading only, beside the store that may
+/// have it open in this process or another. Refuses a missing file (the application has no store
+/// yet), a damaged or foreign one, and a layout older than this build's (the store upgrades it
+/// when it opens).
+pub(crate) fn open_read_only(
+    dir: &Path,
+    app_key: &str,
+    cache_size: usize,
+) -> Result<(PathBuf, ReadOnlyDatabase)> {
+    let named = dir.join(file_name(app_key));
+    let path = canonical(&named).map_err(|e| io_error(&named, "cannot resolve the path of", e))?;
+    if !publish::exists(&path)? {
+        return Err(invalid(
+            &path,
+            ErrorKind::Misconfigured,
+            &format!("does not exist: application {app_key:?} has no store in this directory yet"),
+        ));
+    }
+    let db = guarded(&path, || {
+        check_header(&path)?;
+        let mut builder = Builder::new();
+        builder.set_cache_size(cache_size).set_concurrency_mode(SHARING);
+        builder.open_read_only(&path).map_err(|e| open_error(e, &path, app_key))
+    })?;
+    guarded(&path, || {
+        let txn = db.begin_read().or_storage(&path)?;
+        match check_meta(&txn, &path, app_key)? {
+            Some(LAYOUT_VERSION) => Ok(()),
+            Some(version) => Err(invalid(
+                &path,
+                ErrorKind::Misconfigured,
+                &format!(
+                    "has layout version {version}, older than this vellum-redb's ({LAYOUT_VERSION}):                      open the application's store once, which upgrades it, then read it"
+                ),
+            )),
+            None => Err(invalid(&path, ErrorKind::Corrupt, "has no vellum tables: not a vellum-redb file")),
+        }
+    })?;
+    Ok((path, db))
 }
 
 /// How long [`open_db`] keeps trying after a release in this process.
@@ -292,57 +344,62 @@ fn damaged(path: &Path, what: &str) -> Error {
 /// Checks the layout version and app key of an existing file, or lays out a new one.
 fn check_or_init(db: &Database, path: &Path, app_key: &str) -> Result<()> {
     let txn = db.begin_read().or_storage(path)?;
-    match txn.open_table(META) {
-        Ok(meta) => {
-            let version = meta.get(META_LAYOUT_VERSION).or_storage(path)?.map(|v| v.value().to_vec());
-            let version = version
-                .and_then(|bytes| <[u8; 8]>::try_from(bytes.as_slice()).ok())
-                .map(u64::from_be_bytes)
-                .ok_or_else(|| {
-                    invalid(path, ErrorKind::Corrupt, "has no valid layout version: not a vellum-redb file")
-                })?;
-            if version == 0 || version > LAYOUT_VERSION {
-                return Err(invalid(
-                    path,
-                    if version == 0 { ErrorKind::Corrupt } else { ErrorKind::Misconfigured },
-                    &format!(
-                        "has layout version {version}, which this vellum-redb (layout version \
-                         {LAYOUT_VERSION}) does not know; open it with the newer vellum that wrote it"
-                    ),
-                ));
-            }
-            let stored = meta.get(META_APP_KEY).or_storage(path)?.map(|v| v.value().to_vec());
-            if stored.as_deref() != Some(app_key.as_bytes()) {
-                let (kind, what) = match stored {
-                    Some(s) => (
-                        ErrorKind::Misconfigured,
-                        format!("belongs to application {:?}, not {app_key:?}", String::from_utf8_lossy(&s)),
-                    ),
-                    None => (ErrorKind::Corrupt, "has no application key: not a vellum-redb file".to_owned()),
-                };
-                return Err(invalid(path, kind, &what));
-            }
-            drop(meta);
-            drop(txn);
-            if version < LAYOUT_VERSION {
-                return crate::migrate::upgrade(db, Codec { file: path, app_key }, version);
-            }
-            Ok(())
+    let Some(version) = check_meta(&txn, path, app_key)? else {
+        let foreign = txn.list_tables().or_storage(path)?.next().map(|t| t.name().to_owned());
+        if let Some(table) = foreign {
+            return Err(invalid(
+                path,
+                ErrorKind::Misconfigured,
+                &format!("is a redb file of something else (it has table {table:?})"),
+            ));
         }
-        Err(TableError::TableDoesNotExist(_)) => {
-            let foreign = txn.list_tables().or_storage(path)?.next().map(|t| t.name().to_owned());
-            if let Some(table) = foreign {
-                return Err(invalid(
-                    path,
-                    ErrorKind::Misconfigured,
-                    &format!("is a redb file of something else (it has table {table:?})"),
-                ));
-            }
-            drop(txn);
-            init(db, path, app_key)
-        }
-        Err(e) => Err(e).or_storage(path),
+        drop(txn);
+        return init(db, path, app_key);
+    };
+    drop(txn);
+    if version < LAYOUT_VERSION {
+        return crate::migrate::upgrade(db, Codec { file: path, app_key }, version);
     }
+    Ok(())
+}
+
+/// The layout version of a file laid out for `app_key` (`None`: no meta-data table, a new
+/// file), refusing a file of another application, a damaged one, or a newer layout.
+fn check_meta(txn: &ReadTransaction, path: &Path, app_key: &str) -> Result<Option<u64>> {
+    let meta = match txn.open_table(META) {
+        Ok(meta) => meta,
+        Err(TableError::TableDoesNotExist(_)) => return Ok(None),
+        Err(e) => return Err(e).or_storage(path),
+    };
+    let version = meta.get(META_LAYOUT_VERSION).or_storage(path)?.map(|v| v.value().to_vec());
+    let version = version
+        .and_then(|bytes| <[u8; 8]>::try_from(bytes.as_slice()).ok())
+        .map(u64::from_be_bytes)
+        .ok_or_else(|| {
+            invalid(path, ErrorKind::Corrupt, "has no valid layout version: not a vellum-redb file")
+        })?;
+    if version == 0 || version > LAYOUT_VERSION {
+        return Err(invalid(
+            path,
+            if version == 0 { ErrorKind::Corrupt } else { ErrorKind::Misconfigured },
+            &format!(
+                "has layout version {version}, which this vellum-redb (layout version \
+                 {LAYOUT_VERSION}) does not know; open it with the newer vellum that wrote it"
+            ),
+        ));
+    }
+    let stored = meta.get(META_APP_KEY).or_storage(path)?.map(|v| v.value().to_vec());
+    if stored.as_deref() != Some(app_key.as_bytes()) {
+        let (kind, what) = match stored {
+            Some(s) => (
+                ErrorKind::Misconfigured,
+                format!("belongs to application {:?}, not {app_key:?}", String::from_utf8_lossy(&s)),
+            ),
+            None => (ErrorKind::Corrupt, "has no application key: not a vellum-redb file".to_owned()),
+        };
+        return Err(invalid(path, kind, &what));
+    }
+    Ok(Some(version))
 }
 
 /// Writes the meta-data and creates every table of a new file.

@@ -47,6 +47,7 @@ mod bulk;
 mod file;
 mod layout;
 mod migrate;
+mod reader;
 mod records;
 mod store;
 mod tables;
@@ -63,6 +64,7 @@ use vellum_core::provider::{WriteQueue, block_on};
 use vellum_core::{Error, Provider, Result};
 use writer::RedbExecutor;
 
+pub use reader::RedbReader;
 pub use store::RedbStore;
 
 /// The layout version of the files this crate writes; files of a higher version are refused.
@@ -146,6 +148,18 @@ impl RedbProvider {
 
 impl Provider for RedbProvider {
     type Store = RedbStore;
+    type Reader = RedbReader;
+
+    /// Opens the application's file read-only beside its store (redb's single-writer sharing
+    /// mode: any number of readers in any process, one writer). The file must exist: an
+    /// application never opened has none ([`ErrorKind::Misconfigured`](vellum_core::ErrorKind)).
+    async fn open_reader(&self, app_key: &str) -> Result<RedbReader> {
+        let span = observe::open_span(PROVIDER, app_key);
+        let _entered = span.enter();
+        let opened = file::open_read_only(&self.dir, app_key, self.options.cache_size)
+            .map(|(path, db)| RedbReader::new(app_key.to_owned(), path, db));
+        observe::record(&span, opened)
+    }
 
     async fn open(&self, app_key: &str) -> Result<RedbStore> {
         let span = observe::open_span(PROVIDER, app_key);

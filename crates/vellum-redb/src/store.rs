@@ -40,7 +40,7 @@ struct Shared {
     /// duration, so `close` taking it away waits for them and never pulls a file from under one.
     file: RwLock<Option<Arc<OpenFile>>>,
     /// The writer's commit wake-ups, for followers.
-    commits: tokio::sync::watch::Receiver<u64>,
+    commits: vellum_core::Wakeups,
 }
 
 impl Shared {
@@ -114,6 +114,7 @@ impl RedbStore {
 impl EventPageSource for Shared {
     fn load_page<'a>(&'a self, query: &'a EventQuery, from: u64, limit: usize) -> PageFuture<'a> {
         let name = match query {
+            EventQuery::All => "events_all",
             EventQuery::ByType(_) => "events_by_type",
             EventQuery::BySource { .. } => "events_by_source",
         };
@@ -124,7 +125,7 @@ impl EventPageSource for Shared {
         self.file.read().is_none()
     }
 
-    fn commits(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
+    fn commits(&self) -> Option<vellum_core::Wakeups> {
         Some(self.commits.clone())
     }
 }
@@ -162,6 +163,10 @@ impl EventRepository for RedbStore {
         // Not `Reader::next_event_offset`: that names one `Reader<'a>`, the closure any of them.
         #[allow(clippy::redundant_closure_for_method_calls)]
         self.shared.read("next_event_offset", |r| r.next_event_offset())
+    }
+
+    async fn load_all_events(&self, min_offset: u64) -> Result<EventCursor> {
+        self.cursor(EventQuery::All, min_offset)
     }
 
     async fn load_events_by_type(&self, portable_names: &[&str], min_offset: u64) -> Result<EventCursor> {

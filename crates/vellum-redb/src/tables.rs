@@ -386,6 +386,7 @@ impl Reader<'_> {
     pub(crate) fn events(&self, query: &EventQuery, from: u64, limit: usize) -> Result<Vec<Event>> {
         let file = self.file;
         match query {
+            EventQuery::All => self.all_events(from, limit),
             EventQuery::ByType(names) => {
                 let index = self.txn.open_table(EVENTS_BY_TYPE).or_storage(file)?;
                 let heads = self.txn.open_table(TYPE_HEADS).or_storage(file)?;

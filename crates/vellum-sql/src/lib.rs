@@ -11,11 +11,13 @@ mod bulk;
 mod fields;
 #[cfg(any(feature = "postgres", feature = "mysql"))]
 mod lease;
+mod reader;
 mod schema;
 mod store;
 mod sums;
 mod verify;
 
+pub use reader::SqlReader;
 pub use store::{Dialect, SqlStore};
 
 #[cfg(any(feature = "postgres", feature = "mysql"))]

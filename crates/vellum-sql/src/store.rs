@@ -108,6 +108,13 @@ pub trait Dialect: Sealed + Send + Sync + Sized + 'static {
     }
 }
 
+/// Up to `limit` events from offset `from` on, whatever their type: how every dialect answers
+/// [`EventQuery::All`], through its export of the event section (dense, checksums checked).
+pub(crate) async fn all_events<D: Dialect>(dialect: &D, from: u64, limit: usize) -> Result<Vec<Event>> {
+    let records = dialect.export(ExportFrom::Events(from), limit).await?;
+    Ok(records.into_iter().filter_map(|r| if let Record::Event(e) = r { Some(e) } else { None }).collect())
+}
+
 /// An open store of one application in a SQL database ([`SqliteStore`](crate::sqlite::SqliteStore),
 /// [`PostgresStore`](crate::postgres::PostgresStore), [`MysqlStore`](crate::mysql::MysqlStore)).
 ///
@@ -123,13 +130,14 @@ pub struct SqlStore<D: Dialect> {
 /// adding the file it is about).
 pub(crate) type ErrorMap = Box<dyn Fn(Error) -> Error + Send + Sync>;
 
-/// What the store and its event cursors share.
-struct Shared<D> {
-    closed: AtomicBool,
-    dialect: D,
+/// What a store or reader and its event cursors share.
+pub(crate) struct Shared<D> {
+    pub(crate) closed: AtomicBool,
+    pub(crate) dialect: D,
     errors: Option<ErrorMap>,
-    /// The writer's commit wake-ups, for followers.
-    commits: tokio::sync::watch::Receiver<u64>,
+    /// Wake-ups for followers: the writer's commits for a store; for a reader whatever the
+    /// dialect offers (`None`: followers poll).
+    commits: Option<vellum_core::Wakeups>,
 }
 
 impl<D: Dialect> fmt::Debug for SqlStore<D> {
@@ -142,6 +150,21 @@ impl<D: Dialect> fmt::Debug for SqlStore<D> {
 }
 
 impl<D: Dialect> Shared<D> {
+    pub(crate) fn new(dialect: D, errors: Option<ErrorMap>, commits: Option<vellum_core::Wakeups>) -> Self {
+        Self { closed: AtomicBool::new(false), dialect, errors, commits }
+    }
+
+    /// A cursor over `query` from `min_offset`, or `Closed`.
+    pub(crate) fn cursor(self: &Arc<Self>, query: EventQuery, min_offset: u64) -> Result<EventCursor> {
+        self.check_open()?;
+        Ok(EventCursor::new(Arc::clone(self) as Arc<dyn EventPageSource>, query, min_offset))
+    }
+
+    /// The offset the next event gets.
+    pub(crate) async fn next_event_offset(&self) -> Result<u64> {
+        self.read("next_event_offset", self.dialect.next_event_offset()).await
+    }
+
     fn check_open(&self) -> Result<()> {
         if self.closed.load(Ordering::Acquire) { Err(Error::Closed) } else { Ok(()) }
     }
@@ -168,6 +191,7 @@ impl<D: Dialect> Shared<D> {
 impl<D: Dialect> EventPageSource for Shared<D> {
     fn load_page<'a>(&'a self, query: &'a EventQuery, from: u64, limit: usize) -> PageFuture<'a> {
         let name = match query {
+            EventQuery::All => "events_all",
             EventQuery::ByType(_) => "events_by_type",
             EventQuery::BySource { .. } => "events_by_source",
         };
@@ -178,8 +202,8 @@ impl<D: Dialect> EventPageSource for Shared<D> {
         self.closed.load(Ordering::Acquire)
     }
 
-    fn commits(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
-        Some(self.commits.clone())
+    fn commits(&self) -> Option<vellum_core::Wakeups> {
+        self.commits.clone()
     }
 }
 
@@ -191,18 +215,13 @@ impl<D: Dialect> SqlStore<D> {
 
     /// [`SqlStore::new`], with every error the store returns passed through `errors`.
     pub(crate) fn with_errors(dialect: D, writes: WriteQueue, errors: Option<ErrorMap>) -> Self {
-        let commits = writes.commits();
-        Self { shared: Arc::new(Shared { closed: AtomicBool::new(false), dialect, errors, commits }), writes }
+        let commits = Some(writes.commits());
+        Self { shared: Arc::new(Shared::new(dialect, errors, commits)), writes }
     }
 
     /// The dialect's reads (for its own accessors).
     pub(crate) fn dialect(&self) -> &D {
         &self.shared.dialect
-    }
-
-    fn cursor(&self, query: EventQuery, min_offset: u64) -> Result<EventCursor> {
-        self.shared.check_open()?;
-        Ok(EventCursor::new(Arc::clone(&self.shared) as Arc<dyn EventPageSource>, query, min_offset))
     }
 }
 
@@ -240,15 +259,19 @@ impl<D: Dialect> QueueRepository for SqlStore<D> {
 
 impl<D: Dialect> EventRepository for SqlStore<D> {
     async fn next_event_offset(&self) -> Result<u64> {
-        self.shared.read("next_event_offset", self.shared.dialect.next_event_offset()).await
+        self.shared.next_event_offset().await
+    }
+
+    async fn load_all_events(&self, min_offset: u64) -> Result<EventCursor> {
+        self.shared.cursor(EventQuery::All, min_offset)
     }
 
     async fn load_events_by_type(&self, portable_names: &[&str], min_offset: u64) -> Result<EventCursor> {
-        self.cursor(EventQuery::by_type(portable_names.iter().copied()), min_offset)
+        self.shared.cursor(EventQuery::by_type(portable_names.iter().copied()), min_offset)
     }
 
     async fn load_events_by_source(&self, handler_key: &str, instance_id: &str) -> Result<EventCursor> {
-        self.cursor(EventQuery::by_source(handler_key, instance_id), 0)
+        self.shared.cursor(EventQuery::by_source(handler_key, instance_id), 0)
     }
 }
 

@@ -6,9 +6,9 @@ use std::time::Duration;
 use vellum_core::bulk::{BulkStore, ExportFrom, Record, StoreStats};
 use vellum_core::verify::Report;
 use vellum_core::{
-    AggregateMetaData, AggregateRepository, Batch, DataStore, Error, EventCursor, EventRepository,
-    OffsetRepository, PersistResult, Persister, ProcessInstance, ProcessRepository, Provider, QueueMessage,
-    QueueRepository, Result,
+    AggregateMetaData, AggregateRepository, Batch, DataStore, Error, EventCursor, EventReader,
+    EventRepository, OffsetRepository, PersistResult, Persister, ProcessInstance, ProcessRepository,
+    Provider, QueueMessage, QueueRepository, Result,
 };
 
 /// Expands `$body` once per enabled provider variant, with `$inner` bound to the variant's value.
@@ -67,6 +67,56 @@ pub enum AnyProvider {
     /// MySQL or MariaDB.
     #[cfg(feature = "mysql")]
     Mysql(vellum_sql::mysql::MysqlProvider),
+}
+
+/// An event-log reader opened through an [`AnyProvider`] ([`Provider::open_reader`]).
+#[non_exhaustive]
+pub enum AnyReader {
+    /// In memory.
+    #[cfg(feature = "memory")]
+    Memory(vellum_memory::MemoryReader),
+    /// Embedded redb files.
+    #[cfg(feature = "redb")]
+    Redb(vellum_redb::RedbReader),
+    /// SQLite.
+    #[cfg(feature = "sqlite")]
+    Sqlite(vellum_sql::sqlite::SqliteReader),
+    /// PostgreSQL.
+    #[cfg(feature = "postgres")]
+    Postgres(vellum_sql::postgres::PostgresReader),
+    /// MySQL or MariaDB.
+    #[cfg(feature = "mysql")]
+    Mysql(vellum_sql::mysql::MysqlReader),
+}
+
+impl std::fmt::Debug for AnyReader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        dispatch!(Self, self, r => std::fmt::Debug::fmt(r, f))
+    }
+}
+
+impl EventRepository for AnyReader {
+    async fn next_event_offset(&self) -> Result<u64> {
+        dispatch!(Self, self, r => r.next_event_offset().await)
+    }
+
+    async fn load_all_events(&self, min_offset: u64) -> Result<EventCursor> {
+        dispatch!(Self, self, r => r.load_all_events(min_offset).await)
+    }
+
+    async fn load_events_by_type(&self, portable_names: &[&str], min_offset: u64) -> Result<EventCursor> {
+        dispatch!(Self, self, r => r.load_events_by_type(portable_names, min_offset).await)
+    }
+
+    async fn load_events_by_source(&self, handler_key: &str, instance_id: &str) -> Result<EventCursor> {
+        dispatch!(Self, self, r => r.load_events_by_source(handler_key, instance_id).await)
+    }
+}
+
+impl EventReader for AnyReader {
+    async fn close(&self) -> Result<()> {
+        dispatch!(Self, self, r => r.close().await)
+    }
 }
 
 /// A store opened through an [`AnyProvider`].
@@ -170,6 +220,22 @@ impl std::fmt::Debug for AnyStore {
 
 impl Provider for AnyProvider {
     type Store = AnyStore;
+    type Reader = AnyReader;
+
+    async fn open_reader(&self, app_key: &str) -> Result<AnyReader> {
+        Ok(match self {
+            #[cfg(feature = "memory")]
+            Self::Memory(p) => AnyReader::Memory(p.open_reader(app_key).await?),
+            #[cfg(feature = "redb")]
+            Self::Redb(p) => AnyReader::Redb(p.open_reader(app_key).await?),
+            #[cfg(feature = "sqlite")]
+            Self::Sqlite(p) => AnyReader::Sqlite(p.open_reader(app_key).await?),
+            #[cfg(feature = "postgres")]
+            Self::Postgres(p) => AnyReader::Postgres(p.open_reader(app_key).await?),
+            #[cfg(feature = "mysql")]
+            Self::Mysql(p) => AnyReader::Mysql(p.open_reader(app_key).await?),
+        })
+    }
 
     async fn open(&self, app_key: &str) -> Result<AnyStore> {
         Ok(match self {
@@ -215,6 +281,10 @@ impl AggregateRepository for AnyStore {
 impl EventRepository for AnyStore {
     async fn next_event_offset(&self) -> Result<u64> {
         dispatch!(Self, self, s => s.next_event_offset().await)
+    }
+
+    async fn load_all_events(&self, min_offset: u64) -> Result<EventCursor> {
+        dispatch!(Self, self, s => s.load_all_events(min_offset).await)
     }
 
     async fn load_events_by_type(&self, portable_names: &[&str], min_offset: u64) -> Result<EventCursor> {

@@ -42,15 +42,15 @@
 mod any;
 mod url;
 
-pub use any::{AnyProvider, AnyStore};
+pub use any::{AnyProvider, AnyReader, AnyStore};
 pub use url::{RedbParams, SCHEMES, StoreUrl};
 pub use vellum_core::time;
 pub use vellum_core::{
     AggregateMetaData, AggregateRepository, Batch, BulkStore, DEFAULT_PAGE_SIZE, DataStore, DataStoreSet,
-    EntityKey, Envelope, Error, ErrorKind, Event, EventCursor, EventQuery, EventRepository, ExportFrom,
-    Identity, InvalidBatch, OffsetRepository, Operation, Packet, PersistResult, Persister, ProcessInstance,
-    ProcessRepository, Provider, QueueKey, QueueMessage, QueueRepository, Record, Result, Section,
-    StoreStats,
+    EntityKey, Envelope, Error, ErrorKind, Event, EventCursor, EventQuery, EventReader, EventRepository,
+    ExportFrom, Follower, Identity, InvalidBatch, OffsetRepository, Operation, Packet, PersistResult,
+    Persister, ProcessInstance, ProcessRepository, Provider, QueueKey, QueueMessage, QueueRepository, Record,
+    Result, Section, StoreStats,
 };
 
 pub mod bulk {

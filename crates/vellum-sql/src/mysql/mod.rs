@@ -85,6 +85,9 @@ pub use schema::{create_schema, drop_schema};
 /// `GET_LOCK` on a dedicated connection until closed or dropped.
 pub type MysqlStore = crate::SqlStore<MysqlReads>;
 
+/// A reader of one application's event log in a MySQL or MariaDB database (its followers poll).
+pub type MysqlReader = crate::SqlReader<MysqlReads>;
+
 impl MysqlStore {
     /// The `GET_LOCK` name this store holds (see [`lock_name`]).
     #[must_use]
@@ -382,6 +385,15 @@ impl MysqlProvider {
 
 impl Provider for MysqlProvider {
     type Store = MysqlStore;
+    type Reader = MysqlReader;
+
+    /// A reader on the provider's pool: no lock, no writer. The database must hold this
+    /// build's schema; nothing is created. Its followers poll.
+    async fn open_reader(&self, app_key: &str) -> Result<MysqlReader> {
+        let span = observe::open_span(PROVIDER, app_key);
+        let result = self.open_reader_of(app_key).instrument(span.clone()).await;
+        observe::record(&span, result)
+    }
 
     async fn open(&self, app_key: &str) -> Result<MysqlStore> {
         self.open_wait(app_key, Duration::ZERO).await
@@ -399,6 +411,37 @@ impl Provider for MysqlProvider {
 }
 
 impl MysqlProvider {
+    async fn open_reader_of(&self, app_key: &str) -> Result<MysqlReader> {
+        let mut conn = self.pooled_conn("opening a reader").await?;
+        let database = schema::current_database(&mut conn).await?;
+        match schema::stored_version(&mut conn).await? {
+            schema::Stored::Version(v) if v == crate::schema::SCHEMA_VERSION => {}
+            schema::Stored::Version(v) if v > crate::schema::SCHEMA_VERSION => return Err(schema::newer(v)),
+            stored => {
+                let found = match stored {
+                    schema::Stored::Version(v) => format!("is at vellum schema version {v}"),
+                    schema::Stored::Missing => "has no vellum schema".to_owned(),
+                };
+                return Err(Error::storage_kind(
+                    ErrorKind::Misconfigured,
+                    format!("mysql: opening a reader of application {app_key:?}"),
+                    format!(
+                        "database {database:?} {found}, not version {}: open the application's store \
+                         once (which creates or upgrades the schema), then read it",
+                        crate::schema::SCHEMA_VERSION
+                    ),
+                ));
+            }
+        }
+        let reads = MysqlReads {
+            app_key: app_key.to_owned(),
+            pool: self.pool().clone(),
+            lock_name: lock_name(&database, "app", app_key),
+            max_packet: usize::MAX,
+        };
+        Ok(crate::SqlReader::new(reads, None, None))
+    }
+
     async fn open_store(&self, app_key: &str, wait: Duration) -> Result<MysqlStore> {
         if app_key.len() > MAX_KEY_BYTES {
             return Err(key_too_long(app_key, "the application key", app_key.len()));

@@ -83,13 +83,14 @@ impl MysqlReads {
         Ok(self.rows(what, sql, params).await?.into_iter().next())
     }
 
-    async fn page(&self, query: &EventQuery, from: u64, n: usize) -> Result<Vec<Event>> {
+    async fn page(&self, query: &EventQuery, start: u64, n: usize) -> Result<Vec<Event>> {
         let app = bytes(&self.app_key);
-        let Ok(from) = i64::try_from(from) else {
+        let Ok(from) = i64::try_from(start) else {
             return Ok(Vec::new()); // beyond any offset
         };
         let from = Value::Int(from);
         let rows = match query {
+            EventQuery::All => return crate::store::all_events(self, start, n).await,
             EventQuery::ByType(names) if names.is_empty() => return Ok(Vec::new()),
             EventQuery::ByType(names) if names.len() == 1 => {
                 self.rows(

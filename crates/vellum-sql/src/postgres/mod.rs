@@ -45,6 +45,7 @@
 //!   skipped by the shared committer; one already taken commits whole or not at all.
 
 mod bulk;
+mod listen;
 mod reads;
 mod sql;
 mod tls;
@@ -77,6 +78,11 @@ use tls::MakeRustlsConnect;
 /// An open store of one application in a PostgreSQL database; holds the application's advisory
 /// lock on a dedicated connection until closed or dropped.
 pub type PostgresStore = crate::SqlStore<PostgresReads>;
+
+/// A reader of one application's event log in a PostgreSQL schema: its followers wake on
+/// `NOTIFY` from the committing transaction (polling only while its listener reconnects, or
+/// always for a provider built on a caller's pool).
+pub type PostgresReader = crate::SqlReader<PostgresReads>;
 
 impl PostgresStore {
     /// The process ID of the server session holding this store's lock (`pg_backend_pid()`).
@@ -477,6 +483,16 @@ pub async fn drop_schema(client: &Client, schema: &str) -> Result<()> {
 
 impl Provider for PostgresProvider {
     type Store = PostgresStore;
+    type Reader = PostgresReader;
+
+    /// A reader on the provider's pool, with a `LISTEN` connection of its own that wakes its
+    /// followers on every commit that appends events (zero queries while nothing is written).
+    /// The schema must be at this build's version; nothing is created.
+    async fn open_reader(&self, app_key: &str) -> Result<PostgresReader> {
+        let span = observe::open_span(PROVIDER, app_key);
+        let result = self.open_reader_of(app_key).instrument(span.clone()).await;
+        observe::record(&span, result)
+    }
 
     async fn open(&self, app_key: &str) -> Result<PostgresStore> {
         self.open_wait(app_key, Duration::ZERO).await
@@ -515,8 +531,67 @@ impl PostgresProvider {
             sql: Arc::clone(&self.inner.sql),
             backend_pid,
             lock_key: key,
+            listener: None,
         };
         Ok(PostgresStore::new(reads, writes))
+    }
+
+    /// A reader: the application's lock key names its `NOTIFY` channel, on which a connection
+    /// of the reader's own listens (a provider built on a caller's pool cannot receive
+    /// notifications through it: its readers poll).
+    async fn open_reader_of(&self, app_key: &str) -> Result<PostgresReader> {
+        let client = self.pooled("opening a reader").await?;
+        let schema = self.schema();
+        match schema_version(&client, schema).await {
+            Ok(Some(version)) if version == SCHEMA_VERSION => {}
+            Ok(Some(version)) if version > SCHEMA_VERSION => return Err(newer_version(schema, version)),
+            Ok(found) => {
+                let found =
+                    found.map_or_else(|| "has no vellum tables".to_owned(), |v| format!("is at version {v}"));
+                return Err(Error::storage_kind(
+                    ErrorKind::Misconfigured,
+                    format!("postgres: opening a reader of application {app_key:?}"),
+                    format!(
+                        "schema {schema:?} {found}, not version {SCHEMA_VERSION}: open the application's \
+                         store once (which creates or upgrades the schema), then read it"
+                    ),
+                ));
+            }
+            Err(None) => {
+                return Err(Error::storage_kind(
+                    ErrorKind::Misconfigured,
+                    format!("postgres: opening a reader of application {app_key:?}"),
+                    format!("schema {schema:?} has no vellum tables: open the application's store once"),
+                ));
+            }
+            Err(Some(e)) => return Err(storage(app_key, "reading the schema version", e)),
+        }
+        let key = self.lock_key(&client, app_key).await?;
+        drop(client);
+        let (listener, wakeups) = match &self.inner.connect {
+            Connect::Config(config, tls) => {
+                let mut config = config.as_ref().clone();
+                let lease = self.inner.lease;
+                config
+                    .keepalives(true)
+                    .keepalives_idle(lease.keepalive_idle())
+                    .keepalives_interval(Duration::from_secs(1))
+                    .keepalives_retries(3)
+                    .tcp_user_timeout(lease.timeout());
+                let (listener, wakeups) = listen::spawn(config, tls.clone(), listen::channel(key));
+                (Some(listener), Some(wakeups))
+            }
+            Connect::Pool => (None, None),
+        };
+        let reads = PostgresReads {
+            app_key: app_key.to_owned(),
+            pool: self.inner.pool.clone(),
+            sql: Arc::clone(&self.inner.sql),
+            backend_pid: 0,
+            lock_key: key,
+            listener,
+        };
+        Ok(crate::SqlReader::new(reads, None, wakeups))
     }
 
     /// The application's advisory-lock key, allocating its lock id on first use.

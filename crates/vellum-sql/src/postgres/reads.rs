@@ -28,8 +28,11 @@ pub struct PostgresReads {
     pub(super) sql: Arc<Sql>,
     /// The server process holding the store's lock (`pg_backend_pid()`).
     pub(super) backend_pid: i32,
-    /// The advisory-lock key the store holds.
+    /// The advisory-lock key the store holds (a reader: the key of the application it reads).
     pub(super) lock_key: i64,
+    /// A reader's `LISTEN` connection, which wakes its followers (`None` for a store, and for a
+    /// reader of a caller's pool).
+    pub(super) listener: Option<super::listen::Listener>,
 }
 
 impl std::fmt::Debug for PostgresReads {
@@ -116,6 +119,12 @@ impl Dialect for PostgresReads {
         &self.app_key
     }
 
+    fn close(&self) {
+        if let Some(listener) = &self.listener {
+            listener.stop();
+        }
+    }
+
     async fn aggregate(&self, handler_key: &str, instance_id: &str) -> Result<AggregateMetaData> {
         let doing = "loading aggregate meta-data";
         let row = self
@@ -199,11 +208,12 @@ impl Dialect for PostgresReads {
         Ok(from_db(next_offset))
     }
 
-    async fn events(&self, query: &EventQuery, from: u64, n: usize) -> Result<Vec<Event>> {
+    async fn events(&self, query: &EventQuery, start: u64, page: usize) -> Result<Vec<Event>> {
         // Offsets stay far below 2^63: a larger start matches nothing.
-        let Ok(from) = i64::try_from(from) else { return Ok(Vec::new()) };
-        let (app, n) = (self.app_key.as_str(), limit(n));
+        let Ok(from) = i64::try_from(start) else { return Ok(Vec::new()) };
+        let (app, n) = (self.app_key.as_str(), limit(page));
         let (doing, rows) = match query {
+            EventQuery::All => return crate::store::all_events(self, start, page).await,
             EventQuery::ByType(names) => {
                 let doing = "loading events by type";
                 (doing, self.query(doing, &self.sql.page_by_type, &[&app, names, &from, &n]).await?)

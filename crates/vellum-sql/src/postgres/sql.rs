@@ -145,6 +145,9 @@ pub(crate) struct Sql {
     pub update_queue: String,
     pub delete_queue: String,
     pub store_counters: String,
+    /// Wakes the application's listeners (docs/events.md#reading-beside-the-engine); sent in
+    /// the committing transaction, so it is delivered only if the commit is.
+    pub notify: String,
     // Bulk export (pool).
     pub bulk: BulkSql,
 }
@@ -240,8 +243,9 @@ impl Sql {
                    WHERE (SELECT ok FROM ok) ON CONFLICT (app_key, source_app_key) \
                    DO UPDATE SET next_offset = EXCLUDED.next_offset, checksum = EXCLUDED.checksum), \
                  ct AS (UPDATE {s}.vellum_app SET next_offset = $22, next_sequence = $23, checksum = $27 \
-                   WHERE app_key = $1 AND (SELECT ok FROM ok)) \
-                 SELECT ok FROM ok",
+                   WHERE app_key = $1 AND (SELECT ok FROM ok)), \
+                 nt AS (SELECT pg_notify($28::text, '') FROM ok WHERE ok AND $22::bigint > $8::bigint) \
+                 SELECT ok, (SELECT count(*) FROM nt) FROM ok",
                 expect_conditions(s, false)
             ),
             insert_events: format!(
@@ -290,6 +294,7 @@ impl Sql {
                  state_checksum = $6 WHERE app_key = $1 AND message_id = $2"
             ),
             delete_queue: format!("DELETE FROM {s}.vellum_queue WHERE app_key = $1 AND message_id = $2"),
+            notify: "SELECT pg_notify($1::text, '')".to_owned(),
             store_counters: format!(
                 "INSERT INTO {s}.vellum_app (app_key, next_offset, next_sequence, checksum) \
                  VALUES ($1, $2, $3, $4) ON CONFLICT (app_key) DO UPDATE SET \

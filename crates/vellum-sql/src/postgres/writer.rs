@@ -115,6 +115,7 @@ struct Prepared {
     update_queue: Statement,
     delete_queue: Statement,
     store_counters: Statement,
+    notify: Statement,
 }
 
 /// Commits a store's groups on its lock connection.
@@ -125,6 +126,8 @@ pub(crate) struct PgWriter {
     st: Prepared,
     /// The app's counters after the last commit, if known (this writer is their only writer).
     counters: Option<Counters>,
+    /// The channel a commit that appends events notifies (`listen::channel`).
+    channel: String,
 }
 
 pub(super) type PgResult<T> = std::result::Result<T, tokio_postgres::Error>;
@@ -181,6 +184,7 @@ impl PgWriter {
             &sql.update_queue,
             &sql.delete_queue,
             &sql.store_counters,
+            &sql.notify,
         ];
         let prepared = futures_util::future::try_join_all(texts.iter().map(|t| c.prepare(t)))
             .await
@@ -206,8 +210,10 @@ impl PgWriter {
             update_queue: next()?,
             delete_queue: next()?,
             store_counters: next()?,
+            notify: next()?,
         };
-        Ok(Self { app_key, conn, lease, st, counters: None })
+        let channel = super::listen::channel(conn.key);
+        Ok(Self { app_key, conn, lease, st, counters: None, channel })
     }
 
     fn fenced_error(&self) -> Error {
@@ -414,7 +420,8 @@ impl PgWriter {
         let counters_sum = sum::counters(app, next_offset, next_sequence);
         let (next_offset, next_sequence) = (to_db(next_offset), to_db(next_sequence));
         let (events, aggregates, offsets) = (&writes.events, &writes.aggregates, &writes.offsets);
-        let params: [&(dyn ToSql + Sync); 27] = [
+        let channel: &str = &self.channel;
+        let params: [&(dyn ToSql + Sync); 28] = [
             &app,
             &expected.events,
             &expected.agg_h,
@@ -442,6 +449,7 @@ impl PgWriter {
             &aggregates.sums,
             &offsets.sums,
             &counters_sum,
+            &channel,
         ];
         self.conn.client().execute(&self.st.commit_simple, &params).await.map(drop)
     }
@@ -470,6 +478,8 @@ impl PgWriter {
                 )
                 .await
             }));
+            // Delivered to the listeners only if the transaction commits.
+            steps.push(Box::pin(async move { c.execute(&st.notify, &[&self.channel]).await }));
         }
         if !w.aggregates.handlers.is_empty() {
             let a = &w.aggregates;

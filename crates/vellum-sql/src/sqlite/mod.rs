@@ -73,6 +73,9 @@ pub use schema::{create_schema, drop_schema};
 /// An open store of one application in a SQLite database.
 pub type SqliteStore = crate::SqlStore<SqliteReads>;
 
+/// A reader of one application's event log in a SQLite database (its followers poll).
+pub type SqliteReader = crate::SqlReader<SqliteReads>;
+
 use lock::AppLock;
 use reads::Readers;
 use vellum_core::provider::WriteQueue;
@@ -358,12 +361,55 @@ impl SqliteProvider {
         // they were doing and for which application).
         let database = self.path().map(Path::to_owned);
         let errors: crate::store::ErrorMap = Box::new(move |e| name_database(e, database.as_deref()));
-        Ok(crate::SqlStore::with_errors(SqliteReads { app_key: key, readers, release }, writes, Some(errors)))
+        Ok(crate::SqlStore::with_errors(
+            SqliteReads { app_key: key, readers, release: Some(release) },
+            writes,
+            Some(errors),
+        ))
+    }
+}
+
+impl SqliteProvider {
+    async fn open_reader_of(&self, app_key: &str) -> Result<SqliteReader> {
+        let readers = match &*self.source {
+            Source::File(path) => {
+                let database = lock::canonical(path)?;
+                let (check_path, busy_timeout) = (database.clone(), self.options.busy_timeout);
+                tokio::task::spawn_blocking(move || {
+                    let conn = reads::open_reader(&check_path, busy_timeout)
+                        .map_err(|e| Error::storage("sqlite: opening a read connection", e))?;
+                    schema::check_current(&conn)
+                })
+                .await
+                .map_err(|e| Error::storage(format!("sqlite: opening a reader of {app_key:?}"), e))?
+                .map_err(|e| name_database(e, Some(&database)))?;
+                Readers::Pool {
+                    path: database,
+                    idle: Mutex::new(Vec::new()),
+                    max_idle: self.options.read_connections,
+                    busy_timeout: self.options.busy_timeout,
+                }
+            }
+            Source::Connection { conn, .. } => Readers::Shared(Arc::clone(conn)),
+        };
+        let database = self.path().map(Path::to_owned);
+        let errors: crate::store::ErrorMap = Box::new(move |e| name_database(e, database.as_deref()));
+        let reads = SqliteReads { app_key: Arc::from(app_key), readers, release: None };
+        Ok(crate::SqlReader::new(reads, Some(errors), None))
     }
 }
 
 impl Provider for SqliteProvider {
     type Store = SqliteStore;
+    type Reader = SqliteReader;
+
+    /// A reader on read-only connections of its own (WAL: it never waits for the writer). The
+    /// database must hold this build's schema; nothing is created.
+    async fn open_reader(&self, app_key: &str) -> Result<SqliteReader> {
+        let span = observe::open_span(PROVIDER, app_key);
+        let result = self.open_reader_of(app_key).instrument(span.clone()).await;
+        observe::record(&span, result)
+    }
 
     async fn open(&self, app_key: &str) -> Result<SqliteStore> {
         let span = observe::open_span(PROVIDER, app_key);

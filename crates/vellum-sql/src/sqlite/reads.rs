@@ -80,8 +80,9 @@ impl Readers {
 pub struct SqliteReads {
     pub(crate) app_key: Arc<str>,
     pub(crate) readers: Readers,
-    /// Tells the lock registry the store is letting go of its lock once it is closed or dropped.
-    pub(crate) release: super::lock::Release,
+    /// Tells the lock registry the store is letting go of its lock once it is closed or dropped
+    /// (`None`: a reader, which holds no lock).
+    pub(crate) release: Option<super::lock::Release>,
 }
 
 impl SqliteReads {
@@ -222,44 +223,47 @@ impl Dialect for SqliteReads {
     }
 
     async fn events(&self, query: &EventQuery, from: u64, limit: usize) -> Result<Vec<Event>> {
+        let (source, names) = match query {
+            EventQuery::All => return crate::store::all_events(self, from, limit).await,
+            EventQuery::BySource { handler_key, instance_id } => (Some((handler_key, instance_id)), &[][..]),
+            EventQuery::ByType(names) => (None, names.as_slice()),
+        };
         let from = i64::try_from(from).unwrap_or(i64::MAX);
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         let rows: Vec<(i64, Vec<u8>, i64)> = self.with("loading a page of events", |conn| {
             let pair = |r: &Row<'_>| Ok((r.get(0)?, r.get(1)?, r.get(2)?));
-            match query {
-                EventQuery::BySource { handler_key, instance_id } => conn
+            if let Some((handler_key, instance_id)) = source {
+                return conn
                     .prepare_cached(
                         "SELECT event_offset, envelope, checksum FROM vellum_event \
                          WHERE app_key = ?1 AND handler_key = ?2 AND instance_id = ?3 \
                          AND event_offset >= ?4 ORDER BY event_offset LIMIT ?5",
                     )?
                     .query_map(params![&*self.app_key, handler_key, instance_id, from, limit], pair)?
-                    .collect(),
-                EventQuery::ByType(names) => {
-                    // One indexed range per name, each in offset order and at most `limit`
-                    // long, merged: the cost follows the page size, not the log's length.
-                    // One read transaction, so every name sees the same snapshot.
-                    let tx = conn.unchecked_transaction()?;
-                    let mut stmt = tx.prepare_cached(
-                        "SELECT event_offset, envelope, checksum FROM vellum_event \
-                         WHERE app_key = ?1 AND portable_name = ?2 AND event_offset >= ?3 \
-                         ORDER BY event_offset LIMIT ?4",
-                    )?;
-                    let mut all = Vec::new();
-                    for name in names {
-                        for row in stmt.query_map(params![&*self.app_key, name, from, limit], pair)? {
-                            all.push(row?);
-                        }
-                    }
-                    drop(stmt);
-                    tx.commit()?;
-                    if names.len() > 1 {
-                        all.sort_unstable_by_key(|&(offset, _, _)| offset);
-                        all.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
-                    }
-                    Ok(all)
+                    .collect();
+            }
+            // One indexed range per name, each in offset order and at most `limit` long, merged:
+            // the cost follows the page size, not the log's length. One read transaction, so
+            // every name sees the same snapshot.
+            let tx = conn.unchecked_transaction()?;
+            let mut stmt = tx.prepare_cached(
+                "SELECT event_offset, envelope, checksum FROM vellum_event \
+                 WHERE app_key = ?1 AND portable_name = ?2 AND event_offset >= ?3 \
+                 ORDER BY event_offset LIMIT ?4",
+            )?;
+            let mut all = Vec::new();
+            for name in names {
+                for row in stmt.query_map(params![&*self.app_key, name, from, limit], pair)? {
+                    all.push(row?);
                 }
             }
+            drop(stmt);
+            tx.commit()?;
+            if names.len() > 1 {
+                all.sort_unstable_by_key(|&(offset, _, _)| offset);
+                all.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
+            }
+            Ok(all)
         })?;
         let mut previous = None;
         rows.into_iter()
@@ -289,7 +293,9 @@ impl Dialect for SqliteReads {
         self.readers.clear();
         // The store admits no more work: an open of its key in this process now waits for the
         // writer to drain the queue and release the lock, instead of failing with `Locked`.
-        self.release.start();
+        if let Some(release) = &self.release {
+            release.start();
+        }
     }
 
     fn verify_indexes(&self) -> Vec<Index> {

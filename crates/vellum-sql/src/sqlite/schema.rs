@@ -148,6 +148,27 @@ pub(crate) fn check(conn: &Connection) -> Result<()> {
     }
 }
 
+/// Checks that the database holds this build's schema version, for a reader (which neither
+/// creates nor upgrades a schema).
+pub(crate) fn check_current(conn: &Connection) -> Result<()> {
+    match stored_version(conn)? {
+        Some(SCHEMA_VERSION) => Ok(()),
+        Some(version) if version > SCHEMA_VERSION => refuse_newer(version),
+        stored => Err(Error::storage_kind(
+            ErrorKind::Misconfigured,
+            "sqlite: opening a reader",
+            format!(
+                "the database {}, not version {SCHEMA_VERSION}: open the application's store once \
+                 (which creates or upgrades the schema), then read it",
+                stored.map_or_else(
+                    || "has no vellum schema".to_owned(),
+                    |v| format!("is at schema version {v}")
+                )
+            ),
+        )),
+    }
+}
+
 /// Creates the vellum tables and indexes if they do not exist and records the schema version.
 ///
 /// Idempotent. Runs in one immediate transaction, so concurrent callers (other processes
