@@ -9,8 +9,15 @@
 //! - `events by type`: the first 100 events of one type in ten, through a cursor.
 //! - `events by source`: the first 100 events of one writer's aggregate instance.
 //! - `follow`: one writer persisting one-event batches, each awaited, while a [`vellum::Follower`]
-//!   in the same process follows the log; the latency is from the persist call to the follower
-//!   receiving the event (commit plus delivery: compare with `persist x1`).
+//!   of the store follows the log; the latency is from the persist call to the follower
+//!   receiving the event (commit plus delivery: compare with `persist x1`). `follow, from
+//!   commit`: the same events, from the writer's acknowledgement of the commit (0 when the
+//!   follower had the event first): the delivery alone.
+//! - `follow, other process` (and `from commit`): the same, followed by `vellum tail` in a child
+//!   process (a reader: NOTIFY on PostgreSQL, polling elsewhere); each latency ends when the
+//!   event's line reaches this process.
+//! - `idle, 10 readers`: ten readers, each with a follower, while nothing is written: the
+//!   queries per second their followers make (0 where commits are pushed).
 //! - `open + close`: opening and closing the application's store.
 
 use std::io::{Seek as _, SeekFrom, Write as _};
@@ -24,6 +31,8 @@ use vellum::{
 };
 
 use crate::cli::BenchArgs;
+
+mod follow;
 use crate::report::{Latencies, Table, millis, rate};
 
 const WRITER: &str = "bench.writer";
@@ -35,6 +44,8 @@ struct Measured {
     ops: u64,
     elapsed: Duration,
     latencies: Latencies,
+    /// The workload does not apply to this provider (another process cannot see memory).
+    skipped: bool,
 }
 
 impl Measured {
@@ -69,12 +80,18 @@ pub async fn run(args: BenchArgs) -> Result<()> {
         let mut cells = vec![name.clone()];
         for (_, results) in &mut columns {
             let m = &mut results[row];
-            cells.push(format!(
-                "{:>9.0}/s  p50 {}  p99 {}",
-                m.ops_per_sec(),
-                millis(m.latencies.percentile(50)),
-                millis(m.latencies.percentile(99))
-            ));
+            cells.push(if m.skipped {
+                "n/a".to_owned()
+            } else if m.latencies.is_empty() {
+                format!("{:>9.1}/s", m.ops_per_sec())
+            } else {
+                format!(
+                    "{:>9.0}/s  p50 {}  p99 {}",
+                    m.ops_per_sec(),
+                    millis(m.latencies.percentile(50)),
+                    millis(m.latencies.percentile(99))
+                )
+            });
         }
         t.row(cells);
     }
@@ -122,6 +139,10 @@ fn workload_names(concurrency: usize) -> Vec<String> {
         "events by type",
         "events by source",
         "follow",
+        "follow, from commit",
+        "follow, other process",
+        "follow, other, from commit",
+        "idle, 10 readers",
         "open + close",
     ]
     .map(str::to_owned)
@@ -138,10 +159,17 @@ async fn measure(url: &str, duration: Duration, concurrency: usize) -> Result<Ve
     let nanos = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_nanos();
     let app = format!("bench-{nanos:x}");
     let store = Arc::new(provider.open(&app).await?);
-    let result = workloads(&store, duration, concurrency).await;
+    let mut result = workloads(&store, duration, concurrency).await;
+    if let Ok(results) = &mut result {
+        match follow::other_process(url, &app, &store, duration).await {
+            Ok((followed, delivered)) => results.extend([followed, delivered]),
+            Err(e) => result = Err(e),
+        }
+    }
     let closed = store.close().await;
     let mut results = result?;
     closed?;
+    results.push(follow::idle_readers(url, &provider, &app, duration).await?);
     results.push(open_close(&provider, &app, duration).await?);
     Ok(results)
 }
@@ -161,54 +189,8 @@ async fn workloads(store: &Arc<AnyStore>, duration: Duration, concurrency: usize
         take(&mut cursor, 100).await
     })
     .await?;
-    let followed = follow(store, duration).await?;
-    Ok(vec![one, many, queue_head, by_type, by_source, followed])
-}
-
-/// One writer persists awaited one-event batches while a follower in this process receives
-/// them; each latency is from the persist call to the follower's receipt.
-async fn follow(store: &Arc<AnyStore>, duration: Duration) -> Result<Measured> {
-    const TYPE: &str = "bench.Follow";
-    let from = store.next_event_offset().await?;
-    let mut follower = store.load_events_by_type(&[TYPE], from).await?.follow();
-    let started = Instant::now();
-    let sent = Arc::new(std::sync::Mutex::new(Vec::<Instant>::new()));
-    let mut writer = {
-        let (store, sent) = (Arc::clone(store), Arc::clone(&sent));
-        tokio::spawn(async move {
-            let mut n = 0u64;
-            while started.elapsed() < duration {
-                let mut event = event(format!("follow-{n}"), 0, "follower");
-                TYPE.clone_into(&mut event.portable_name);
-                sent.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(Instant::now());
-                store.persist(Batch::from(vec![Operation::SaveEvent(event)])).await?;
-                n += 1;
-            }
-            Ok::<_, Error>(n)
-        })
-    };
-    let mut measured = Measured::default();
-    // The number of events written, once the writer is done.
-    let mut written = None;
-    while written.is_none_or(|total| measured.ops < total) {
-        tokio::select! {
-            // Cancel safe: a dropped `next` loses nothing.
-            received = follower.next() => {
-                let received = received?;
-                let index = received.envelope.message_id.strip_prefix("follow-").and_then(|n| n.parse::<usize>().ok());
-                let sent = sent.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-                if let Some(at) = index.and_then(|i| sent.get(i)) {
-                    measured.latencies.add(at.elapsed());
-                }
-                measured.ops += 1;
-            }
-            done = &mut writer, if written.is_none() => {
-                written = Some(done.map_err(|e| Error::storage("the bench writer task failed", e))??);
-            }
-        }
-    }
-    measured.elapsed = started.elapsed();
-    Ok(measured)
+    let (followed, delivered) = follow::in_process(store, duration).await?;
+    Ok(vec![one, many, queue_head, by_type, by_source, followed, delivered])
 }
 
 async fn take(cursor: &mut vellum::EventCursor, n: usize) -> Result<()> {

@@ -31,6 +31,9 @@ pub enum Command {
     Demo(DemoArgs),
     /// Look inside one application's store.
     Inspect(InspectArgs),
+    /// Print an application's events as they are committed, like `tail -f`, beside the engine
+    /// that writes them (no lock taken), until interrupted (Ctrl-C exits 0).
+    Tail(TailArgs),
     /// Copy one application's whole store to an empty store of any provider, then verify it.
     Copy(CopyArgs),
     /// Write one application's whole store to an archive file (a checksummed backup).
@@ -143,6 +146,43 @@ pub enum Inspect {
         #[arg(long)]
         checksum: bool,
     },
+}
+
+/// `vellum tail`.
+#[derive(Debug, Args)]
+pub struct TailArgs {
+    /// The store URL: `redb://DIR`, `sqlite://FILE`, `postgres://…`, `mysql://…`
+    #[arg(env = "VELLUM_URL", default_value = DEFAULT_URL)]
+    pub url: String,
+
+    /// The application key whose events to print.
+    #[arg(long, env = "VELLUM_APP", default_value = "demo")]
+    pub app: String,
+
+    /// Only events of this portable type name; repeat for several (default: every event).
+    #[arg(long = "type", value_name = "NAME")]
+    pub types: Vec<String>,
+
+    /// Only events produced by this handler instance.
+    #[arg(long, num_args = 2, value_names = ["HANDLER_KEY", "INSTANCE_ID"], conflicts_with = "types")]
+    pub source: Option<Vec<String>>,
+
+    /// The first offset to print.
+    #[arg(long, default_value_t = 0, conflicts_with = "from_end")]
+    pub from: u64,
+
+    /// Print only events committed from now on.
+    #[arg(long)]
+    pub from_end: bool,
+
+    /// Print one JSON object per line instead of a line of text.
+    #[arg(long)]
+    pub json: bool,
+
+    /// Longest wait, in seconds, between two looks at a store that cannot push its commits
+    /// (redb, SQLite, MySQL; PostgreSQL pushes with NOTIFY).
+    #[arg(long, default_value = "1", value_parser = positive_seconds)]
+    pub poll_cap: Duration,
 }
 
 /// `vellum copy`.

@@ -220,7 +220,7 @@ fn queue_json(m: &QueueMessage, now: SystemTime) -> Value {
     })
 }
 
-fn envelope_json(e: &Envelope) -> Value {
+pub(crate) fn envelope_json(e: &Envelope) -> Value {
     let identity = |i: &Option<vellum::Identity>| i.as_ref().map(|i| json!({ "name": i.name, "key": i.key }));
     json!({
         "message_id": e.message_id,

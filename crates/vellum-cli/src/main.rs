@@ -8,6 +8,7 @@ mod demo;
 mod inspect;
 mod report;
 mod schema;
+mod tail;
 mod verify;
 
 use std::process::ExitCode;
@@ -29,6 +30,7 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Demo(args) => demo::run(args).await,
             Command::Inspect(args) => inspect::run(args).await,
+            Command::Tail(args) => tail::run(args).await,
             Command::Copy(args) => copy::run(args).await,
             Command::Export(args) => archive::export(args).await,
             Command::Import(args) => archive::import(args).await,

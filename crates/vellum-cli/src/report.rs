@@ -87,6 +87,11 @@ impl std::fmt::Display for Table {
 pub struct Latencies(Vec<Duration>);
 
 impl Latencies {
+    /// Whether there is no sample.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
     /// Adds one sample.
     pub fn add(&mut self, sample: Duration) {
         self.0.push(sample);

@@ -61,6 +61,7 @@ macro_rules! __event_tests {
             event::event_followers_see_every_offset_once_in_order,
             event::event_follower_by_source_waits_for_its_source,
             event::event_follower_ends_with_closed_when_the_store_closes,
+            event::event_follower_of_a_store_does_not_poll_while_idle,
             event::event_reader_followers_see_every_offset_once_in_order,
             event::event_all_events_reads_and_follows_the_whole_log,
             event::event_reader_takes_no_lock_and_ends_followers_when_closed,
@@ -1202,5 +1203,29 @@ pub async fn event_all_events_reads_and_follows_the_whole_log<B: Backend>(b: &B)
     let mut beyond = reader.load_all_events(100).await.unwrap();
     assert!(beyond.next().await.unwrap().is_none(), "nothing from beyond the end");
     reader.close().await.unwrap();
+    h.close().await;
+}
+
+/// docs/events.md#following-the-log: a store is its application's only writer, so its commits
+/// wake its followers and they never poll: waiting through 500 ms with nothing written costs no
+/// query (polling would have looked about 7 times).
+pub async fn event_follower_of_a_store_does_not_poll_while_idle<B: Backend>(b: &B) {
+    let h = Harness::open(b).await;
+    persist(&*h.store, vec![Operation::SaveEvent(event("<e0>", "A"))]).await;
+    let mut follower = h.store.load_all_events(0).await.unwrap().follow();
+    assert_eq!(follower.next().await.unwrap().offset, 0);
+    let before = follower.looks();
+    let waiting = tokio::spawn(async move {
+        let next = follower.next().await.map(|e| e.offset);
+        (next, follower)
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    persist(&*h.store, vec![Operation::SaveEvent(event("<e1>", "A"))]).await;
+    let (next, follower) =
+        tokio::time::timeout(std::time::Duration::from_secs(5), waiting).await.unwrap().unwrap();
+    assert_eq!(next.unwrap(), 1);
+    // One look that found nothing, one after the wake-up (and at most one for a spurious one).
+    let looks = follower.looks() - before;
+    assert!(looks <= 3, "the follower looked {looks} times in 500 ms of silence");
     h.close().await;
 }

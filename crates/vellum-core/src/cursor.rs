@@ -171,6 +171,11 @@ impl EventCursor {
         Ok(Some(event))
     }
 
+    /// How many fetched events wait in the cursor's buffer.
+    pub(crate) fn buffered(&self) -> usize {
+        self.buffer.len()
+    }
+
     /// The next event, querying the store whenever the buffer is empty: unlike [`next`](Self::next)
     /// it never reports the end of a drained short page without looking again, so a
     /// [`Follower`](crate::Follower) woken by a commit always sees it.

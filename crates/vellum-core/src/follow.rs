@@ -90,11 +90,13 @@ pub struct Follower {
     poll_cap: Duration,
     /// The last look failed: pause before the next (a caller retrying at once must not spin).
     failed: bool,
+    /// How many times the follower looked at the store with nothing buffered.
+    looks: u64,
 }
 
 impl Follower {
     pub(crate) fn new(cursor: EventCursor, commits: Option<Wakeups>) -> Self {
-        Self { cursor, commits, poll: FIRST_POLL, poll_cap: DEFAULT_POLL_CAP, failed: false }
+        Self { cursor, commits, poll: FIRST_POLL, poll_cap: DEFAULT_POLL_CAP, failed: false, looks: 0 }
     }
 
     /// Sets the longest wait between two looks at the store when its wake-ups do not report
@@ -103,6 +105,13 @@ impl Follower {
     pub fn with_poll_cap(mut self, cap: Duration) -> Self {
         self.poll_cap = cap.max(Duration::from_millis(1));
         self
+    }
+
+    /// How many times this follower has looked for new events (each look is one query of the
+    /// store when nothing is buffered): what it costs the store while nothing is written.
+    #[must_use]
+    pub fn looks(&self) -> u64 {
+        self.looks
     }
 
     /// The next matching event, waiting for it to be committed if need be. Returns
@@ -122,6 +131,9 @@ impl Follower {
             // Mark the wake-ups seen before looking, so a commit after the look still wakes us.
             if let Some(commits) = &mut self.commits {
                 commits.changes.borrow_and_update();
+            }
+            if self.cursor.buffered() == 0 {
+                self.looks += 1;
             }
             match self.cursor.next_looking().await {
                 Ok(Some(event)) => {
@@ -196,6 +208,7 @@ impl std::fmt::Debug for Follower {
             .field("poll", &self.poll)
             .field("poll_cap", &self.poll_cap)
             .field("failed", &self.failed)
+            .field("looks", &self.looks)
             .finish()
     }
 }

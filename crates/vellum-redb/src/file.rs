@@ -131,6 +131,8 @@ impl fmt::Debug for OpenFile {
 pub(crate) struct Options {
     pub(crate) cache_size: usize,
     pub(crate) check_integrity: bool,
+    /// Open the file so that readers can open it beside the store (`SHARING`), or lock it whole.
+    pub(crate) readers: bool,
 }
 
 /// Opens (creating if needed) the file of `app_key` in `dir`, exclusively.
@@ -150,7 +152,7 @@ pub(crate) fn open(dir: &Path, app_key: &str, options: Options) -> Result<OpenFi
     builder
         .set_cache_size(options.cache_size)
         .set_check_integrity_on_open(options.check_integrity)
-        .set_concurrency_mode(SHARING);
+        .set_concurrency_mode(if options.readers { SHARING } else { ConcurrencyMode::ExclusiveWriter });
     let db = guarded(&path, || {
         if !publish::exists(&path)? {
             create(&builder, &path, app_key)?;
@@ -174,9 +176,10 @@ pub(crate) fn open(dir: &Path, app_key: &str, options: Options) -> Result<OpenFi
     })
 }
 
-/// How a store shares its file with other processes: it is the only writer, and readers
-/// ([`open_read_only`]) in any process may open the file beside it and follow its commits
-/// (docs/locking.md#redb).
+/// How a store shares its file with other processes (unless told to lock it whole): it is the
+/// only writer, and readers ([`open_read_only`]) in any process may open the file beside it
+/// and follow its commits (docs/locking.md#redb). redb then commits in two phases (two syncs),
+/// so that a reader never follows a commit whose pages are not yet written.
 const SHARING: ConcurrencyMode = ConcurrencyMode::SingleWriter;
 
 /// Opens the existing file of `app_key` in `dir` for reading only, beside the store that may
@@ -201,7 +204,15 @@ pub(crate) fn open_read_only(
         check_header(&path)?;
         let mut builder = Builder::new();
         builder.set_cache_size(cache_size).set_concurrency_mode(SHARING);
-        builder.open_read_only(&path).map_err(|e| open_error(e, &path, app_key))
+        builder.open_read_only(&path).map_err(|e| match e {
+            DatabaseError::DatabaseAlreadyOpen => invalid(
+                &path,
+                ErrorKind::Locked,
+                "is held whole by its store (opened with readers off, redb://DIR?readers=false): \
+                 no reader can open it until that store closes",
+            ),
+            e => open_error(e, &path, app_key),
+        })
     })?;
     guarded(&path, || {
         let txn = db.begin_read().or_storage(&path)?;

@@ -90,7 +90,7 @@ impl RedbProvider {
     pub fn new(dir: impl Into<PathBuf>) -> Self {
         Self {
             dir: dir.into(),
-            options: file::Options { cache_size: DEFAULT_CACHE_SIZE, check_integrity: false },
+            options: file::Options { cache_size: DEFAULT_CACHE_SIZE, check_integrity: false, readers: true },
         }
     }
 
@@ -119,6 +119,27 @@ impl RedbProvider {
     pub fn with_integrity_check(mut self, enabled: bool) -> Self {
         self.options.check_integrity = enabled;
         self
+    }
+
+    /// Whether readers ([`Provider::open_reader`], `vellum tail`) may open an application's
+    /// file beside its store, in this process or another (default on; the URL parameter
+    /// `readers=false` turns it off).
+    ///
+    /// On: the store opens its file in redb's single-writer sharing mode, where every commit
+    /// takes two syncs instead of one (so a reader never follows a commit whose pages are not on
+    /// disk yet): with one writer about twice the syncs per batch; group commit shares them
+    /// among concurrent writers. Off: the store locks its file whole, commits with one sync,
+    /// and readers fail with `Locked` while it is open.
+    #[must_use]
+    pub fn with_readers(mut self, enabled: bool) -> Self {
+        self.options.readers = enabled;
+        self
+    }
+
+    /// Whether readers may open a file beside its store ([`Self::with_readers`]).
+    #[must_use]
+    pub fn readers(&self) -> bool {
+        self.options.readers
     }
 
     /// The page-cache size of each open file, in bytes.

@@ -732,3 +732,29 @@ fn a_lost_index_entry_is_a_corrupt_error_at_read_never_a_short_result() {
         });
     }
 }
+
+/// docs/events.md#reading-beside-the-engine: a reader needs the application's file (none is
+/// created for it), and a store opened with readers off holds its file whole, so a reader is
+/// refused with `Locked` naming why until the store closes.
+#[test]
+fn readers_need_the_file_and_a_store_that_lets_them_in() {
+    runtime().block_on(async {
+        let dir = tempfile::tempdir().unwrap();
+        let provider = RedbProvider::new(dir.path());
+        let missing = provider.open_reader("never-opened").await.unwrap_err();
+        assert_eq!(missing.kind(), ErrorKind::Misconfigured, "{missing}");
+        assert!(missing.to_string().contains("has no store in this directory yet"), "{missing}");
+        assert!(!provider.file_path("never-opened").exists(), "a reader creates nothing");
+
+        let exclusive = RedbProvider::new(dir.path()).with_readers(false);
+        let store = exclusive.open("app").await.unwrap();
+        store.persist(Batch::from(vec![Operation::SaveEvent(event("<e0>"))])).await.unwrap();
+        let refused = provider.open_reader("app").await.unwrap_err();
+        assert_eq!(refused.kind(), ErrorKind::Locked, "{refused}");
+        assert!(refused.to_string().contains("readers=false"), "{refused}");
+        store.close().await.unwrap();
+        let reader = provider.open_reader("app").await.unwrap();
+        assert_eq!(reader.next_event_offset().await.unwrap(), 1);
+        vellum_core::EventReader::close(&reader).await.unwrap();
+    });
+}

@@ -93,6 +93,7 @@ pub use vellum_sql as sql;
 /// |---|---|---|
 /// | `integrity_check=true\|false` | `false` | redb verifies the checksum of every page of a file when it opens it (the whole file is read, at every open; see `RedbProvider::with_integrity_check`) |
 /// | `cache_mb=N` | 256 | each open file's page cache, in MiB |
+/// | `readers=true\|false` | `true` | readers (`open_reader`, `vellum tail`) may open a file beside its store; `false` locks the file whole and commits with one sync instead of two (see `RedbProvider::with_readers`) |
 ///
 /// For example `redb://vellum-data?integrity_check=true&cache_mb=64`. `sqlite://` takes none.
 /// The SQL servers' URLs take their drivers' parameters.
@@ -117,6 +118,9 @@ pub fn connect(url: &str) -> Result<AnyProvider> {
                 vellum_redb::RedbProvider::new(dir).with_integrity_check(params.integrity_check);
             if let Some(bytes) = params.cache_size() {
                 provider = provider.with_cache_size(bytes);
+            }
+            if let Some(readers) = params.readers {
+                provider = provider.with_readers(readers);
             }
             Ok(AnyProvider::Redb(provider))
         }

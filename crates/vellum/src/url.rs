@@ -38,10 +38,15 @@ pub struct RedbParams {
     /// `cache_mb=N`: each open file's page cache, in MiB (default: `DEFAULT_CACHE_SIZE`,
     /// 256 MiB); `None` when the URL does not set it.
     pub cache_mb: Option<usize>,
+    /// `readers=true|false` (default `true`): whether readers (`vellum tail`, another process's
+    /// `open_reader`) can open a file beside its store; `false` locks the file whole and
+    /// commits with one sync instead of two (see `RedbProvider::with_readers`). `None` when the
+    /// URL does not set it.
+    pub readers: Option<bool>,
 }
 
 /// The parameters a `redb://` URL takes, for error messages.
-const REDB_PARAMS: &str = "integrity_check=true|false, cache_mb=N";
+const REDB_PARAMS: &str = "integrity_check=true|false, cache_mb=N, readers=true|false";
 
 /// The schemes [`StoreUrl::parse`] accepts, for error messages and `--help`.
 pub const SCHEMES: &str = "memory:, redb://DIR, sqlite://FILE, postgres://…, mysql://…";
@@ -117,6 +122,15 @@ fn params(query: &str) -> impl Iterator<Item = (&str, Option<&str>)> {
     })
 }
 
+/// A `true|false` parameter's value.
+fn boolean(name: &str, value: &str) -> Result<bool, String> {
+    match value {
+        "true" => Ok(true),
+        "false" => Ok(false),
+        other => Err(format!("parameter {name:?} must be true or false, not {other:?}")),
+    }
+}
+
 impl RedbParams {
     /// Parses a `redb://` query string; the error is the reason, naming the parameter.
     fn parse(query: &str) -> Result<Self, String> {
@@ -129,17 +143,8 @@ impl RedbParams {
             seen.push(name);
             let value = || value.ok_or_else(|| format!("parameter {name:?} has no value ({name}=...)"));
             match name {
-                "integrity_check" => {
-                    parsed.integrity_check = match value()? {
-                        "true" => true,
-                        "false" => false,
-                        other => {
-                            return Err(format!(
-                                "parameter \"integrity_check\" must be true or false, not {other:?}"
-                            ));
-                        }
-                    };
-                }
+                "integrity_check" => parsed.integrity_check = boolean(name, value()?)?,
+                "readers" => parsed.readers = Some(boolean(name, value()?)?),
                 "cache_mb" => {
                     let value = value()?;
                     let mb = value
@@ -216,7 +221,8 @@ mod tests {
 
         let (dir, params) = parse("redb:///abs/dir?cache_mb=1");
         assert_eq!(dir, PathBuf::from("/abs/dir"));
-        assert_eq!(params, RedbParams { integrity_check: false, cache_mb: Some(1) });
+        assert_eq!(params, RedbParams { integrity_check: false, cache_mb: Some(1), readers: None });
+        assert_eq!(parse("redb://d?readers=false").1.readers, Some(false));
         assert_eq!(parse("redb://d?integrity_check=false").1, RedbParams::default());
         // An empty query, or empty pairs, set nothing.
         assert_eq!(parse("redb://d?").1, RedbParams::default());

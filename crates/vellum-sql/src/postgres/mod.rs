@@ -110,8 +110,25 @@ pub const DEFAULT_SCHEMA: &str = "vellum";
 /// says it is (`docs/errors.md`).
 fn storage(app_key: &str, doing: &str, e: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Error {
     let source = e.into();
-    let kind = source.downcast_ref::<tokio_postgres::Error>().map_or(ErrorKind::Storage, kind_of);
-    Error::storage_kind(kind, format!("postgres: {doing} for application {app_key:?}"), source)
+    Error::storage_kind(
+        kind_of_any(&*source),
+        format!("postgres: {doing} for application {app_key:?}"),
+        source,
+    )
+}
+
+/// What a driver or pool error means for the caller: a pool that cannot make a connection
+/// (the server is restarting, say) or times out waiting for one is as unavailable as the server.
+fn kind_of_any(error: &(dyn std::error::Error + 'static)) -> ErrorKind {
+    use deadpool_postgres::PoolError;
+    if let Some(e) = error.downcast_ref::<tokio_postgres::Error>() {
+        return kind_of(e);
+    }
+    match error.downcast_ref::<PoolError>() {
+        Some(PoolError::Backend(e)) => kind_of(e),
+        Some(PoolError::Timeout(_)) => ErrorKind::Unavailable,
+        _ => ErrorKind::Storage,
+    }
 }
 
 /// What a driver error means for the caller.
@@ -322,7 +339,7 @@ impl PostgresProvider {
         self.inner.pool.get().await.map_err(|e| {
             let context = format!("postgres: getting a pooled connection for {doing}");
             tls::connect_error(context.clone(), &e, self.inner.ca.as_deref())
-                .unwrap_or_else(|| Error::storage(context, e))
+                .unwrap_or_else(|| Error::storage_kind(kind_of_any(&e), context, e))
         })
     }
 

@@ -602,3 +602,84 @@ fn changed_rows_are_corrupt_errors_and_verify_names_them() {
         store.close().await.unwrap();
     });
 }
+
+/// The `LISTEN` session of the reader of `app` (its channel names the application's lock key).
+async fn listener_pid(admin: &tokio_postgres::Client, reader: &super::PostgresReader) -> Option<i32> {
+    let statement = format!("LISTEN {}", super::listen::channel(reader.dialect().lock_key));
+    let row = admin
+        .query_opt("SELECT pid FROM pg_stat_activity WHERE query = $1 AND state = 'idle'", &[&statement])
+        .await
+        .unwrap();
+    row.map(|r| r.get(0))
+}
+
+/// Waits until the reader's listener session is up.
+async fn wait_for_listener(admin: &tokio_postgres::Client, reader: &super::PostgresReader) -> i32 {
+    for _ in 0..500 {
+        if let Some(pid) = listener_pid(admin, reader).await {
+            return pid;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("the reader's LISTEN session never showed up");
+}
+
+/// docs/events.md#reading-beside-the-engine: a reader's followers are woken by the committing
+/// transaction's NOTIFY: with a poll cap of an hour, a new event still arrives at once; and
+/// when the listener's session is killed, it reconnects and the follower gets what was
+/// committed meanwhile.
+#[cfg_attr(not(vellum_postgres), ignore = "VELLUM_POSTGRES_URL is not set")]
+#[test]
+fn reader_followers_wake_on_notify_and_survive_a_lost_listener() {
+    run(|pg| async move {
+        let provider = pg.provider().await;
+        let store = provider.open("notified").await.unwrap();
+        let save = |id: &str| Batch::from(vec![Operation::SaveEvent(event(id, "A"))]);
+        store.persist(save("<e0>")).await.unwrap();
+        let reader = provider.open_reader("notified").await.unwrap();
+        let admin = pg.client().await;
+        let first_pid = wait_for_listener(&admin, &reader).await;
+        let cursor = vellum_core::EventRepository::load_all_events(&reader, 0).await.unwrap();
+        let mut follower = cursor.follow().with_poll_cap(Duration::from_secs(3600));
+        assert_eq!(follower.next().await.unwrap().offset, 0);
+
+        let waiting = tokio::spawn(async move {
+            let next = follower.next().await.map(|e| e.offset);
+            (follower, next)
+        });
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(!waiting.is_finished());
+        let committed = std::time::Instant::now();
+        store.persist(save("<e1>")).await.unwrap();
+        let (mut follower, next) =
+            tokio::time::timeout(Duration::from_secs(5), waiting).await.unwrap().unwrap();
+        assert_eq!(next.unwrap(), 1);
+        eprintln!("postgres: NOTIFY woke the reader's follower {:?} after the commit", committed.elapsed());
+
+        // The listener's session dies; an event is committed while it reconnects.
+        let row = admin.query_one("SELECT pg_terminate_backend($1)", &[&first_pid]).await.unwrap();
+        assert!(row.get::<_, bool>(0));
+        store.persist(save("<e2>")).await.unwrap();
+        let next = tokio::time::timeout(Duration::from_secs(10), follower.next()).await.unwrap().unwrap();
+        assert_eq!(next.offset, 2, "the event committed while the listener was down");
+        let second_pid = wait_for_listener(&admin, &reader).await;
+        assert_ne!(second_pid, first_pid, "a new LISTEN session");
+        let waiting = tokio::spawn(async move { follower.next().await.map(|e| e.offset) });
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        store.persist(save("<e3>")).await.unwrap();
+        assert_eq!(tokio::time::timeout(Duration::from_secs(5), waiting).await.unwrap().unwrap().unwrap(), 3);
+
+        vellum_core::EventReader::close(&reader).await.unwrap();
+        assert!(
+            tokio::time::timeout(Duration::from_secs(5), async {
+                while listener_pid(&admin, &reader).await.is_some() {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+            })
+            .await
+            .is_ok(),
+            "closing the reader ends its LISTEN session"
+        );
+        store.close().await.unwrap();
+    });
+}
