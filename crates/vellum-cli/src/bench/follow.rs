@@ -165,6 +165,9 @@ async fn deliveries(
 /// How many readers [`idle_readers`] opens.
 const READERS: usize = 10;
 
+/// How long [`idle_readers`] lets a polling follower's interval grow to its cap.
+const SETTLE: Duration = Duration::from_secs(1);
+
 /// Ten readers, each with a follower at the end of the log, while nothing is written: after a
 /// second to settle (a polling follower's interval grows to its cap), the looks at the store
 /// they make in `duration`, per second. Skipped where no reader can open the store beside it.
@@ -177,7 +180,6 @@ pub(super) async fn idle_readers(
     if matches!(StoreUrl::parse(url), Ok(StoreUrl::Redb { params, .. }) if params.readers == Some(false)) {
         return Ok(Measured { skipped: true, ..Measured::default() });
     }
-    const SETTLE: Duration = Duration::from_secs(1);
     let mut tasks = Vec::with_capacity(READERS);
     for _ in 0..READERS {
         let reader = provider.open_reader(app).await?;
