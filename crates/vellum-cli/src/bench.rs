@@ -19,6 +19,10 @@
 //! - `idle, 10 readers`: ten readers, each with a follower, while nothing is written: the
 //!   queries per second their followers make (0 where commits are pushed).
 //! - `open + close`: opening and closing the application's store.
+//! - `scan` (with `--scan N`): a log of N events (application `bench-scan-N`, filled in batches
+//!   of 1,000 unless an earlier run left it), read
+//!   whole from offset 0 through one cursor: events/s, and the growth of the process's peak
+//!   resident memory during the read (it must follow the page size, not the log's length).
 
 use std::io::{Seek as _, SeekFrom, Write as _};
 use std::path::{Path, PathBuf};
@@ -33,6 +37,7 @@ use vellum::{
 use crate::cli::BenchArgs;
 
 mod follow;
+mod scan;
 use crate::report::{Latencies, Table, millis, rate};
 
 const WRITER: &str = "bench.writer";
@@ -46,6 +51,8 @@ struct Measured {
     latencies: Latencies,
     /// The workload does not apply to this provider (another process cannot see memory).
     skipped: bool,
+    /// How much the process's peak resident memory grew during the workload, in bytes.
+    peak_growth: Option<u64>,
 }
 
 impl Measured {
@@ -67,11 +74,14 @@ pub async fn run(args: BenchArgs) -> Result<()> {
         syncs,
         dir.display()
     );
-    let names = workload_names(args.concurrency);
+    let mut names = workload_names(args.concurrency);
+    if let Some(events) = args.scan {
+        names.push(format!("scan {events} events"));
+    }
     let mut columns = Vec::new();
     for url in &urls {
         eprintln!("measuring {url} ...");
-        columns.push((url.clone(), measure(url, duration, args.concurrency.max(1)).await?));
+        columns.push((url.clone(), measure(url, duration, args.concurrency.max(1), args.scan).await?));
     }
     let mut header = vec!["workload".to_owned()];
     header.extend(columns.iter().map(|(url, _)| kind_of(url)));
@@ -82,6 +92,8 @@ pub async fn run(args: BenchArgs) -> Result<()> {
             let m = &mut results[row];
             cells.push(if m.skipped {
                 "n/a".to_owned()
+            } else if let Some(grown) = m.peak_growth {
+                format!("{:>9.0}/s  peak memory +{}", m.ops_per_sec(), crate::report::bytes(grown))
             } else if m.latencies.is_empty() {
                 format!("{:>9.1}/s", m.ops_per_sec())
             } else {
@@ -154,7 +166,12 @@ fn kind_of(url: &str) -> String {
 }
 
 /// Runs every workload on one URL, in a fresh application store.
-async fn measure(url: &str, duration: Duration, concurrency: usize) -> Result<Vec<Measured>> {
+async fn measure(
+    url: &str,
+    duration: Duration,
+    concurrency: usize,
+    scan: Option<u64>,
+) -> Result<Vec<Measured>> {
     let provider = vellum::connect(url)?;
     let nanos = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_nanos();
     let app = format!("bench-{nanos:x}");
@@ -171,6 +188,10 @@ async fn measure(url: &str, duration: Duration, concurrency: usize) -> Result<Ve
     closed?;
     results.push(follow::idle_readers(url, &provider, &app, duration).await?);
     results.push(open_close(&provider, &app, duration).await?);
+    if let Some(events) = scan {
+        // One store per size, kept: a later run reads it again instead of filling another.
+        results.push(scan::scan(&provider, &format!("bench-scan-{events}"), events).await?);
+    }
     Ok(results)
 }
 

@@ -251,6 +251,11 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 16)]
     pub concurrency: usize,
 
+    /// Also run the scan workload over a fresh log of this many events (filled first, 1,000
+    /// per batch).
+    #[arg(long, value_name = "EVENTS")]
+    pub scan: Option<u64>,
+
     /// Directory whose disk's durable-sync rate is measured for context (default: the redb or
     /// SQLite location of the first URL, else the current directory).
     #[arg(long)]

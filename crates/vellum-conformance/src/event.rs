@@ -64,6 +64,7 @@ macro_rules! __event_tests {
             event::event_follower_of_a_store_does_not_poll_while_idle,
             event::event_reader_followers_see_every_offset_once_in_order,
             event::event_all_events_reads_and_follows_the_whole_log,
+            event::event_whole_log_cursor_reads_ahead_without_gaps,
             event::event_reader_takes_no_lock_and_ends_followers_when_closed,
             event::event_cursor_stream_matches_next,
             event::event_persist_cancelled_is_all_or_nothing,
@@ -1227,5 +1228,46 @@ pub async fn event_follower_of_a_store_does_not_poll_while_idle<B: Backend>(b: &
     // One look that found nothing, one after the wake-up (and at most one for a spurious one).
     let looks = follower.looks() - before;
     assert!(looks <= 3, "the follower looked {looks} times in 500 ms of silence");
+    h.close().await;
+}
+
+/// docs/events.md#cursors: a whole-log cursor over more than a few pages (its pages grow and are
+/// fetched ahead) hands out every offset exactly once, in order, even when `next` futures are
+/// dropped part-way and the log grows while it reads (the new events come before the end is
+/// reported, or on the look after it, which must find everything committed before it).
+pub async fn event_whole_log_cursor_reads_ahead_without_gaps<B: Backend>(b: &B) {
+    const FIRST: u64 = 3000;
+    const MORE: u64 = 300;
+    let h = Harness::open(b).await;
+    for chunk in 0..FIRST / 500 {
+        let batch = (0..500).map(|i| Operation::SaveEvent(event(&format!("<e{}>", chunk * 500 + i), "A")));
+        persist(&*h.store, batch.collect()).await;
+    }
+    let mut cursor = h.store.load_all_events(0).await.unwrap();
+    let mut offsets = Vec::new();
+    let mut calls = 0u64;
+    let mut ends = 0;
+    while ends < 2 {
+        calls += 1;
+        // Now and then a `next` is dropped after its first poll: nothing may be lost or repeated.
+        let next = if calls.is_multiple_of(7) {
+            match poll_once(cursor.next()).await {
+                Some(next) => next,
+                None => continue,
+            }
+        } else {
+            cursor.next().await
+        };
+        match next.unwrap() {
+            Some(e) => offsets.push(e.offset),
+            None => ends += 1,
+        }
+        if offsets.len() as u64 == 2000 && ends == 0 {
+            let batch = (0..MORE).map(|i| Operation::SaveEvent(event(&format!("<more{i}>"), "B")));
+            persist(&*h.store, batch.collect()).await;
+        }
+    }
+    let expected: Vec<u64> = (0..FIRST + MORE).collect();
+    assert!(offsets == expected, "read {} offsets, not 0..{}", offsets.len(), FIRST + MORE);
     h.close().await;
 }

@@ -93,8 +93,13 @@ pub trait EventPageSource: Send + Sync {
     }
 }
 
-/// The default number of events fetched per page.
+/// The default number of events fetched by a cursor's first page.
 pub const DEFAULT_PAGE_SIZE: usize = 256;
+
+/// The most events a cursor fetches per page: after each full page it doubles its page size up
+/// to this, so a long read (a scan, a rebuild) makes few queries while a short one reads little.
+/// A page of typical events (~300 bytes) is then about 1.2 MiB.
+pub const MAX_PAGE_SIZE: usize = 1024;
 
 /// The result of an event query: call [`EventCursor::next`] until it returns `None`.
 pub struct EventCursor {
@@ -103,9 +108,13 @@ pub struct EventCursor {
     next_offset: u64,
     buffer: VecDeque<Event>,
     page_size: usize,
+    /// Whether the page size doubles after each full page (until [`MAX_PAGE_SIZE`]).
+    grow: bool,
     /// The last page was short: report the end once before querying again.
     at_end: bool,
     closed: bool,
+    /// Pages of a whole-log query fetched ahead of the consumer.
+    ahead: crate::read_ahead::ReadAhead,
 }
 
 impl EventCursor {
@@ -117,15 +126,20 @@ impl EventCursor {
             next_offset: min_offset,
             buffer: VecDeque::new(),
             page_size: DEFAULT_PAGE_SIZE,
+            grow: true,
             at_end: false,
             closed: false,
+            ahead: crate::read_ahead::ReadAhead::default(),
         }
     }
 
-    /// Sets how many events each page fetches (at least 1).
+    /// Sets how many events each page fetches (at least 1), fixed. By default the first page
+    /// fetches [`DEFAULT_PAGE_SIZE`] and each page after a full one twice as many, up to
+    /// [`MAX_PAGE_SIZE`].
     #[must_use]
     pub fn with_page_size(mut self, page_size: usize) -> Self {
         self.page_size = page_size.max(1);
+        self.grow = false;
         self
     }
 
@@ -159,8 +173,24 @@ impl EventCursor {
                 self.at_end = false;
                 return Ok(None);
             }
-            let page = self.source.load_page(&self.query, self.next_offset, self.page_size).await?;
-            self.at_end = page.len() < self.page_size;
+            let (page, limit) = match self.ahead.take(self.next_offset).await {
+                Some((page, limit)) => (page?, limit),
+                None => (
+                    self.source.load_page(&self.query, self.next_offset, self.page_size).await?,
+                    self.page_size,
+                ),
+            };
+            self.at_end = page.len() < limit;
+            if !self.at_end {
+                if self.grow {
+                    self.page_size = (self.page_size * 2).min(MAX_PAGE_SIZE);
+                }
+                // The whole log is dense: the next pages start right after this one.
+                if let (EventQuery::All, Some(last)) = (&self.query, page.last()) {
+                    let from = last.offset.saturating_add(1);
+                    self.ahead.fill(&self.source, &self.query, from, self.page_size);
+                }
+            }
             self.buffer.extend(page);
         }
         let Some(event) = self.buffer.pop_front() else {
@@ -203,6 +233,7 @@ impl EventCursor {
     pub fn close(&mut self) -> Result<()> {
         self.closed = true;
         self.buffer.clear();
+        self.ahead.clear();
         Ok(())
     }
 

@@ -30,6 +30,7 @@ mod operation;
 mod plan;
 pub mod provider;
 mod publish;
+mod read_ahead;
 mod repository;
 mod set;
 mod standby;

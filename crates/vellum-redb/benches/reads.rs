@@ -1,6 +1,7 @@
 //! Read benchmark over a store holding `VELLUM_BENCH_EVENTS` events (default
-//! 1,000,000) in 10 types and as many queued messages: `load_events_by_type` for 1 type of 10
-//! from offset 0 (and its first page), `load_events_by_source` for one instance,
+//! 1,000,000) in 10 types and as many queued messages: `load_all_events` from offset 0 (the
+//! whole log, a scan), `load_events_by_type` for 1 type of 10 from offset 0 (and its first
+//! page), `load_events_by_source` for one instance,
 //! `load_queue_messages(100)`, `next_event_offset`, and opening the store.
 //!
 //! `cargo bench -p vellum-redb --bench reads`; `VELLUM_BENCH_RUNS` (default 5) runs; medians.
@@ -101,6 +102,22 @@ fn main() {
         let (t, head) = time(runs, || futures_block(store.load_queue_messages(100)).unwrap());
         assert_eq!(head.len(), 100.min(events as usize));
         println!("load_queue_messages(100), {events} queued: {:>10.3} ms", t.as_secs_f64() * 1e3);
+        let (t, n) = time(runs, || {
+            futures_block(async {
+                let mut cursor = store.load_all_events(0).await.unwrap();
+                let mut n = 0u64;
+                while cursor.next().await.unwrap().is_some() {
+                    n += 1;
+                }
+                n
+            })
+        });
+        assert_eq!(n, events);
+        println!(
+            "load_all_events, the whole log:         {:>10.1} ms for {n} events ({:.0} events/s)",
+            t.as_secs_f64() * 1e3,
+            n as f64 / t.as_secs_f64()
+        );
         let (t, first) = time(runs, || {
             futures_block(async {
                 store.load_events_by_type(&["Type3"], 0).await.unwrap().next().await.unwrap()
