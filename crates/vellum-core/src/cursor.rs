@@ -61,6 +61,16 @@ impl EventQuery {
         }
     }
 
+    /// The name of the `vellum.query` span a page of this query is read in.
+    #[must_use]
+    pub fn span_name(&self) -> &'static str {
+        match self {
+            Self::All => "events_all",
+            Self::ByType(_) => "events_by_type",
+            Self::BySource { .. } => "events_by_source",
+        }
+    }
+
     /// Whether no event can match (an empty type filter).
     #[must_use]
     pub fn is_empty(&self) -> bool {

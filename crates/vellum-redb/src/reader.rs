@@ -78,11 +78,7 @@ impl RedbReader {
 
 impl EventPageSource for Shared {
     fn load_page<'a>(&'a self, query: &'a EventQuery, from: u64, limit: usize) -> PageFuture<'a> {
-        let name = match query {
-            EventQuery::All => "events_all",
-            EventQuery::ByType(_) => "events_by_type",
-            EventQuery::BySource { .. } => "events_by_source",
-        };
+        let name = query.span_name();
         Box::pin(async move { self.read(name, |r| r.events(query, from, limit)) })
     }
 

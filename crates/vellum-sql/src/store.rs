@@ -190,11 +190,7 @@ impl<D: Dialect> Shared<D> {
 
 impl<D: Dialect> EventPageSource for Shared<D> {
     fn load_page<'a>(&'a self, query: &'a EventQuery, from: u64, limit: usize) -> PageFuture<'a> {
-        let name = match query {
-            EventQuery::All => "events_all",
-            EventQuery::ByType(_) => "events_by_type",
-            EventQuery::BySource { .. } => "events_by_source",
-        };
+        let name = query.span_name();
         Box::pin(self.read(name, self.dialect.events(query, from, limit)))
     }
 

@@ -131,6 +131,19 @@ fn kind_of_any(error: &(dyn std::error::Error + 'static)) -> ErrorKind {
     }
 }
 
+/// `config` for a connection that must notice a dead server or network within about the
+/// lease's timeout (the lock session, a reader's listener): TCP keepalives and a user timeout.
+fn watched(config: &tokio_postgres::Config, lease: Lease) -> tokio_postgres::Config {
+    let mut config = config.clone();
+    config
+        .keepalives(true)
+        .keepalives_idle(lease.keepalive_idle())
+        .keepalives_interval(Duration::from_secs(1))
+        .keepalives_retries(3)
+        .tcp_user_timeout(lease.timeout());
+    config
+}
+
 /// What a driver error means for the caller.
 fn kind_of(error: &tokio_postgres::Error) -> ErrorKind {
     if let Some(db) = error.as_db_error() {
@@ -379,14 +392,7 @@ impl PostgresProvider {
     async fn connect(&self, app_key: &str) -> Result<LockConn> {
         match &self.inner.connect {
             Connect::Config(config, tls) => {
-                let lease = self.inner.lease;
-                let mut config = config.as_ref().clone();
-                config
-                    .keepalives(true)
-                    .keepalives_idle(lease.keepalive_idle())
-                    .keepalives_interval(Duration::from_secs(1))
-                    .keepalives_retries(3)
-                    .tcp_user_timeout(lease.timeout());
+                let config = watched(config, self.inner.lease);
                 let (client, connection) = config.connect(tls.clone()).await.map_err(|e| {
                     let context =
                         format!("postgres: opening the lock connection for application {app_key:?}");
@@ -587,14 +593,7 @@ impl PostgresProvider {
         drop(client);
         let (listener, wakeups) = match &self.inner.connect {
             Connect::Config(config, tls) => {
-                let mut config = config.as_ref().clone();
-                let lease = self.inner.lease;
-                config
-                    .keepalives(true)
-                    .keepalives_idle(lease.keepalive_idle())
-                    .keepalives_interval(Duration::from_secs(1))
-                    .keepalives_retries(3)
-                    .tcp_user_timeout(lease.timeout());
+                let config = watched(config, self.inner.lease);
                 let (listener, wakeups) = listen::spawn(config, tls.clone(), listen::channel(key));
                 (Some(listener), Some(wakeups))
             }
