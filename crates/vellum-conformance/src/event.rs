@@ -1017,6 +1017,25 @@ pub async fn event_log_survives_reopen<B: Backend>(b: &B) {
     h.close().await;
 }
 
+/// `writers` tasks, each persisting `each` one-event batches of types A and B in turn.
+fn spawn_writers<S: DataStore + 'static>(
+    store: &Arc<S>,
+    writers: usize,
+    each: usize,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    (0..writers)
+        .map(|w| {
+            let store = Arc::clone(store);
+            tokio::spawn(async move {
+                for i in 0..each {
+                    let t = if (w + i) % 2 == 0 { "A" } else { "B" };
+                    persist(&*store, vec![Operation::SaveEvent(event(&format!("<w{w}-e{i}>"), t))]).await;
+                }
+            })
+        })
+        .collect()
+}
+
 /// docs/events.md#following-the-log: 16 writers append concurrently while 3 followers (started
 /// before, during and after the writes) follow the whole log; each sees offsets 0..N-1 exactly
 /// once, in order, without polling for the in-process commits.
@@ -1035,17 +1054,7 @@ pub async fn event_followers_see_every_offset_once_in_order<B: Backend>(b: &B) {
         offsets
     };
     let early = tokio::spawn(follow(Arc::clone(&h.store)));
-    let writers: Vec<_> = (0..WRITERS)
-        .map(|w| {
-            let store = Arc::clone(&h.store);
-            tokio::spawn(async move {
-                for i in 0..EACH {
-                    let t = if (w + i) % 2 == 0 { "A" } else { "B" };
-                    persist(&*store, vec![Operation::SaveEvent(event(&format!("<w{w}-e{i}>"), t))]).await;
-                }
-            })
-        })
-        .collect();
+    let writers = spawn_writers(&h.store, WRITERS, EACH);
     let during = tokio::spawn(follow(Arc::clone(&h.store)));
     for writer in writers {
         writer.await.unwrap();
@@ -1121,17 +1130,7 @@ pub async fn event_reader_followers_see_every_offset_once_in_order<B: Backend>(b
         offsets
     };
     let early = tokio::spawn(follow(Arc::clone(&reader)));
-    let writers: Vec<_> = (0..WRITERS)
-        .map(|w| {
-            let store = Arc::clone(&h.store);
-            tokio::spawn(async move {
-                for i in 0..EACH {
-                    let t = if (w + i) % 2 == 0 { "A" } else { "B" };
-                    persist(&*store, vec![Operation::SaveEvent(event(&format!("<w{w}-e{i}>"), t))]).await;
-                }
-            })
-        })
-        .collect();
+    let writers = spawn_writers(&h.store, WRITERS, EACH);
     let during = tokio::spawn(follow(Arc::clone(&reader)));
     for writer in writers {
         writer.await.unwrap();

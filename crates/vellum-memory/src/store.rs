@@ -21,16 +21,27 @@ pub struct MemoryStore {
     shared: Arc<Shared>,
 }
 
-/// What the store and its event cursors share.
+/// What a store or reader and its event cursors share: the application's data and whether this
+/// handle was closed.
 #[derive(Debug)]
-struct Shared {
-    app_key: String,
-    db: Arc<AppDb>,
-    closed: AtomicBool,
+pub(crate) struct Shared {
+    pub(crate) app_key: String,
+    pub(crate) db: Arc<AppDb>,
+    pub(crate) closed: AtomicBool,
 }
 
 impl Shared {
-    fn read(&self) -> Result<RwLockReadGuard<'_, Database>> {
+    pub(crate) fn new(app_key: String, db: Arc<AppDb>) -> Self {
+        Self { app_key, db, closed: AtomicBool::new(false) }
+    }
+
+    /// A cursor over `query` from `min_offset`, or `Closed`.
+    pub(crate) fn cursor(self: &Arc<Self>, query: EventQuery, min_offset: u64) -> Result<EventCursor> {
+        drop(self.read()?);
+        Ok(EventCursor::new(Arc::clone(self) as Arc<dyn EventPageSource>, query, min_offset))
+    }
+
+    pub(crate) fn read(&self) -> Result<RwLockReadGuard<'_, Database>> {
         let guard = self.db.data.read();
         if self.closed.load(Ordering::Acquire) {
             return Err(Error::Closed);
@@ -49,7 +60,7 @@ impl Shared {
 
 impl MemoryStore {
     pub(crate) fn new(app_key: String, db: Arc<AppDb>) -> Self {
-        Self { shared: Arc::new(Shared { app_key, db, closed: AtomicBool::new(false) }) }
+        Self { shared: Arc::new(Shared::new(app_key, db)) }
     }
 
     pub(crate) fn read(&self) -> Result<RwLockReadGuard<'_, Database>> {
@@ -65,8 +76,7 @@ impl MemoryStore {
     }
 
     fn cursor(&self, query: EventQuery, min_offset: u64) -> Result<EventCursor> {
-        drop(self.shared.read()?);
-        Ok(EventCursor::new(Arc::clone(&self.shared) as Arc<dyn EventPageSource>, query, min_offset))
+        self.shared.cursor(query, min_offset)
     }
 }
 
