@@ -134,26 +134,28 @@ pub(super) type PgResult<T> = std::result::Result<T, tokio_postgres::Error>;
 pub(super) type Pending<'a> = Pin<Box<dyn Future<Output = PgResult<u64>> + Send + 'a>>;
 
 /// Runs statements pipelined on one connection: every future is polled in order, so their
-/// requests go out in order in one round trip, and the first error (in completion) is returned.
+/// requests go out in order in one round trip. Returns the first error in statement order,
+/// after every statement has answered: the connection task delivers answers while this polls,
+/// so a later statement's error (say, "transaction aborted" after a failed check) can be seen
+/// before the earlier one that caused it, and the cause is what the caller acts on.
 pub(super) async fn pipeline(futures: Vec<Pending<'_>>) -> PgResult<()> {
     let mut slots: Vec<Option<Pending<'_>>> = futures.into_iter().map(Some).collect();
+    let mut errors: Vec<Option<tokio_postgres::Error>> = slots.iter().map(|_| None).collect();
     let mut remaining = slots.len();
     poll_fn(|cx| {
-        for slot in &mut slots {
-            if let Some(future) = slot {
-                match future.as_mut().poll(cx) {
-                    Poll::Ready(Ok(_)) => {
-                        *slot = None;
-                        remaining -= 1;
-                    }
-                    Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
-                    Poll::Pending => {}
-                }
+        for (slot, error) in slots.iter_mut().zip(&mut errors) {
+            if let Some(future) = slot
+                && let Poll::Ready(result) = future.as_mut().poll(cx)
+            {
+                *error = result.err();
+                *slot = None;
+                remaining -= 1;
             }
         }
-        if remaining == 0 { Poll::Ready(Ok(())) } else { Poll::Pending }
+        if remaining == 0 { Poll::Ready(()) } else { Poll::Pending }
     })
-    .await
+    .await;
+    errors.into_iter().flatten().next().map_or(Ok(()), Err)
 }
 
 impl PgWriter {
