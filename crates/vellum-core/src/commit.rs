@@ -4,6 +4,11 @@
 //!
 //! - Concurrent `persist` calls queue up. The writer takes every waiting batch (at most
 //!   [`MAX_GROUP`]) and commits them as one group; a lone batch commits at once.
+//! - In a queue made by [`WriteQueue::spawn`] (executors that never block their thread), a
+//!   batch that finds the writer idle and nothing queued commits on its caller's own task: no
+//!   hand-off to the writer task and back, which costs a lone writer two task wake-ups per
+//!   batch. Whoever commits holds the writer's seat (an async mutex), so units of work still run
+//!   one at a time and in queue order.
 //! - A batch whose caller dropped its future before the writer took it is skipped, never
 //!   committed; once taken it commits whole or not at all with its group. Dropping never blocks.
 //! - A group whose transaction fails as a whole (a storage error, not a conflict) is retried
@@ -19,18 +24,19 @@
 //! - After each committed unit, and when it ends, the writer bumps [`WriteQueue::commits`]: the
 //!   data-free wake-up of event followers (docs/events.md#following-the-log).
 //!
-//! The engine is a future ([`WriteQueue::new`] returns it): an async provider spawns it on its
-//! runtime, a provider with blocking storage runs it on a thread of its own with [`block_on`].
-//! The store keeps the [`WriteQueue`].
+//! The engine is a future ([`WriteQueue::new`] returns it): an async provider has
+//! [`WriteQueue::spawn`] run it on the current tokio runtime, a provider with blocking storage
+//! runs it on a thread of its own with [`block_on`]. The store keeps the [`WriteQueue`].
 
 use std::future::Future;
 use std::pin::pin;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll, Wake, Waker};
 use std::thread::Thread;
 
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::runtime::Handle;
+use tokio::sync::{OwnedMutexGuard, mpsc, oneshot, watch};
 use tracing::{Instrument as _, Span};
 
 use crate::batch::Batch;
@@ -165,6 +171,16 @@ pub struct WriteQueue {
     /// Bumped by the writer after each committed unit of work and once when it ends: the
     /// wake-up of event followers (docs/events.md#following-the-log). Carries no data.
     commits: watch::Sender<u64>,
+    /// Jobs sent to the writer that it has not finished: a caller commits directly only at 0.
+    pending: Arc<AtomicUsize>,
+    /// The direct path of a queue made by [`WriteQueue::spawn`].
+    direct: Option<Box<dyn Direct>>,
+}
+
+impl std::fmt::Debug for dyn Direct {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Direct")
+    }
 }
 
 #[derive(Debug)]
@@ -179,23 +195,48 @@ impl WriteQueue {
     /// or on a thread with [`block_on`]); it ends once the queue is closed or dropped and
     /// drained, after calling [`Executor::release`].
     pub fn new<E: Executor>(executor: E) -> (Self, impl Future<Output = ()> + Send + 'static) {
+        let (queue, seat, writer) = Self::with_seat(executor);
+        drop(seat);
+        (queue, writer)
+    }
+
+    /// A queue whose writer runs on the current tokio runtime, and whose lone batches commit on
+    /// their callers' tasks while the writer is idle (see the module docs). For executors whose
+    /// `execute` never blocks its thread. A batch whose caller drops its future mid-commit is
+    /// finished on the runtime, so it still commits whole or not at all.
+    ///
+    /// # Panics
+    /// Outside a tokio runtime, like `tokio::spawn`.
+    pub fn spawn<E: Executor>(executor: E) -> Self {
+        let runtime = Handle::current();
+        let (mut queue, seat, writer) = Self::with_seat(executor);
+        queue.direct =
+            Some(Box::new(Seated { seat, pending: Arc::clone(&queue.pending), runtime: runtime.clone() }));
+        runtime.spawn(writer);
+        queue
+    }
+
+    fn with_seat<E: Executor>(executor: E) -> (Self, Seat<E>, impl Future<Output = ()> + Send + 'static) {
         let app_key = Arc::from(executor.app_key());
         let (sender, receiver) = mpsc::unbounded_channel();
         let (finished, done) = oneshot::channel();
         let fenced = Arc::new(AtomicBool::new(false));
         let commits = watch::Sender::new(0);
-        let writer = {
-            let fenced = Arc::clone(&fenced);
-            let commits = commits.clone();
+        let pending = Arc::new(AtomicUsize::new(0));
+        let writer = Writer { executor, fenced: Arc::clone(&fenced), commits: commits.clone() };
+        let seat = Arc::new(tokio::sync::Mutex::new(Some(writer)));
+        let engine = {
+            let (seat, pending, commits) = (Arc::clone(&seat), Arc::clone(&pending), commits.clone());
             async move {
-                run(Writer { executor, fenced, commits: commits.clone() }, receiver).await;
+                run(&seat, &pending, &commits, receiver).await;
                 // Followers wake up to find the store closed.
                 commits.send_modify(|n| *n += 1);
                 let _ = finished.send(());
             }
         };
         let open = Mutex::new(Some(Open { sender, done }));
-        (Self { provider: E::PROVIDER, app_key, open, fenced, commits }, writer)
+        let queue = Self { provider: E::PROVIDER, app_key, open, fenced, commits, pending, direct: None };
+        (queue, seat, engine)
     }
 
     /// Wake-ups after every committed unit of work (and when the writer ends): how an event
@@ -228,7 +269,20 @@ impl WriteQueue {
     fn send(&self, job: Job) -> Result<()> {
         let open = self.lock();
         let open = open.as_ref().ok_or(Error::Closed)?;
-        open.sender.send(job).map_err(|_| Error::Closed)
+        self.pending.fetch_add(1, Ordering::AcqRel);
+        open.sender.send(job).map_err(|_| {
+            self.pending.fetch_sub(1, Ordering::AcqRel);
+            Error::Closed
+        })
+    }
+
+    /// The batch's commit on the caller's task, if this queue has a direct path and the writer
+    /// is idle with nothing queued; otherwise the batch back, for the queue.
+    fn direct_commit(&self, batch: Batch) -> std::result::Result<DirectCommit, Batch> {
+        match &self.direct {
+            Some(direct) if !self.is_closed() => direct.try_commit(batch),
+            _ => Err(batch),
+        }
     }
 
     /// Queues a batch and waits for its outcome, inside a `vellum.persist` span. An empty batch
@@ -243,6 +297,10 @@ impl WriteQueue {
             if batch.is_empty() {
                 return if self.is_closed() { Err(Error::Closed) } else { Ok(PersistResult::default()) };
             }
+            let batch = match self.direct_commit(batch) {
+                Ok(commit) => return commit.await,
+                Err(batch) => batch,
+            };
             let (reply, outcome) = oneshot::channel();
             self.send(Job::Persist { batch, reply })?;
             outcome.await.map_err(|_| Error::Closed)?
@@ -310,39 +368,137 @@ impl<E: Executor> Writer<E> {
     }
 }
 
-async fn run<E: Executor>(mut writer: Writer<E>, mut receiver: mpsc::UnboundedReceiver<Job>) {
+/// The writer's state, behind the lock whoever runs a unit of work holds: the writer task, or
+/// a caller committing directly. `None` once released.
+type Seat<E> = Arc<tokio::sync::Mutex<Option<Writer<E>>>>;
+
+async fn run<E: Executor>(
+    seat: &Seat<E>,
+    pending: &AtomicUsize,
+    commits: &watch::Sender<u64>,
+    mut receiver: mpsc::UnboundedReceiver<Job>,
+) {
     let mut jobs = Vec::new();
     let mut group = Vec::new();
     loop {
-        // A fenced store has no lock left to keep alive.
-        let idle = (!writer.fenced.load(Ordering::Acquire)).then(|| writer.executor.idle());
+        let idle = {
+            let seat = seat.lock().await;
+            let Some(writer) = seat.as_ref() else { return };
+            // A fenced store has no lock left to keep alive.
+            (!writer.fenced.load(Ordering::Acquire)).then(|| writer.executor.idle())
+        };
+        let commits_before = *commits.borrow();
         match next_jobs(idle, &mut receiver, &mut jobs).await {
             Next::Jobs(0) => break,
             Next::Jobs(_) => {}
+            // A direct commit since the timer started: the store was not idle after all.
+            Next::Idle if *commits.borrow() != commits_before => {}
             Next::Idle => {
+                let mut seat = seat.lock().await;
+                let Some(writer) = seat.as_mut() else { return };
                 let kept = writer.executor.keep_alive().await;
                 writer.watch(&kept);
-                continue;
             }
         }
-        for job in jobs.drain(..).filter(Job::is_wanted) {
-            match job {
-                Job::Persist { batch, reply } => group.push((batch, reply)),
-                Job::Import { records, reply, span } => {
-                    // Batches queued before the import commit before it.
-                    commit_group(&mut writer, &mut group).await;
-                    let records = Arc::from(records);
-                    let outcome = writer.executor.execute(Work::Import(&records)).instrument(span).await;
-                    writer.watch(&outcome);
-                    writer.committed(&outcome);
-                    let _ = reply.send(outcome.map(drop));
+        if jobs.is_empty() {
+            continue;
+        }
+        let taken = jobs.len();
+        {
+            let mut seat = seat.lock().await;
+            let Some(writer) = seat.as_mut() else { return };
+            for job in jobs.drain(..).filter(Job::is_wanted) {
+                match job {
+                    Job::Persist { batch, reply } => group.push((batch, reply)),
+                    Job::Import { records, reply, span } => {
+                        // Batches queued before the import commit before it.
+                        commit_group(writer, &mut group).await;
+                        let records = Arc::from(records);
+                        let outcome = writer.executor.execute(Work::Import(&records)).instrument(span).await;
+                        writer.watch(&outcome);
+                        writer.committed(&outcome);
+                        let _ = reply.send(outcome.map(drop));
+                    }
                 }
             }
+            commit_group(writer, &mut group).await;
+            // Still seated: a caller cannot commit directly ahead of a job taken here.
+            pending.fetch_sub(taken, Ordering::AcqRel);
         }
-        commit_group(&mut writer, &mut group).await;
         let_answered_callers_queue_up().await;
     }
-    writer.executor.release().await;
+    let released = seat.lock().await.take();
+    if let Some(writer) = released {
+        writer.executor.release().await;
+    }
+}
+
+/// A queue's way of committing a lone batch on the caller's task ([`WriteQueue::spawn`]).
+trait Direct: Send + Sync {
+    /// The batch's commit, holding the writer's seat, if the writer is idle and nothing is
+    /// queued; otherwise the batch back.
+    fn try_commit(&self, batch: Batch) -> std::result::Result<DirectCommit, Batch>;
+}
+
+/// The seat of a spawned writer, and the runtime it runs on.
+struct Seated<E> {
+    seat: Seat<E>,
+    pending: Arc<AtomicUsize>,
+    runtime: Handle,
+}
+
+impl<E: Executor> Direct for Seated<E> {
+    fn try_commit(&self, batch: Batch) -> std::result::Result<DirectCommit, Batch> {
+        // Jobs queued first commit first (an import's place in line is part of the contract).
+        if self.pending.load(Ordering::Acquire) != 0 {
+            return Err(batch);
+        }
+        let Ok(seat) = Arc::clone(&self.seat).try_lock_owned() else { return Err(batch) };
+        if seat.is_none() {
+            return Err(batch); // released: the queue answers `Closed`
+        }
+        Ok(DirectCommit { commit: Some(Box::pin(commit_seated(seat, batch))), runtime: self.runtime.clone() })
+    }
+}
+
+/// Commits one batch as its own unit of work, holding the seat until it is done.
+async fn commit_seated<E: Executor>(
+    mut seat: OwnedMutexGuard<Option<Writer<E>>>,
+    batch: Batch,
+) -> Result<PersistResult> {
+    let writer = seat.as_mut().ok_or(Error::Closed)?;
+    let outcomes = transaction(writer, &Arc::from([batch])).await?;
+    outcomes.into_iter().next().unwrap_or_else(|| {
+        Err(Error::storage("direct commit", "the executor returned no outcome for the batch"))
+    })
+}
+
+/// A direct commit in progress. Dropped before it ends, it is finished on the runtime: once
+/// started, a batch commits whole or not at all, and the seat is given back either way.
+struct DirectCommit {
+    commit: Option<std::pin::Pin<Box<dyn Future<Output = Result<PersistResult>> + Send>>>,
+    runtime: Handle,
+}
+
+impl Future for DirectCommit {
+    type Output = Result<PersistResult>;
+
+    fn poll(mut self: std::pin::Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let Some(commit) = self.commit.as_mut() else { return Poll::Ready(Err(Error::Closed)) };
+        let outcome = std::task::ready!(commit.as_mut().poll(cx));
+        self.commit = None;
+        Poll::Ready(outcome)
+    }
+}
+
+impl Drop for DirectCommit {
+    fn drop(&mut self) {
+        if let Some(commit) = self.commit.take() {
+            self.runtime.spawn(async move {
+                let _ = commit.await;
+            });
+        }
+    }
 }
 
 /// What the idle writer woke up for.
@@ -572,6 +728,95 @@ mod tests {
         drop(queue);
         block_on(writer);
         assert_eq!(entries(&log), ["release"]);
+    }
+
+    /// Each commit: its number of batches and the task it ran on.
+    type Commits = Arc<Mutex<Vec<(usize, Option<tokio::task::Id>)>>>;
+
+    /// Commits once it takes a permit from `gate`, noting the batches and the task it ran on.
+    struct Gated {
+        commits: Commits,
+        gate: Arc<tokio::sync::Semaphore>,
+    }
+
+    impl Executor for Gated {
+        const PROVIDER: &'static str = "test";
+
+        fn app_key(&self) -> &'static str {
+            "app"
+        }
+
+        async fn execute(&mut self, work: Work<'_>) -> Result<Vec<Result<PersistResult>>> {
+            self.gate.acquire().await.map_err(|e| Error::storage("test", e))?.forget();
+            let n = match work {
+                Work::Persist(batches) => batches.len(),
+                Work::Import(_) => 0,
+            };
+            self.commits
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .push((n, tokio::task::try_id()));
+            Ok((0..n).map(|_| Ok(PersistResult::default())).collect())
+        }
+
+        async fn release(self) {}
+    }
+
+    fn gated() -> (Commits, Arc<tokio::sync::Semaphore>, Gated) {
+        let (commits, gate) = (Arc::new(Mutex::new(Vec::new())), Arc::new(tokio::sync::Semaphore::new(0)));
+        (Arc::clone(&commits), Arc::clone(&gate), Gated { commits, gate })
+    }
+
+    #[tokio::test]
+    async fn a_lone_batch_commits_on_its_callers_task_and_others_queue_behind_it() {
+        let (commits, gate, executor) = gated();
+        let queue = Arc::new(WriteQueue::spawn(executor));
+        let caller = |queue: &Arc<WriteQueue>| {
+            let queue = Arc::clone(queue);
+            tokio::spawn(async move { (tokio::task::id(), queue.persist(batch(1)).await) })
+        };
+        let lone = caller(&queue);
+        // The lone batch is in its commit (waiting at the gate); these two find the seat taken.
+        tokio::task::yield_now().await;
+        let (second, third) = (caller(&queue), caller(&queue));
+        for _ in 0..3 {
+            tokio::task::yield_now().await;
+        }
+        gate.add_permits(2);
+        let (lone, outcome) = lone.await.unwrap();
+        outcome.unwrap();
+        let (second, outcome) = second.await.unwrap();
+        outcome.unwrap();
+        let (third, outcome) = third.await.unwrap();
+        outcome.unwrap();
+        let commits = commits.lock().unwrap().clone();
+        assert_eq!(commits.len(), 2, "the lone batch, then one group of the two queued: {commits:?}");
+        assert_eq!(commits[0], (1, Some(lone)), "the lone batch committed on its caller's task");
+        assert_eq!(commits[1].0, 2);
+        assert!(
+            commits[1].1.is_some_and(|t| t != second && t != third),
+            "the writer's task committed the group"
+        );
+        queue.close().await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_direct_commit_dropped_midway_still_commits_and_gives_the_seat_back() {
+        let (commits, gate, executor) = gated();
+        let queue = WriteQueue::spawn(executor);
+        let woken = *queue.commits.borrow();
+        let mut dropped = Box::pin(queue.persist(batch(1)));
+        let cx = &mut Context::from_waker(Waker::noop());
+        assert!(dropped.as_mut().poll(cx).is_pending(), "waiting at the gate, mid-commit");
+        drop(dropped);
+        gate.add_permits(2);
+        // Queued behind the dropped batch's commit, which the runtime finishes.
+        queue.persist(batch(1)).await.unwrap();
+        let commits: Vec<_> = commits.lock().unwrap().iter().map(|c| c.0).collect();
+        assert_eq!(commits, [1, 1], "the dropped batch committed, then the next");
+        assert_eq!(*queue.commits.borrow(), woken + 2, "followers were woken for both");
+        queue.close().await.unwrap();
+        assert!(queue.persist(batch(1)).await.is_err_and(|e| matches!(e, Error::Closed)));
     }
 
     /// A lease-keeping executor: idle for 10 ms at a time; its third keep-alive finds the lock

@@ -20,9 +20,10 @@
 //!    nothing was committed. [`Executor::release`] frees the lock and connections once the
 //!    queue is drained. An executor that hands work to another thread keeps it as
 //!    [`SharedWork`].
-//! 3. **Keep a [`WriteQueue`] in the store.** [`WriteQueue::new`] returns the queue and the
-//!    writer future: spawn it on your runtime, or run it on a thread of its own with
-//!    [`block_on`] when your storage calls block. `persist`, `import` and `close` go through
+//! 3. **Keep a [`WriteQueue`] in the store.** [`WriteQueue::spawn`] runs the writer on the
+//!    current tokio runtime and lets a lone batch commit on its caller's task (your `execute`
+//!    must not block its thread); or [`WriteQueue::new`] returns the queue and the writer
+//!    future, to run on a thread of its own with [`block_on`] when your storage calls block. `persist`, `import` and `close` go through
 //!    [`WriteQueue::persist`], [`WriteQueue::import`] and [`WriteQueue::close`], which give the
 //!    documented cancel safety for free.
 //! 4. **Serve reads.** Implement the repository traits' reads

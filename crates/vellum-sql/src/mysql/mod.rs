@@ -456,8 +456,7 @@ impl MysqlProvider {
             Ok((database, max_packet)) => {
                 let name = lock_name(&database, "app", app_key);
                 let executor = MysqlWriter::new(app_key.to_owned(), conn, name.clone(), max_packet, lease);
-                let (writes, run_writer) = WriteQueue::new(executor);
-                tokio::spawn(run_writer);
+                let writes = WriteQueue::spawn(executor);
                 let reads = MysqlReads {
                     app_key: app_key.to_owned(),
                     pool: self.pool().clone(),

@@ -546,8 +546,7 @@ impl PostgresProvider {
         configure_lock_session(client, self.inner.lease, app_key).await?;
         let lock = Arc::new(lock);
         let executor = PgWriter::new(app_key.to_owned(), lock, &self.inner.sql, self.inner.lease).await?;
-        let (writes, run_writer) = WriteQueue::new(executor);
-        tokio::spawn(run_writer);
+        let writes = WriteQueue::spawn(executor);
         let reads = PostgresReads {
             app_key: app_key.to_owned(),
             pool: self.inner.pool.clone(),

@@ -355,8 +355,7 @@ impl SqliteProvider {
         let release = lock.release_handle();
         let guard =
             Arc::new(writer::Guard { lock, database, app_key: Arc::clone(&key), fenced: Mutex::new(None) });
-        let (writes, run_writer) = WriteQueue::new(SqliteExecutor { app_key: Arc::clone(&key), conn, guard });
-        tokio::spawn(run_writer);
+        let writes = WriteQueue::spawn(SqliteExecutor { app_key: Arc::clone(&key), conn, guard });
         // Every error of the store names the database file (reads and the writer report what
         // they were doing and for which application).
         let database = self.path().map(Path::to_owned);
