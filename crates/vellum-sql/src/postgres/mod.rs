@@ -27,11 +27,13 @@
 //!      batches themselves expect (each key as the first batch touching it expects it: the
 //!      submitted revision, events absent) and the counters it left after its last commit
 //!      (it is the app's only writer while it holds the lock).
-//!   2. It sends one statement that checks exactly that assumed state and writes the group:
-//!      `vellum_expect(<every assumed key probed by index>)` raises SQLSTATE `VLSTL` if any
-//!      assumption is wrong, and data-modifying CTEs insert all events (`UNNEST` of arrays),
-//!      upsert all aggregates and offsets (last write per key) and store the counters. A
-//!      statement is its own transaction, so a failed check writes nothing. Groups with
+//!   2. It sends one statement that writes the group and checks exactly that assumed state:
+//!      data-modifying CTEs insert all events (`UNNEST` of arrays), upsert all aggregates and
+//!      offsets (last write per key) and update the counters only where they are what this
+//!      writer left; `vellum_expect(<aggregate and offset revisions probed by index, the
+//!      counter update done>)` raises SQLSTATE `VLSTL` if any assumption is wrong, and a stored
+//!      message ID fails the event insert (unique violation, read the same way). A statement
+//!      is its own transaction, so a failed check writes nothing. Groups with
 //!      process or queue operations send `BEGIN`, the check, set-based writes, the process and
 //!      queue writes in plan order (the timeout cascade interacts with them), the counters and
 //!      `COMMIT`, all pipelined on the one connection.

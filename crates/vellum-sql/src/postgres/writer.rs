@@ -21,7 +21,7 @@ use vellum_core::provider::{Counters, Planned, QueueState, Snapshot, StateKeys, 
 use vellum_core::provider::{Executor, Work};
 use vellum_core::{Batch, Error, ErrorKind, Operation, PersistResult, Result};
 
-use super::sql::{STALE, Sql};
+use super::sql::{STALE, Sql, UNIQUE_VIOLATION};
 use super::storage;
 use crate::lease::Lease;
 use crate::schema::{from_db, to_db};
@@ -399,7 +399,7 @@ impl PgWriter {
                 self.counters = Some(after);
                 Ok(Some(outcomes))
             }
-            Err(e) if e.code().is_some_and(|c| c.code() == STALE) => {
+            Err(e) if e.code().is_some_and(|c| [STALE, UNIQUE_VIOLATION].contains(&c.code())) => {
                 // The pipelined COMMIT ended the aborted transaction; make sure of it.
                 let _ = self.conn.client().batch_execute("ROLLBACK").await;
                 Ok(None)
@@ -423,9 +423,17 @@ impl PgWriter {
         let (next_offset, next_sequence) = (to_db(next_offset), to_db(next_sequence));
         let (events, aggregates, offsets) = (&writes.events, &writes.aggregates, &writes.offsets);
         let channel: &str = &self.channel;
+        // The insert checks the IDs it writes; only those of batches that write nothing are
+        // probed. Written IDs are distinct and all expected, so equal counts mean none is left.
+        let unwritten: Vec<&str> = if events.ids.len() == expected.events.len() {
+            Vec::new()
+        } else {
+            let written: HashSet<&str> = events.ids.iter().copied().collect();
+            expected.events.iter().copied().filter(|id| !written.contains(id)).collect()
+        };
         let params: [&(dyn ToSql + Sync); 28] = [
             &app,
-            &expected.events,
+            &unwritten,
             &expected.agg_h,
             &expected.agg_i,
             &expected.agg_r,
