@@ -13,7 +13,8 @@
 //! several runs per mode and the ratios provider/(a) and
 //! provider/(b). Environment: `VELLUM_POSTGRES_URL` (required), `VELLUM_BENCH_SECS` (seconds
 //! per run, default 3), `VELLUM_BENCH_RUNS` (runs per mode, default 5), `VELLUM_BENCH_WRITERS`
-//! (comma-separated writer counts, default `1,16`).
+//! (comma-separated writer counts, default `1,16`), `VELLUM_BENCH_RT=current` (a current-thread
+//! runtime instead of the multi-threaded one).
 //!
 //! Run: `cargo bench -p vellum-sql --bench postgres`.
 
@@ -294,7 +295,14 @@ fn main() {
         .split(',')
         .filter_map(|w| w.trim().parse().ok())
         .collect();
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
+    // A current-thread runtime makes task hand-offs nearly free: comparing the two tells
+    // client-side hand-off cost from server work.
+    let mut builder = if std::env::var("VELLUM_BENCH_RT").is_ok_and(|v| v == "current") {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+    };
+    let rt = builder.enable_all().build().expect("runtime");
     rt.block_on(async {
         let schema = format!("vellum_bench_{}", std::process::id());
         let admin = connect(&url).await;
