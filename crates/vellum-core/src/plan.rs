@@ -330,6 +330,56 @@ fn pair(a: &str, b: &str) -> (String, String) {
     (a.to_owned(), b.to_owned())
 }
 
+impl Snapshot {
+    /// The state `batches` themselves expect: each key as the first operation touching it says
+    /// (its revision, 0 meaning absent; a consumer offset's current value), every event absent,
+    /// and `counters`. A writer that holds the application's lock and knows the counters it
+    /// left can plan against this without reading, provided its writes then check exactly
+    /// these assumptions (a stale one must write nothing).
+    #[must_use]
+    pub fn assumed(batches: &[Batch], counters: Counters) -> Self {
+        let mut s = Snapshot { counters, ..Snapshot::default() };
+        let mut seen_aggregates = HashSet::new();
+        let mut seen_processes = HashSet::new();
+        let mut seen_queue = HashSet::new();
+        let mut seen_offsets = HashSet::new();
+        for op in batches.iter().flat_map(Batch::iter) {
+            match op {
+                Operation::SaveAggregateMetaData(m) => {
+                    if seen_aggregates.insert((m.handler_key.as_str(), m.instance_id.as_str()))
+                        && m.revision != 0
+                    {
+                        s.aggregates.insert(pair(&m.handler_key, &m.instance_id), m.revision);
+                    }
+                }
+                Operation::SaveProcessInstance(p) | Operation::RemoveProcessInstance(p) => {
+                    if seen_processes.insert((p.handler_key.as_str(), p.instance_id.as_str()))
+                        && p.revision != 0
+                    {
+                        s.processes.insert(pair(&p.handler_key, &p.instance_id), p.revision);
+                    }
+                }
+                Operation::SaveQueueMessage(m) | Operation::RemoveQueueMessage(m) => {
+                    if seen_queue.insert(m.id()) && m.revision != 0 {
+                        let owner = Write::timeout_owner(m).map(|(h, i)| pair(h, i));
+                        s.queue.insert(
+                            m.id().to_owned(),
+                            QueueState { revision: m.revision, timeout_owner: owner },
+                        );
+                    }
+                }
+                Operation::SaveOffset { application_key, current_offset, .. } => {
+                    if seen_offsets.insert(application_key.as_str()) {
+                        s.offsets.insert(application_key.clone(), *current_offset);
+                    }
+                }
+                Operation::SaveEvent(_) => {}
+            }
+        }
+        s
+    }
+}
+
 impl PreBatchState for Snapshot {
     fn aggregate_revision(&mut self, handler_key: &str, instance_id: &str) -> Result<u64> {
         Ok(self.aggregates.get(&pair(handler_key, instance_id)).copied().unwrap_or(0))

@@ -51,6 +51,7 @@
 //! # }
 //! ```
 
+mod assumed;
 mod bulk;
 mod lock;
 mod reads;

@@ -4,7 +4,9 @@
 //! Per unit: one `UNION ALL` query reads the counter row and every row planning looks at; the
 //! plan (`vellum_core::plan`) decides every batch; the writes go out as multi-row statements (events,
 //! aggregates and offsets in one statement each; process and queue writes coalesced per kind
-//! as far as reordering cannot change the result); one counter update; one `COMMIT`.
+//! as far as reordering cannot change the result); one counter update; one `COMMIT`. Once the
+//! writer knows the counters it left, a group of event, aggregate and offset saves skips the
+//! read: `assumed.rs` writes it with statements that check what its batches expect.
 //!
 //! The session runs with `autocommit = 0`, so the first statement opens the transaction and no
 //! `BEGIN` round trip is needed; every path ends it with `COMMIT` or `ROLLBACK`.
@@ -18,6 +20,8 @@ use vellum_core::provider::{Executor, Work};
 use vellum_core::{Batch, Envelope, Error, ErrorKind, PersistResult, QueueMessage, Result};
 
 use crate::lease::Lease;
+
+use super::assumed::Assumed;
 
 use super::reads::bytes;
 use super::{get_i64, get_string, opt_i64, opt_string};
@@ -41,6 +45,9 @@ pub(super) struct MysqlWriter {
     budget: usize,
     /// The lock session's lease: heartbeats while idle, deadlines for the server's answers.
     lease: Lease,
+    /// The counters this writer left after its last commit (it is the application's only
+    /// writer while it holds the lock); `None` until a unit read them, and after a failure.
+    counters: Option<Counters>,
 }
 
 impl MysqlWriter {
@@ -52,7 +59,7 @@ impl MysqlWriter {
         lease: Lease,
     ) -> Self {
         let budget = (max_packet / 2).max(64 << 10);
-        Self { app_key, conn: Some(conn), lock_name, lost: None, budget, lease }
+        Self { app_key, conn: Some(conn), lock_name, lost: None, budget, lease, counters: None }
     }
 
     /// Gives the lock session up for good (its connection is dropped, so its socket closes):
@@ -179,10 +186,18 @@ pub(super) type TxError = (Error, bool);
 impl MysqlWriter {
     /// Reads the state `work` looks at, plans it, writes the plan and commits.
     async fn transaction(
-        &self,
+        &mut self,
         conn: &mut Conn,
         work: Work<'_>,
     ) -> Result<Vec<Result<PersistResult>>, TxError> {
+        // Forgotten until this unit's outcome is known.
+        let known = self.counters.take();
+        if let (Work::Persist(batches), Some(counters)) = (work, known)
+            && let Assumed::Committed(outcomes, after) = self.commit_assumed(conn, batches, counters).await?
+        {
+            self.counters = Some(after);
+            return Ok(outcomes);
+        }
         let (mut snapshot, counter_row) = self.read_state(conn, &work.keys()).await?;
         let counters = snapshot.counters;
         // A refused import or a conflict is not the connection's fault (`ROLLBACK` ends the read).
@@ -195,6 +210,7 @@ impl MysqlWriter {
         }
         // Also ends the read-only transaction of a unit that writes nothing.
         self.commit(conn).await?;
+        self.counters = Some(plan.after);
         Ok(outcomes)
     }
 
@@ -382,7 +398,7 @@ impl<'a> GroupRows<'a> {
 }
 
 /// The `vellum_event` row of an event at `offset`.
-fn event_row(app_key: &str, offset: u64, envelope: &Envelope) -> Vec<Value> {
+pub(super) fn event_row(app_key: &str, offset: u64, envelope: &Envelope) -> Vec<Value> {
     let envelope_bytes = envelope.to_bytes();
     let checksum = sum::event(app_key, offset, &envelope_bytes);
     vec![
@@ -561,6 +577,12 @@ pub(super) struct Statements<'c, 'w> {
 }
 
 impl Statements<'_, '_> {
+    /// Runs an update meant to change exactly one row; `false` if it changed none (or more).
+    pub(super) async fn update_one(&mut self, sql: &str, params: Vec<Value>) -> Result<bool, TxError> {
+        self.conn.exec_drop(sql, params).await.map_err(|e| self.writer.tx_err("writing a group", e))?;
+        Ok(self.conn.affected_rows() == 1)
+    }
+
     async fn process_step(&mut self, step: ProcessStep<'_>) -> Result<(), TxError> {
         match step {
             ProcessStep::Put(rows) => {

@@ -715,7 +715,6 @@ impl<'a> Expected<'a> {
     /// Each key as the first operation touching it expects it (revision 0: absent; events:
     /// absent), with the given counters.
     fn of(batches: &'a [Batch], counters: Counters) -> (Snapshot, Self) {
-        let mut s = Snapshot { counters, ..Snapshot::default() };
         let mut x = Expected { counters, ..Expected::default() };
         let mut seen_aggregates = HashSet::new();
         let mut seen_processes = HashSet::new();
@@ -729,9 +728,6 @@ impl<'a> Expected<'a> {
                         x.agg_h.push(&m.handler_key);
                         x.agg_i.push(&m.instance_id);
                         x.agg_r.push(to_db(m.revision));
-                        if m.revision != 0 {
-                            s.aggregates.insert((m.handler_key.clone(), m.instance_id.clone()), m.revision);
-                        }
                     }
                 }
                 Operation::SaveProcessInstance(p) | Operation::RemoveProcessInstance(p) => {
@@ -739,9 +735,6 @@ impl<'a> Expected<'a> {
                         x.proc_h.push(&p.handler_key);
                         x.proc_i.push(&p.instance_id);
                         x.proc_r.push(to_db(p.revision));
-                        if p.revision != 0 {
-                            s.processes.insert((p.handler_key.clone(), p.instance_id.clone()), p.revision);
-                        }
                     }
                 }
                 Operation::SaveEvent(e) => {
@@ -759,25 +752,17 @@ impl<'a> Expected<'a> {
                         x.queue_r.push(to_db(m.revision));
                         x.queue_th.push(owner.map(|o| o.0));
                         x.queue_ti.push(owner.map(|o| o.1));
-                        if m.revision != 0 {
-                            let timeout_owner = owner.map(|(h, i)| (h.to_owned(), i.to_owned()));
-                            s.queue.insert(
-                                m.id().to_owned(),
-                                QueueState { revision: m.revision, timeout_owner },
-                            );
-                        }
                     }
                 }
                 Operation::SaveOffset { application_key, current_offset, .. } => {
                     if seen_offsets.insert(application_key.as_str()) {
                         x.offset_src.push(application_key);
                         x.offset_r.push(to_db(*current_offset));
-                        s.offsets.insert(application_key.clone(), *current_offset);
                     }
                 }
             }
         }
-        (s, x)
+        (Snapshot::assumed(batches, counters), x)
     }
 }
 
