@@ -11,10 +11,10 @@
 //! - **Group commit.** Each store has one writer connection driven by the shared commit
 //!   engine (`vellum_core::commit`): concurrent `persist` calls queue up and each group
 //!   commits in one transaction with one counter-row update and one `fsync`. On a
-//!   multi-threaded runtime the transaction runs in `block_in_place` on the thread that
-//!   commits (a lone batch: its caller's), whose other tasks move to another worker first; on
-//!   a current-thread runtime it goes to a blocking thread (`spawn_blocking`). Either way no
-//!   runtime is ever blocked by SQLite or the disk.
+//!   multi-threaded runtime a lone batch's transaction runs in `block_in_place` on the thread
+//!   that commits it (usually its caller's), whose other tasks move to another worker first;
+//!   groups, and everything on a current-thread runtime, go to a blocking thread
+//!   (`spawn_blocking`). Either way no runtime is ever blocked by SQLite or the disk.
 //! - **Reads** run inline on a small pool of the store's own `query_only` connections: they are
 //!   indexed point lookups or one bounded page and take microseconds, less than a hop to a
 //!   blocking thread. Event cursors page by offset and hold no connection between pages (docs/events.md#cursors).
