@@ -36,7 +36,7 @@ use std::task::{Context, Poll, Wake, Waker};
 use std::thread::Thread;
 
 use tokio::runtime::Handle;
-use tokio::sync::{OwnedMutexGuard, mpsc, oneshot, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 use tracing::{Instrument as _, Span};
 
 use crate::batch::Batch;
@@ -46,6 +46,9 @@ use crate::eval::PreBatchState;
 use crate::model::PersistResult;
 use crate::observe;
 use crate::plan::{Counters, Planned, StateKeys, plan_group, plan_import};
+
+mod direct;
+use direct::{Direct, DirectCommit, Seated};
 
 /// The most batches one group (one transaction) takes; bounds transaction size and latency.
 pub const MAX_GROUP: usize = 256;
@@ -175,12 +178,6 @@ pub struct WriteQueue {
     pending: Arc<AtomicUsize>,
     /// The direct path of a queue made by [`WriteQueue::spawn`].
     direct: Option<Box<dyn Direct>>,
-}
-
-impl std::fmt::Debug for dyn Direct {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Direct")
-    }
 }
 
 #[derive(Debug)]
@@ -430,74 +427,6 @@ async fn run<E: Executor>(
     let released = seat.lock().await.take();
     if let Some(writer) = released {
         writer.executor.release().await;
-    }
-}
-
-/// A queue's way of committing a lone batch on the caller's task ([`WriteQueue::spawn`]).
-trait Direct: Send + Sync {
-    /// The batch's commit, holding the writer's seat, if the writer is idle and nothing is
-    /// queued; otherwise the batch back.
-    fn try_commit(&self, batch: Batch) -> std::result::Result<DirectCommit, Batch>;
-}
-
-/// The seat of a spawned writer, and the runtime it runs on.
-struct Seated<E> {
-    seat: Seat<E>,
-    pending: Arc<AtomicUsize>,
-    runtime: Handle,
-}
-
-impl<E: Executor> Direct for Seated<E> {
-    fn try_commit(&self, batch: Batch) -> std::result::Result<DirectCommit, Batch> {
-        // Jobs queued first commit first (an import's place in line is part of the contract).
-        if self.pending.load(Ordering::Acquire) != 0 {
-            return Err(batch);
-        }
-        let Ok(seat) = Arc::clone(&self.seat).try_lock_owned() else { return Err(batch) };
-        if seat.is_none() {
-            return Err(batch); // released: the queue answers `Closed`
-        }
-        Ok(DirectCommit { commit: Some(Box::pin(commit_seated(seat, batch))), runtime: self.runtime.clone() })
-    }
-}
-
-/// Commits one batch as its own unit of work, holding the seat until it is done.
-async fn commit_seated<E: Executor>(
-    mut seat: OwnedMutexGuard<Option<Writer<E>>>,
-    batch: Batch,
-) -> Result<PersistResult> {
-    let writer = seat.as_mut().ok_or(Error::Closed)?;
-    let outcomes = transaction(writer, &Arc::from([batch])).await?;
-    outcomes.into_iter().next().unwrap_or_else(|| {
-        Err(Error::storage("direct commit", "the executor returned no outcome for the batch"))
-    })
-}
-
-/// A direct commit in progress. Dropped before it ends, it is finished on the runtime: once
-/// started, a batch commits whole or not at all, and the seat is given back either way.
-struct DirectCommit {
-    commit: Option<std::pin::Pin<Box<dyn Future<Output = Result<PersistResult>> + Send>>>,
-    runtime: Handle,
-}
-
-impl Future for DirectCommit {
-    type Output = Result<PersistResult>;
-
-    fn poll(mut self: std::pin::Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let Some(commit) = self.commit.as_mut() else { return Poll::Ready(Err(Error::Closed)) };
-        let outcome = std::task::ready!(commit.as_mut().poll(cx));
-        self.commit = None;
-        Poll::Ready(outcome)
-    }
-}
-
-impl Drop for DirectCommit {
-    fn drop(&mut self) {
-        if let Some(commit) = self.commit.take() {
-            self.runtime.spawn(async move {
-                let _ = commit.await;
-            });
-        }
     }
 }
 
