@@ -22,7 +22,6 @@ use vellum_core::{Batch, Envelope, Error, ErrorKind, PersistResult, QueueMessage
 use crate::lease::Lease;
 
 use super::assumed::Assumed;
-
 use super::reads::bytes;
 use super::{get_i64, get_string, opt_i64, opt_string};
 use crate::schema::{from_db, to_db};

@@ -1,12 +1,13 @@
 //! The store's executor for the commit engine ([`vellum_core::commit`]): one connection per
 //! store, one `BEGIN IMMEDIATE` transaction per unit of work (a group of batches or an import),
-//! run on a blocking thread so the async runtime never waits on SQLite or on `fsync`.
+//! run so that the async runtime never waits on SQLite or on `fsync` (`block_in_place` for a
+//! lone batch on a multi-threaded runtime, otherwise a blocking thread).
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError};
-use tokio::runtime::{Handle, RuntimeFlavor};
 
 use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
+use tokio::runtime::{Handle, RuntimeFlavor};
 use vellum_core::provider::{Counters, Planned, QueueState, Snapshot, StateKeys, Write};
 use vellum_core::provider::{Executor, Work};
 use vellum_core::{Error, PersistResult, Result};
