@@ -339,45 +339,39 @@ impl Snapshot {
     #[must_use]
     pub fn assumed(batches: &[Batch], counters: Counters) -> Self {
         let mut s = Snapshot { counters, ..Snapshot::default() };
-        let mut seen_aggregates = HashSet::new();
-        let mut seen_processes = HashSet::new();
-        let mut seen_queue = HashSet::new();
-        let mut seen_offsets = HashSet::new();
-        for op in batches.iter().flat_map(Batch::iter) {
+        for op in first_touches(batches) {
             match op {
-                Operation::SaveAggregateMetaData(m) => {
-                    if seen_aggregates.insert((m.handler_key.as_str(), m.instance_id.as_str()))
-                        && m.revision != 0
-                    {
-                        s.aggregates.insert(pair(&m.handler_key, &m.instance_id), m.revision);
-                    }
+                Operation::SaveAggregateMetaData(m) if m.revision != 0 => {
+                    s.aggregates.insert(pair(&m.handler_key, &m.instance_id), m.revision);
                 }
-                Operation::SaveProcessInstance(p) | Operation::RemoveProcessInstance(p) => {
-                    if seen_processes.insert((p.handler_key.as_str(), p.instance_id.as_str()))
-                        && p.revision != 0
-                    {
-                        s.processes.insert(pair(&p.handler_key, &p.instance_id), p.revision);
-                    }
+                Operation::SaveProcessInstance(p) | Operation::RemoveProcessInstance(p)
+                    if p.revision != 0 =>
+                {
+                    s.processes.insert(pair(&p.handler_key, &p.instance_id), p.revision);
                 }
-                Operation::SaveQueueMessage(m) | Operation::RemoveQueueMessage(m) => {
-                    if seen_queue.insert(m.id()) && m.revision != 0 {
-                        let owner = Write::timeout_owner(m).map(|(h, i)| pair(h, i));
-                        s.queue.insert(
-                            m.id().to_owned(),
-                            QueueState { revision: m.revision, timeout_owner: owner },
-                        );
-                    }
+                Operation::SaveQueueMessage(m) | Operation::RemoveQueueMessage(m) if m.revision != 0 => {
+                    let owner = Write::timeout_owner(m).map(|(h, i)| pair(h, i));
+                    s.queue
+                        .insert(m.id().to_owned(), QueueState { revision: m.revision, timeout_owner: owner });
                 }
                 Operation::SaveOffset { application_key, current_offset, .. } => {
-                    if seen_offsets.insert(application_key.as_str()) {
-                        s.offsets.insert(application_key.clone(), *current_offset);
-                    }
+                    s.offsets.insert(application_key.clone(), *current_offset);
                 }
-                Operation::SaveEvent(_) => {}
+                _ => {}
             }
         }
         s
     }
+}
+
+/// The operations of `batches` that are the first to touch their entity (an aggregate and a
+/// process of one handler key and instance ID count apart), in order: what a group assumes.
+pub fn first_touches(batches: &[Batch]) -> impl Iterator<Item = &Operation> {
+    let mut seen = HashSet::new();
+    batches.iter().flat_map(Batch::iter).filter(move |op| {
+        let aggregate = matches!(op, Operation::SaveAggregateMetaData(_));
+        seen.insert((aggregate, op.entity()))
+    })
 }
 
 impl PreBatchState for Snapshot {

@@ -95,7 +95,7 @@ pub use crate::commit::{Executor, MAX_GROUP, SharedWork, Work, WriteQueue, block
 pub use crate::cursor::{EventPageSource, PageFuture};
 pub use crate::eval::{Effect, PreBatchState, evaluate};
 pub use crate::plan::{
-    Counters, Plan, Planned, QueueState, Snapshot, StateKeys, Write, plan_group, plan_import,
+    Counters, Plan, Planned, QueueState, Snapshot, StateKeys, Write, first_touches, plan_group, plan_import,
 };
 pub use crate::standby::{Backoff, MAX_PAUSE, retry_locked};
 /// Stable hashes for names derived from keys (file names, lock names, lock keys).

@@ -17,7 +17,9 @@ use std::task::Poll;
 use tokio::task::JoinHandle;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{Client, Statement};
-use vellum_core::provider::{Counters, Planned, QueueState, Snapshot, StateKeys, Write, plan_group};
+use vellum_core::provider::{
+    Counters, Planned, QueueState, Snapshot, StateKeys, Write, first_touches, plan_group,
+};
 use vellum_core::provider::{Executor, Work};
 use vellum_core::{Batch, Error, ErrorKind, Operation, PersistResult, Result};
 
@@ -716,49 +718,29 @@ impl<'a> Expected<'a> {
     /// absent), with the given counters.
     fn of(batches: &'a [Batch], counters: Counters) -> (Snapshot, Self) {
         let mut x = Expected { counters, ..Expected::default() };
-        let mut seen_aggregates = HashSet::new();
-        let mut seen_processes = HashSet::new();
-        let mut seen_queue = HashSet::new();
-        let mut seen_offsets = HashSet::new();
-        let mut seen_events = HashSet::new();
-        for op in batches.iter().flat_map(Batch::iter) {
+        for op in first_touches(batches) {
             match op {
                 Operation::SaveAggregateMetaData(m) => {
-                    if seen_aggregates.insert((m.handler_key.as_str(), m.instance_id.as_str())) {
-                        x.agg_h.push(&m.handler_key);
-                        x.agg_i.push(&m.instance_id);
-                        x.agg_r.push(to_db(m.revision));
-                    }
+                    x.agg_h.push(&m.handler_key);
+                    x.agg_i.push(&m.instance_id);
+                    x.agg_r.push(to_db(m.revision));
                 }
                 Operation::SaveProcessInstance(p) | Operation::RemoveProcessInstance(p) => {
-                    if seen_processes.insert((p.handler_key.as_str(), p.instance_id.as_str())) {
-                        x.proc_h.push(&p.handler_key);
-                        x.proc_i.push(&p.instance_id);
-                        x.proc_r.push(to_db(p.revision));
-                    }
+                    x.proc_h.push(&p.handler_key);
+                    x.proc_i.push(&p.instance_id);
+                    x.proc_r.push(to_db(p.revision));
                 }
-                Operation::SaveEvent(e) => {
-                    if seen_events.insert(e.message_id.as_str()) {
-                        x.events.push(&e.message_id);
-                    }
-                }
+                Operation::SaveEvent(e) => x.events.push(&e.message_id),
                 Operation::SaveQueueMessage(m) | Operation::RemoveQueueMessage(m) => {
-                    if seen_queue.insert(m.id()) {
-                        let env = &m.envelope;
-                        let owner = env
-                            .is_timeout()
-                            .then(|| (env.source_handler_key(), env.source_instance_id.as_str()));
-                        x.queue_ids.push(m.id());
-                        x.queue_r.push(to_db(m.revision));
-                        x.queue_th.push(owner.map(|o| o.0));
-                        x.queue_ti.push(owner.map(|o| o.1));
-                    }
+                    let owner = Write::timeout_owner(m);
+                    x.queue_ids.push(m.id());
+                    x.queue_r.push(to_db(m.revision));
+                    x.queue_th.push(owner.map(|o| o.0));
+                    x.queue_ti.push(owner.map(|o| o.1));
                 }
                 Operation::SaveOffset { application_key, current_offset, .. } => {
-                    if seen_offsets.insert(application_key.as_str()) {
-                        x.offset_src.push(application_key);
-                        x.offset_r.push(to_db(*current_offset));
-                    }
+                    x.offset_src.push(application_key);
+                    x.offset_r.push(to_db(*current_offset));
                 }
             }
         }
