@@ -27,12 +27,13 @@
 //!      batches themselves expect (each key as the first batch touching it expects it: the
 //!      submitted revision, events absent) and the counters it left after its last commit
 //!      (it is the app's only writer while it holds the lock).
-//!   2. It sends one statement that writes the group and checks exactly that assumed state:
-//!      data-modifying CTEs insert all events (`UNNEST` of arrays), upsert all aggregates and
-//!      offsets (last write per key) and update the counters only where they are what this
-//!      writer left; `vellum_expect(<aggregate and offset revisions probed by index, the
-//!      counter update done>)` raises SQLSTATE `VLSTL` if any assumption is wrong, and a stored
-//!      message ID fails the event insert (unique violation, read the same way). A statement
+//!   2. It sends one statement that writes the group and checks exactly that assumed state
+//!      (`simple.rs`): data-modifying CTEs update the counters only where they are what this
+//!      writer left, insert the events and the aggregates and offsets assumed absent (a stored
+//!      row fails the insert with a unique violation), update those assumed at a revision
+//!      only at that revision (counting the matches), and probe only assumed keys it does not
+//!      write; a failed check divides by zero. Parts the group lacks are left out and one-row
+//!      parts take scalars, so a lone batch's statement touches only what it writes. A statement
 //!      is its own transaction, so a failed check writes nothing. Groups with
 //!      process or queue operations send `BEGIN`, the check, set-based writes, the process and
 //!      queue writes in plan order (the timeout cascade interacts with them), the counters and
@@ -41,7 +42,7 @@
 //!      the writer reads the real state (pipelined `UNNEST` key probes), plans again and
 //!      commits: two round trips. Conflicting batches fail alone either way.
 //!
-//!   The writer's statements are prepared once, planned generically with sequential scans off
+//!   The writer's statements are prepared once (a simple group's, once per shape), planned generically with sequential scans off
 //!   (they are key probes whatever the table size was when planned).
 //! - **Abandoned persists** (docs/close-and-cancellation.md#cancellation). A batch whose `persist` future was dropped while queued is
 //!   skipped by the shared committer; one already taken commits whole or not at all.
@@ -49,6 +50,7 @@
 mod bulk;
 mod listen;
 mod reads;
+mod simple;
 mod sql;
 mod tls;
 mod upgrade;

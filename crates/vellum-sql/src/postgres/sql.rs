@@ -111,8 +111,12 @@ pub(crate) fn add_checksum_columns(s: &str) -> String {
 /// The SQLSTATE `vellum_expect` raises.
 pub(crate) const STALE: &str = "VLSTL";
 
-/// SQLSTATE `unique_violation`: in `commit_simple`, an event whose message ID (or offset) is
-/// stored already, so the group's assumed state was stale.
+/// SQLSTATE `division_by_zero`: how a simple group's statement (`simple.rs`) fails a check, as
+/// `STALE` does elsewhere; it divides nowhere else.
+pub(crate) const DIVISION_BY_ZERO: &str = "22012";
+
+/// SQLSTATE `unique_violation`: in a simple group's statement (`simple.rs`), a row the group
+/// assumed absent is stored already, so the group's assumed state was stale.
 pub(crate) const UNIQUE_VIOLATION: &str = "23505";
 
 /// Every statement text the dialect runs after the schema exists.
@@ -137,7 +141,6 @@ pub(crate) struct Sql {
     pub read_offsets: String,
     pub read_events: String,
     pub verify: String,
-    pub commit_simple: String,
     // Group commit: writes.
     pub insert_events: String,
     pub upsert_aggregates: String,
@@ -227,36 +230,7 @@ impl Sql {
                 "SELECT k.m FROM UNNEST($2::text[]) AS k(m) WHERE \
                  (SELECT TRUE FROM {s}.vellum_event e WHERE e.app_key = $1 AND e.message_id = k.m)"
             ),
-            verify: format!("SELECT {s}.vellum_expect({})", expect_conditions(s, true)),
-            // The checks ride on the writes where they can: the counter update matches only the
-            // counters this writer left (`ct` returns no row otherwise), the event insert fails
-            // on a stored message ID (unique violation, read as stale like VLSTL); only
-            // aggregate and offset revisions, and the event IDs of batches that write nothing,
-            // are probed. Every CTE runs once, whatever the final SELECT reads; when the final
-            // check raises, the statement's own transaction takes all of them back.
-            commit_simple: format!(
-                "WITH ev AS (INSERT INTO {s}.vellum_event \
-                   (app_key, event_offset, message_id, portable_name, handler_key, instance_id, envelope, \
-                   checksum) \
-                   SELECT $1::text, u.* FROM UNNEST($10::bigint[], $11::text[], $12::text[], $13::text[], \
-                   $14::text[], $15::bytea[], $24::bigint[]) AS u), \
-                 ag AS (INSERT INTO {s}.vellum_aggregate \
-                   (app_key, handler_key, instance_id, revision, last_event_id, checksum) \
-                   SELECT $1::text, u.* FROM UNNEST($16::text[], $17::text[], $18::bigint[], $19::text[], \
-                   $25::bigint[]) AS u \
-                   ON CONFLICT (app_key, handler_key, instance_id) \
-                   DO UPDATE SET revision = EXCLUDED.revision, last_event_id = EXCLUDED.last_event_id, \
-                   checksum = EXCLUDED.checksum), \
-                 os AS (INSERT INTO {s}.vellum_offset (app_key, source_app_key, next_offset, checksum) \
-                   SELECT $1::text, u.* FROM UNNEST($20::text[], $21::bigint[], $26::bigint[]) AS u \
-                   ON CONFLICT (app_key, source_app_key) \
-                   DO UPDATE SET next_offset = EXCLUDED.next_offset, checksum = EXCLUDED.checksum), \
-                 ct AS (UPDATE {s}.vellum_app SET next_offset = $22, next_sequence = $23, checksum = $27 \
-                   WHERE app_key = $1 AND next_offset = $8 AND next_sequence = $9 RETURNING 1), \
-                 nt AS (SELECT pg_notify($28::text, '') WHERE $22::bigint > $8::bigint) \
-                 SELECT {s}.vellum_expect({} AND EXISTS (SELECT 1 FROM ct)), (SELECT count(*) FROM nt)",
-                expect_conditions(s, false)
-            ),
+            verify: format!("SELECT {s}.vellum_expect({})", expect_conditions(s)),
             insert_events: format!(
                 "INSERT INTO {s}.vellum_event \
                  (app_key, event_offset, message_id, portable_name, handler_key, instance_id, envelope, \
@@ -317,45 +291,12 @@ impl Sql {
 
 /// The condition `vellum_expect` checks: the pre-group state a group assumed. Parameters:
 /// `$1` app key, `$2` event IDs expected absent, `$3..$5` aggregate keys and revisions (0:
-/// absent); with `full`, `$6..$8` process keys and revisions, `$9..$12` queue IDs, revisions
-/// and timeout owners, `$13, $14` offset sources and values, `$15, $16` the counters; without,
-/// `$6, $7` offsets (`commit_simple` checks the counters in its update). Every lookup is a correlated index probe per key,
-/// never a join over the app's rows (scalar subqueries are not flattened into joins; the
-/// `LATERAL … OFFSET 0` of the read statements likewise stays a per-key probe).
-fn expect_conditions(s: &str, full: bool) -> String {
-    let revision = |table: &str, first: u32| {
-        format!(
-            "NOT EXISTS (SELECT 1 FROM UNNEST(${first}::text[], ${}::text[], ${}::bigint[]) AS k(h, i, r) \
-             WHERE coalesce((SELECT t.revision FROM {s}.{table} t WHERE t.app_key = $1 AND t.handler_key = k.h \
-             AND t.instance_id = k.i), 0) <> k.r)",
-            first + 1,
-            first + 2,
-        )
-    };
-    let events = format!(
-        "NOT EXISTS (SELECT 1 FROM UNNEST($2::text[]) AS k(m) WHERE \
-         (SELECT TRUE FROM {s}.vellum_event e WHERE e.app_key = $1 AND e.message_id = k.m))"
-    );
-    let aggregates = revision("vellum_aggregate", 3);
-    let offsets = |src: u32| {
-        format!(
-            "NOT EXISTS (SELECT 1 FROM UNNEST(${src}::text[], ${}::bigint[]) AS k(src, r) \
-             WHERE coalesce((SELECT o.next_offset FROM {s}.vellum_offset o WHERE o.app_key = $1 \
-             AND o.source_app_key = k.src), 0) <> k.r)",
-            src + 1
-        )
-    };
-    let counters = |first: u32| {
-        format!(
-            "EXISTS (SELECT 1 FROM {s}.vellum_app WHERE app_key = $1 AND next_offset = ${first} \
-             AND next_sequence = ${})",
-            first + 1
-        )
-    };
-    if !full {
-        return format!("{events} AND {aggregates} AND {}", offsets(6));
-    }
-    let processes = revision("vellum_process", 6);
+/// absent), `$6..$8` process keys and revisions, `$9..$12` queue IDs, revisions and timeout
+/// owners, `$13, $14` offset sources and values, `$15, $16` the counters. Every lookup is a
+/// correlated index probe per key, never a join over the app's rows (scalar subqueries are not
+/// flattened into joins; the `LATERAL … OFFSET 0` of the read statements likewise stays a
+/// per-key probe).
+fn expect_conditions(s: &str) -> String {
     let queue = format!(
         "NOT EXISTS (SELECT 1 FROM UNNEST($9::text[], $10::bigint[], $11::text[], $12::text[]) \
          AS k(m, r, th, ti) WHERE CASE WHEN k.r = 0 \
@@ -364,7 +305,45 @@ fn expect_conditions(s: &str, full: bool) -> String {
          AND q.revision = k.r AND q.timeout_handler_key IS NOT DISTINCT FROM k.th \
          AND q.timeout_instance_id IS NOT DISTINCT FROM k.ti) END)"
     );
-    format!("{events} AND {aggregates} AND {processes} AND {queue} AND {} AND {}", offsets(13), counters(15))
+    let counters = format!(
+        "EXISTS (SELECT 1 FROM {s}.vellum_app WHERE app_key = $1 AND next_offset = $15 AND next_sequence = $16)"
+    );
+    format!(
+        "{} AND {} AND {} AND {queue} AND {} AND {counters}",
+        events_probe(s, 2),
+        revision_probe(s, "vellum_aggregate", 3),
+        revision_probe(s, "vellum_process", 6),
+        offsets_probe(s, 13),
+    )
+}
+
+/// That none of the message IDs in `${ids}` is stored.
+pub(super) fn events_probe(s: &str, ids: u32) -> String {
+    format!(
+        "NOT EXISTS (SELECT 1 FROM UNNEST(${ids}::text[]) AS k(m) WHERE \
+         (SELECT TRUE FROM {s}.vellum_event e WHERE e.app_key = $1 AND e.message_id = k.m))"
+    )
+}
+
+/// That each `(handler key, instance ID)` of `${first}`, `${first + 1}` has the revision in
+/// `${first + 2}` in `table` (aggregates or processes; 0: absent).
+pub(super) fn revision_probe(s: &str, table: &str, first: u32) -> String {
+    let (i, r) = (first + 1, first + 2);
+    format!(
+        "NOT EXISTS (SELECT 1 FROM UNNEST(${first}::text[], ${i}::text[], ${r}::bigint[]) AS k(h, i, r) \
+         WHERE coalesce((SELECT t.revision FROM {s}.{table} t WHERE t.app_key = $1 AND t.handler_key = k.h \
+         AND t.instance_id = k.i), 0) <> k.r)"
+    )
+}
+
+/// That each consumer offset of source `${src}` is the one in `${src + 1}` (0: absent).
+pub(super) fn offsets_probe(s: &str, src: u32) -> String {
+    let r = src + 1;
+    format!(
+        "NOT EXISTS (SELECT 1 FROM UNNEST(${src}::text[], ${r}::bigint[]) AS k(src, r) \
+         WHERE coalesce((SELECT o.next_offset FROM {s}.vellum_offset o WHERE o.app_key = $1 \
+         AND o.source_app_key = k.src), 0) <> k.r)"
+    )
 }
 
 /// Allocates `$1`'s lock id if it has none (idempotent; safe without the lock).

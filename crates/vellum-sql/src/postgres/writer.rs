@@ -7,7 +7,7 @@
 //! The store also marks itself fenced as soon as it sees the connection end, so later writes
 //! fail with a clear error at once (docs/locking.md#fencing).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::future::{Future, poll_fn};
 use std::pin::Pin;
 use std::sync::Arc;
@@ -23,7 +23,8 @@ use vellum_core::provider::{
 use vellum_core::provider::{Executor, Work};
 use vellum_core::{Batch, Error, ErrorKind, Operation, PersistResult, Result};
 
-use super::sql::{STALE, Sql, UNIQUE_VIOLATION};
+use super::simple::{Shape, Simple};
+use super::sql::{DIVISION_BY_ZERO, STALE, Sql, UNIQUE_VIOLATION};
 use super::storage;
 use crate::lease::Lease;
 use crate::schema::{from_db, to_db};
@@ -106,7 +107,6 @@ struct Prepared {
     read_offsets: Statement,
     read_events: Statement,
     verify: Statement,
-    commit_simple: Statement,
     insert_events: Statement,
     upsert_aggregates: Statement,
     upsert_offsets: Statement,
@@ -130,6 +130,10 @@ pub(crate) struct PgWriter {
     counters: Option<Counters>,
     /// The channel a commit that appends events notifies (`listen::channel`).
     channel: String,
+    /// The schema the tables are in.
+    schema: String,
+    /// The statements of simple groups, by shape, prepared when first needed.
+    simple: HashMap<Shape, Statement>,
 }
 
 pub(super) type PgResult<T> = std::result::Result<T, tokio_postgres::Error>;
@@ -177,7 +181,6 @@ impl PgWriter {
             &sql.read_offsets,
             &sql.read_events,
             &sql.verify,
-            &sql.commit_simple,
             &sql.insert_events,
             &sql.upsert_aggregates,
             &sql.upsert_offsets,
@@ -203,7 +206,6 @@ impl PgWriter {
             read_offsets: next()?,
             read_events: next()?,
             verify: next()?,
-            commit_simple: next()?,
             insert_events: next()?,
             upsert_aggregates: next()?,
             upsert_offsets: next()?,
@@ -217,7 +219,8 @@ impl PgWriter {
             notify: next()?,
         };
         let channel = super::listen::channel(conn.key);
-        Ok(Self { app_key, conn, lease, st, counters: None, channel })
+        let schema = sql.schema.clone();
+        Ok(Self { app_key, conn, lease, st, counters: None, channel, schema, simple: HashMap::new() })
     }
 
     fn fenced_error(&self) -> Error {
@@ -401,7 +404,10 @@ impl PgWriter {
                 self.counters = Some(after);
                 Ok(Some(outcomes))
             }
-            Err(e) if e.code().is_some_and(|c| [STALE, UNIQUE_VIOLATION].contains(&c.code())) => {
+            Err(e)
+                if e.code()
+                    .is_some_and(|c| [STALE, DIVISION_BY_ZERO, UNIQUE_VIOLATION].contains(&c.code())) =>
+            {
                 // The pipelined COMMIT ended the aborted transaction; make sure of it.
                 let _ = self.conn.client().batch_execute("ROLLBACK").await;
                 Ok(None)
@@ -410,60 +416,27 @@ impl PgWriter {
         }
     }
 
-    /// Commits a group of only events, aggregates and consumer offsets, with its verification
-    /// and the counters, as ONE statement (data-modifying CTEs; its own transaction).
+    /// Commits a group of only events, aggregates and consumer offsets, with its checks and
+    /// the counters, as ONE statement in its own transaction (`simple.rs`).
     async fn execute_simple(
-        &self,
+        &mut self,
         writes: &Writes<'_>,
-        Counters { next_offset, next_sequence }: Counters,
+        after: Counters,
         expected: &Expected<'_>,
     ) -> PgResult<()> {
-        let app: &str = &self.app_key;
-        let (old_offset, old_sequence) =
-            (to_db(expected.counters.next_offset), to_db(expected.counters.next_sequence));
-        let counters_sum = sum::counters(app, next_offset, next_sequence);
-        let (next_offset, next_sequence) = (to_db(next_offset), to_db(next_sequence));
-        let (events, aggregates, offsets) = (&writes.events, &writes.aggregates, &writes.offsets);
-        let channel: &str = &self.channel;
-        // The insert checks the IDs it writes; only those of batches that write nothing are
-        // probed. Written IDs are distinct and all expected, so equal counts mean none is left.
-        let unwritten: Vec<&str> = if events.ids.len() == expected.events.len() {
-            Vec::new()
-        } else {
-            let written: HashSet<&str> = events.ids.iter().copied().collect();
-            expected.events.iter().copied().filter(|id| !written.contains(id)).collect()
+        let Some(simple) = Simple::new(&self.app_key, &self.channel, writes, after, expected) else {
+            // Planning writes only keys it was asked about; should that ever not hold, the
+            // pipelined path checks everything itself.
+            return self.send_writes(writes, Some(after), Some(expected)).await;
         };
-        let params: [&(dyn ToSql + Sync); 28] = [
-            &app,
-            &unwritten,
-            &expected.agg_h,
-            &expected.agg_i,
-            &expected.agg_r,
-            &expected.offset_src,
-            &expected.offset_r,
-            &old_offset,
-            &old_sequence,
-            &events.offsets,
-            &events.ids,
-            &events.names,
-            &events.handlers,
-            &events.instances,
-            &events.envelopes,
-            &aggregates.handlers,
-            &aggregates.instances,
-            &aggregates.revisions,
-            &aggregates.last_ids,
-            &offsets.sources,
-            &offsets.values,
-            &next_offset,
-            &next_sequence,
-            &events.sums,
-            &aggregates.sums,
-            &offsets.sums,
-            &counters_sum,
-            &channel,
-        ];
-        self.conn.client().execute(&self.st.commit_simple, &params).await.map(drop)
+        let statement = if let Some(statement) = self.simple.get(&simple.shape) {
+            statement.clone()
+        } else {
+            let statement = self.conn.client().prepare(&simple.shape.text(&self.schema)).await?;
+            self.simple.insert(simple.shape, statement.clone());
+            statement
+        };
+        self.conn.client().execute(&statement, &simple.params()).await.map(drop)
     }
 
     /// Sends `BEGIN`, every write in order, the counters and `COMMIT` in one pipeline.
@@ -670,11 +643,11 @@ fn ends_session(error: &Error) -> bool {
 /// The pre-group state a group's batches expect, as a snapshot to plan against and as the
 /// arrays of the statement that verifies it.
 #[derive(Default)]
-struct Expected<'a> {
-    events: Vec<&'a str>,
-    agg_h: Vec<&'a str>,
-    agg_i: Vec<&'a str>,
-    agg_r: Vec<i64>,
+pub(super) struct Expected<'a> {
+    pub(super) events: Vec<&'a str>,
+    pub(super) agg_h: Vec<&'a str>,
+    pub(super) agg_i: Vec<&'a str>,
+    pub(super) agg_r: Vec<i64>,
     proc_h: Vec<&'a str>,
     proc_i: Vec<&'a str>,
     proc_r: Vec<i64>,
@@ -682,9 +655,9 @@ struct Expected<'a> {
     queue_r: Vec<i64>,
     queue_th: Vec<Option<&'a str>>,
     queue_ti: Vec<Option<&'a str>>,
-    offset_src: Vec<&'a str>,
-    offset_r: Vec<i64>,
-    counters: Counters,
+    pub(super) offset_src: Vec<&'a str>,
+    pub(super) offset_r: Vec<i64>,
+    pub(super) counters: Counters,
 }
 
 impl<'a> Expected<'a> {
@@ -824,10 +797,10 @@ enum Ordered<'a> {
 /// touch only their own rows, so each becomes one statement (the last write per key wins, as
 /// applying them in order would); process and queue writes stay in plan order.
 #[derive(Default)]
-struct Writes<'a> {
-    events: EventRows<'a>,
-    aggregates: AggregateRows<'a>,
-    offsets: OffsetRows<'a>,
+pub(super) struct Writes<'a> {
+    pub(super) events: EventRows<'a>,
+    pub(super) aggregates: AggregateRows<'a>,
+    pub(super) offsets: OffsetRows<'a>,
     ordered: Vec<Ordered<'a>>,
 }
 
