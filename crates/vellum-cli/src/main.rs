@@ -19,6 +19,13 @@ use tracing_subscriber::fmt::format::FmtSpan;
 
 use crate::cli::{Cli, Command};
 
+/// jemalloc, not the platform's malloc: a cursor's pages are decoded on runtime workers and
+/// freed by the reading task, and glibc's malloc spent about 38% of a 1M-event scan's CPU on
+/// that cross-thread traffic (ARCHITECTURE.md, "The `vellum` binary's allocator").
+#[cfg(not(target_env = "msvc"))]
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_tracing(cli.verbose);
