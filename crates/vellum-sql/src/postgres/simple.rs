@@ -412,7 +412,84 @@ impl<'a> Simple<'a> {
 
 #[cfg(test)]
 mod tests {
+    use vellum_core::provider::plan_group;
+    use vellum_core::{AggregateMetaData, Batch, Envelope, Operation};
+
     use super::*;
+
+    /// The parameter numbers a statement text names.
+    fn named(text: &str) -> std::collections::BTreeSet<u32> {
+        text.split('$')
+            .skip(1)
+            .filter_map(|t| t.split(|c: char| !c.is_ascii_digit()).next()?.parse().ok())
+            .collect()
+    }
+
+    fn event(id: &str) -> Operation {
+        Operation::SaveEvent(Envelope {
+            message_id: id.into(),
+            portable_name: "T".into(),
+            ..Envelope::default()
+        })
+    }
+
+    fn aggregate(instance: &str, revision: u64) -> Operation {
+        Operation::SaveAggregateMetaData(AggregateMetaData {
+            revision,
+            ..AggregateMetaData::new("h", instance)
+        })
+    }
+
+    /// Plans `batches` against the state they assume and builds their statement.
+    fn shape_of(batches: &[Batch], check: impl FnOnce(&Simple<'_>)) {
+        let counters = Counters { next_offset: 7, next_sequence: 0 };
+        let (mut snapshot, expected) = Expected::of(batches, counters);
+        let planned = plan_group(batches, &mut snapshot, counters).expect("plan");
+        let writes = Writes::of("app", &planned.plan.writes);
+        let simple = Simple::new("app", "channel", &writes, planned.plan.after, &expected).expect("simple");
+        let text = simple.shape.text("s");
+        assert_eq!(named(&text), (1..=simple.params().len() as u32).collect(), "{text}");
+        check(&simple);
+    }
+
+    #[test]
+    fn a_lone_batch_takes_one_row_parts_and_no_probes() {
+        let batches = [Batch::from(vec![event("m1"), aggregate("new", 0), aggregate("old", 4)])];
+        shape_of(&batches, |simple| {
+            let shape = simple.shape;
+            for part in [Shape::EVENTS, Shape::NEW_AGGREGATES, Shape::AGGREGATE_UPDATES] {
+                assert!(shape.has(part) && shape.one(part), "{shape:?}");
+            }
+            for part in
+                [Shape::NEW_OFFSETS, Shape::OFFSET_UPDATES, Shape::EVENT_PROBES, Shape::AGGREGATE_PROBES]
+            {
+                assert!(!shape.has(part), "{shape:?}");
+            }
+            let text = shape.text("s");
+            assert!(text.contains("VALUES") && !text.contains("UNNEST"), "{text}");
+        });
+    }
+
+    /// A batch that fails against the assumed state writes nothing, so what it assumed is
+    /// probed; the others' rows come as arrays.
+    #[test]
+    fn a_group_probes_what_a_failed_batch_assumed() {
+        let batches = [
+            Batch::from(vec![event("m1"), aggregate("a", 0)]),
+            Batch::from(vec![event("m2"), aggregate("b", 0)]),
+            // Its event duplicates the first batch's: it fails whole, and "c" is not written.
+            Batch::from(vec![event("m1"), aggregate("c", 2)]),
+        ];
+        shape_of(&batches, |simple| {
+            let shape = simple.shape;
+            assert!(shape.has(Shape::EVENTS) && !shape.one(Shape::EVENTS), "{shape:?}");
+            assert!(shape.has(Shape::NEW_AGGREGATES) && !shape.one(Shape::NEW_AGGREGATES), "{shape:?}");
+            assert!(shape.has(Shape::AGGREGATE_PROBES), "{shape:?}");
+            assert_eq!(simple.aggregate_probes.instances, ["c"]);
+            assert_eq!(simple.aggregate_probes.expected, [2]);
+            assert!(!shape.has(Shape::EVENT_PROBES), "m1 is written, so its insert checks it");
+        });
+    }
 
     /// Every parameter a shape's text names is one `params` supplies, and the other way round.
     #[test]
@@ -431,14 +508,9 @@ mod tests {
             for one in [0, 0x1f00] {
                 let shape = Shape(bits | (one & (bits << 8)));
                 let text = shape.text("s");
-                let named: std::collections::BTreeSet<u32> = text
-                    .split('$')
-                    .skip(1)
-                    .filter_map(|t| t.split(|c: char| !c.is_ascii_digit()).next()?.parse().ok())
-                    .collect();
                 let supplied =
                     6 + counts.iter().filter(|(part, _)| shape.has(*part)).map(|(_, n)| n).sum::<u32>();
-                assert_eq!(named, (1..=supplied).collect(), "shape {:#018b}: {text}", shape.0);
+                assert_eq!(named(&text), (1..=supplied).collect(), "shape {:#018b}: {text}", shape.0);
             }
         }
     }

@@ -477,6 +477,65 @@ fn concurrent_persists_group_and_keep_offsets_dense() {
     });
 }
 
+/// A simple group's statement whose probe does not hold (a batch that failed against the
+/// assumed state assumed aggregate `c` at revision 1; it is at 2) fails with the check's
+/// division by zero and writes nothing; with the probe holding, the same statement commits.
+#[cfg_attr(not(vellum_postgres), ignore = "VELLUM_POSTGRES_URL is not set")]
+#[test]
+fn a_simple_statement_whose_probe_fails_writes_nothing() {
+    use super::simple::Simple;
+    use super::sql::DIVISION_BY_ZERO;
+    use super::writer::{Expected, Writes};
+    use vellum_core::provider::{Counters, plan_group};
+    run(|pg| async move {
+        let provider = pg.provider().await;
+        let store = provider.open("app").await.unwrap();
+        let save_c = |revision| {
+            Operation::SaveAggregateMetaData(AggregateMetaData {
+                revision,
+                ..AggregateMetaData::new("h", "c")
+            })
+        };
+        store.persist(Batch::from(vec![save_c(0)])).await.unwrap();
+        store.persist(Batch::from(vec![save_c(1)])).await.unwrap();
+        store.close().await.unwrap();
+        let client = pg.client().await;
+        let group = |c_assumed| {
+            vec![
+                Batch::from(vec![Operation::SaveEvent(event("m1", "T"))]),
+                // Fails whole against the assumed state (m1 is the first batch's), so "c" is probed.
+                Batch::from(vec![Operation::SaveEvent(event("m1", "T")), save_c(c_assumed)]),
+            ]
+        };
+        let counters = Counters { next_offset: 0, next_sequence: 0 };
+        for (c_assumed, commits) in [(1, false), (2, true)] {
+            let batches = group(c_assumed);
+            let (mut snapshot, expected) = Expected::of(&batches, counters);
+            let planned = plan_group(&batches, &mut snapshot, counters).unwrap();
+            let writes = Writes::of("app", &planned.plan.writes);
+            let simple = Simple::new("app", "channel", &writes, planned.plan.after, &expected).unwrap();
+            let statement = client.prepare(&simple.shape.text(&pg.schema)).await.unwrap();
+            let result = client.execute(&statement, &simple.params()).await;
+            let stored: i64 = client
+                .query_one(&format!("SELECT count(*) FROM {}.vellum_event", pg.schema), &[])
+                .await
+                .unwrap()
+                .get(0);
+            if commits {
+                result.unwrap();
+                assert_eq!(stored, 1);
+            } else {
+                let code = result.unwrap_err().code().map(|c| c.code().to_owned());
+                assert_eq!(code.as_deref(), Some(DIVISION_BY_ZERO));
+                assert_eq!(stored, 0, "a failed check wrote its event");
+            }
+        }
+        let store = provider.open("app").await.unwrap();
+        assert_eq!(store.next_event_offset().await.unwrap(), 1);
+        store.close().await.unwrap();
+    });
+}
+
 /// A server that cannot be reached is `Unavailable`, which a caller may retry (needs no server).
 #[test]
 fn an_unreachable_server_is_unavailable() {

@@ -689,7 +689,7 @@ impl<'a> Expected<'a> {
 
     /// Each key as the first operation touching it expects it (revision 0: absent; events:
     /// absent), with the given counters.
-    fn of(batches: &'a [Batch], counters: Counters) -> (Snapshot, Self) {
+    pub(super) fn of(batches: &'a [Batch], counters: Counters) -> (Snapshot, Self) {
         let mut x = Expected { counters, ..Expected::default() };
         for op in first_touches(batches) {
             match op {
@@ -807,7 +807,7 @@ pub(super) struct Writes<'a> {
 impl<'a> Writes<'a> {
     /// The writes of a plan, with the row checksums of `app_key`.
     #[allow(clippy::too_many_lines)] // one arm per kind of write
-    fn of(app_key: &str, writes: &[Write<'a>]) -> Self {
+    pub(super) fn of(app_key: &str, writes: &[Write<'a>]) -> Self {
         let mut w = Self::default();
         let mut aggregate_index: HashMap<(&str, &str), usize> = HashMap::new();
         let mut offset_index: HashMap<&str, usize> = HashMap::new();
