@@ -297,15 +297,16 @@ impl<'a> Simple<'a> {
             .collect();
         let a = &self.writes.aggregates;
         let mut written = HashSet::with_capacity(a.handlers.len());
-        for (n, (&h, &i)) in a.handlers.iter().zip(&a.instances).enumerate() {
+        let rows = a.handlers.iter().zip(&a.instances).zip(&a.revisions).zip(&a.last_ids).zip(&a.sums);
+        for ((((&h, &i), &revision), &last_id), &row_sum) in rows {
             let was = *assumed.get(&(h, i))?;
             let part = if was == 0 { &mut self.new_aggregates } else { &mut self.aggregate_updates };
             part.keys.push(h);
             part.instances.push(i);
             part.expected.push(was);
-            part.values.push(a.revisions[n]);
-            part.last_ids.push(a.last_ids[n]);
-            part.sums.push(a.sums[n]);
+            part.values.push(revision);
+            part.last_ids.push(last_id);
+            part.sums.push(row_sum);
             written.insert((h, i));
         }
         for (&(h, i), &r) in &assumed {
@@ -325,13 +326,13 @@ impl<'a> Simple<'a> {
             expected.offset_src.iter().copied().zip(expected.offset_r.iter().copied()).collect();
         let o = &self.writes.offsets;
         let mut written = HashSet::with_capacity(o.sources.len());
-        for (n, &src) in o.sources.iter().enumerate() {
+        for ((&src, &value), &row_sum) in o.sources.iter().zip(&o.values).zip(&o.sums) {
             let was = *assumed.get(src)?;
             let part = if was == 0 { &mut self.new_offsets } else { &mut self.offset_updates };
             part.keys.push(src);
             part.expected.push(was);
-            part.values.push(o.values[n]);
-            part.sums.push(o.sums[n]);
+            part.values.push(value);
+            part.sums.push(row_sum);
             written.insert(src);
         }
         for (&src, &r) in &assumed {
