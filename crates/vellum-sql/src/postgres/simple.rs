@@ -16,6 +16,7 @@
 //! everything the statement did; the caller then reads the stored state and plans again.
 
 use std::collections::{HashMap, HashSet};
+use std::hash::Hash;
 
 use tokio_postgres::types::ToSql;
 use vellum_core::provider::Counters;
@@ -177,6 +178,21 @@ fn count(one: bool, first: u32) -> String {
     if one { "1".to_owned() } else { format!("cardinality(${first}::text[])") }
 }
 
+/// Hands each written row to `place` with what the group assumed of its key (0: absent) and
+/// returns the assumed keys no row writes, with what was assumed of them; `None` if a row's
+/// key was not assumed at all.
+fn split<K: Copy + Eq + Hash, R>(
+    assumed: impl Iterator<Item = (K, i64)>,
+    rows: impl Iterator<Item = (K, R)>,
+    mut place: impl FnMut(K, i64, R),
+) -> Option<Vec<(K, i64)>> {
+    let mut assumed: HashMap<K, i64> = assumed.collect();
+    for (key, row) in rows {
+        place(key, assumed.remove(&key)?, row);
+    }
+    Some(assumed.into_iter().collect())
+}
+
 /// Parameter `values` as the part expects it: its one value or the whole array.
 fn column<T>(one: bool, values: &Vec<T>) -> &(dyn ToSql + Sync)
 where
@@ -288,33 +304,33 @@ impl<'a> Simple<'a> {
     /// Each written aggregate as an insert (assumed absent) or an update of the assumed
     /// revision; assumed aggregates the group does not write, as probes.
     fn split_aggregates(&mut self, expected: &'a Expected<'a>) -> Option<()> {
-        let assumed: HashMap<(&str, &str), i64> = expected
+        let assumed = expected
             .agg_h
             .iter()
-            .zip(&expected.agg_i)
-            .zip(&expected.agg_r)
-            .map(|((&h, &i), &r)| ((h, i), r))
-            .collect();
+            .copied()
+            .zip(expected.agg_i.iter().copied())
+            .zip(expected.agg_r.iter().copied());
         let a = &self.writes.aggregates;
-        let mut written = HashSet::with_capacity(a.handlers.len());
-        let rows = a.handlers.iter().zip(&a.instances).zip(&a.revisions).zip(&a.last_ids).zip(&a.sums);
-        for ((((&h, &i), &revision), &last_id), &row_sum) in rows {
-            let was = *assumed.get(&(h, i))?;
-            let part = if was == 0 { &mut self.new_aggregates } else { &mut self.aggregate_updates };
+        let rows = a
+            .handlers
+            .iter()
+            .copied()
+            .zip(a.instances.iter().copied())
+            .zip(a.revisions.iter().zip(&a.last_ids).zip(&a.sums));
+        let (new, updates) = (&mut self.new_aggregates, &mut self.aggregate_updates);
+        let unwritten = split(assumed, rows, |(h, i), was, ((&revision, &last_id), &row_sum)| {
+            let part = if was == 0 { &mut *new } else { &mut *updates };
             part.keys.push(h);
             part.instances.push(i);
             part.expected.push(was);
             part.values.push(revision);
             part.last_ids.push(last_id);
             part.sums.push(row_sum);
-            written.insert((h, i));
-        }
-        for (&(h, i), &r) in &assumed {
-            if !written.contains(&(h, i)) {
-                self.aggregate_probes.keys.push(h);
-                self.aggregate_probes.instances.push(i);
-                self.aggregate_probes.expected.push(r);
-            }
+        })?;
+        for ((h, i), r) in unwritten {
+            self.aggregate_probes.keys.push(h);
+            self.aggregate_probes.instances.push(i);
+            self.aggregate_probes.expected.push(r);
         }
         Some(())
     }
@@ -322,24 +338,20 @@ impl<'a> Simple<'a> {
     /// Each written consumer offset as an insert (assumed absent, 0) or an update of the
     /// assumed offset; assumed offsets the group does not write, as probes.
     fn split_offsets(&mut self, expected: &'a Expected<'a>) -> Option<()> {
-        let assumed: HashMap<&str, i64> =
-            expected.offset_src.iter().copied().zip(expected.offset_r.iter().copied()).collect();
+        let assumed = expected.offset_src.iter().copied().zip(expected.offset_r.iter().copied());
         let o = &self.writes.offsets;
-        let mut written = HashSet::with_capacity(o.sources.len());
-        for ((&src, &value), &row_sum) in o.sources.iter().zip(&o.values).zip(&o.sums) {
-            let was = *assumed.get(src)?;
-            let part = if was == 0 { &mut self.new_offsets } else { &mut self.offset_updates };
+        let rows = o.sources.iter().copied().zip(o.values.iter().zip(&o.sums));
+        let (new, updates) = (&mut self.new_offsets, &mut self.offset_updates);
+        let unwritten = split(assumed, rows, |src, was, (&value, &row_sum)| {
+            let part = if was == 0 { &mut *new } else { &mut *updates };
             part.keys.push(src);
             part.expected.push(was);
             part.values.push(value);
             part.sums.push(row_sum);
-            written.insert(src);
-        }
-        for (&src, &r) in &assumed {
-            if !written.contains(src) {
-                self.offset_probes.keys.push(src);
-                self.offset_probes.expected.push(r);
-            }
+        })?;
+        for (src, r) in unwritten {
+            self.offset_probes.keys.push(src);
+            self.offset_probes.expected.push(r);
         }
         Some(())
     }
