@@ -3,7 +3,10 @@
 //! hand-written raw redb loop (one durable transaction per batch), in one run.
 //!
 //! `cargo bench -p vellum-redb --bench persist`; `VELLUM_BENCH_BATCHES` (default 3000) batches per
-//! measurement, `VELLUM_BENCH_RUNS` (default 5) runs; medians are printed.
+//! measurement, `VELLUM_BENCH_RUNS` (default 5) runs, `VELLUM_BENCH_WRITERS` (comma-separated
+//! writer counts, default `1,16,64`), `VELLUM_BENCH_RAW=off` (skip the raw loop, e.g. under
+//! `perf` or `strace`, where only the provider's writer thread is of interest); medians are
+//! printed.
 #![allow(clippy::unwrap_used, clippy::cast_precision_loss, missing_docs)]
 
 use std::sync::Arc;
@@ -141,11 +144,18 @@ fn main() {
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     println!("persist benchmark: {batches} one-event engine batches per measurement, median of {runs} runs");
     let mut raw = Vec::new();
-    let mut by_writers: Vec<(usize, Vec<f64>, Vec<f64>)> =
-        [1, 16, 64].map(|w| (w, Vec::new(), Vec::new())).into();
+    let mut by_writers: Vec<(usize, Vec<f64>, Vec<f64>)> = std::env::var("VELLUM_BENCH_WRITERS")
+        .unwrap_or_else(|_| "1,16,64".to_owned())
+        .split(',')
+        .filter_map(|w| w.trim().parse().ok())
+        .map(|w| (w, Vec::new(), Vec::new()))
+        .collect();
+    let raw_loop = !std::env::var("VELLUM_BENCH_RAW").is_ok_and(|v| v == "off");
     for run in 0..runs {
         // Interleave the workloads so that machine noise hits them alike.
-        raw.push(raw_rate(batches));
+        if raw_loop {
+            raw.push(raw_rate(batches));
+        }
         for (writers, rates, groups) in &mut by_writers {
             let (rate, group) = provider_rate(&rt, batches, *writers);
             rates.push(rate);
@@ -154,7 +164,7 @@ fn main() {
         eprintln!("run {run} done");
         std::thread::sleep(Duration::from_millis(100));
     }
-    let raw = median(raw);
+    let raw = if raw.is_empty() { f64::NAN } else { median(raw) };
     println!("raw redb loop, 1 writer:   {raw:>9.0} batches/s");
     let mut medians = Vec::new();
     for (writers, rates, groups) in by_writers {
