@@ -175,6 +175,8 @@ fn main() {
         medians.push((writers, rate));
     }
     let rate = |w: usize| medians.iter().find(|(writers, _)| *writers == w).map_or(f64::NAN, |(_, r)| *r);
-    println!("ratio 64 writers / 1 writer:    {:.1} (target >= 10)", rate(64) / rate(1));
-    println!("ratio provider / raw, 1 writer: {:.2} (target >= 0.85)", rate(1) / raw);
+    println!("ratio 64 writers / 1 writer:    {:.1} (target >= 15)", rate(64) / rate(1));
+    // The raw loop commits in one phase (one sync); the provider's file is shared with readers,
+    // so redb commits it in two (ARCHITECTURE.md, "redb files in the single-writer sharing mode").
+    println!("ratio provider / raw, 1 writer: {:.2} (two syncs per commit against one)", rate(1) / raw);
 }
