@@ -17,9 +17,10 @@ use crate::error::{Error, Result};
 use crate::model::Event;
 
 /// How many pages a whole-log cursor fetches ahead. A page's time is mostly waiting (a round
-/// trip, a server's scan, a read from the OS) and decoding, so pages in flight overlap; four
-/// kept a 1M-event scan's time below two's on every provider measured, and hold at most four
-/// read connections of a pool at once (ARCHITECTURE.md, "Read-ahead depth").
+/// trip, a server's scan, a read from the OS) and decoding, so pages in flight overlap. Four
+/// scanned 1M events 18-53% faster than two on PostgreSQL and MySQL in every run, and no
+/// slower beyond noise on redb and SQLite; they hold at most four read connections of a pool
+/// at once (ARCHITECTURE.md, "Read-ahead depth 4").
 pub(crate) const DEPTH: usize = 4;
 
 /// One page being fetched ahead: the events from `from` on, at most `limit`.
