@@ -42,8 +42,9 @@
 //!      the writer reads the real state (pipelined `UNNEST` key probes), plans again and
 //!      commits: two round trips. Conflicting batches fail alone either way.
 //!
-//!   The writer's statements are prepared once (a simple group's, once per shape), planned generically with sequential scans off
-//!   (they are key probes whatever the table size was when planned).
+//!   The writer's statements are prepared once (a simple group's, once per shape), planned
+//!   generically with sequential scans off (they are key probes whatever the table size was
+//!   when planned).
 //! - **Abandoned persists** (docs/close-and-cancellation.md#cancellation). A batch whose `persist` future was dropped while queued is
 //!   skipped by the shared committer; one already taken commits whole or not at all.
 
