@@ -4,6 +4,10 @@
 //!
 //! - Concurrent `persist` calls queue up. The writer takes every waiting batch (at most
 //!   [`MAX_GROUP`]) and commits them as one group; a lone batch commits at once.
+//! - After a commit the writer lets the callers it answered queue their next batches, so the
+//!   next group takes them too: a writer on the runtime yields; one on a thread of its own
+//!   ([`block_on`]) waits for them, briefly and only when the store is contended
+//!   (`own_thread.rs`, docs/close-and-cancellation.md#group-commit).
 //! - In a queue made by [`WriteQueue::spawn`] (executors that never block their thread), a
 //!   batch that finds the writer idle and nothing queued commits on its caller's own task: no
 //!   hand-off to the writer task and back, which costs a lone writer two task wake-ups per
@@ -32,8 +36,8 @@ use std::future::Future;
 use std::pin::pin;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::task::{Context, Poll, Wake, Waker};
-use std::thread::Thread;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
 
 use tokio::runtime::Handle;
 use tokio::sync::{mpsc, oneshot, watch};
@@ -48,7 +52,9 @@ use crate::observe;
 use crate::plan::{Counters, Planned, StateKeys, plan_group, plan_import};
 
 mod direct;
+mod own_thread;
 use direct::{Direct, DirectCommit, Seated};
+pub use own_thread::block_on;
 
 /// The most batches one group (one transaction) takes; bounds transaction size and latency.
 pub const MAX_GROUP: usize = 256;
@@ -378,29 +384,34 @@ async fn run<E: Executor>(
     let mut jobs = Vec::new();
     let mut group = Vec::new();
     loop {
-        let idle = {
-            let seat = seat.lock().await;
-            let Some(writer) = seat.as_ref() else { return };
-            // A fenced store has no lock left to keep alive.
-            (!writer.fenced.load(Ordering::Acquire)).then(|| writer.executor.idle())
-        };
-        let commits_before = *commits.borrow();
-        match next_jobs(idle, &mut receiver, &mut jobs).await {
-            Next::Jobs(0) => break,
-            Next::Jobs(_) => {}
-            // A direct commit since the timer started: the store was not idle after all.
-            Next::Idle if *commits.borrow() != commits_before => {}
-            Next::Idle => {
-                let mut seat = seat.lock().await;
-                let Some(writer) = seat.as_mut() else { return };
-                let kept = writer.executor.keep_alive().await;
-                writer.watch(&kept);
+        // Jobs gathered after the last commit commit now; otherwise wait for some.
+        if jobs.is_empty() {
+            let idle = {
+                let seat = seat.lock().await;
+                let Some(writer) = seat.as_ref() else { return };
+                // A fenced store has no lock left to keep alive.
+                (!writer.fenced.load(Ordering::Acquire)).then(|| writer.executor.idle())
+            };
+            let commits_before = *commits.borrow();
+            match next_jobs(idle, &mut receiver, &mut jobs).await {
+                Next::Jobs(0) => break,
+                Next::Jobs(_) => {}
+                // A direct commit since the timer started: the store was not idle after all.
+                Next::Idle if *commits.borrow() != commits_before => {}
+                Next::Idle => {
+                    let mut seat = seat.lock().await;
+                    let Some(writer) = seat.as_mut() else { return };
+                    let kept = writer.executor.keep_alive().await;
+                    writer.watch(&kept);
+                }
+            }
+            if jobs.is_empty() {
+                continue;
             }
         }
-        if jobs.is_empty() {
-            continue;
-        }
         let taken = jobs.len();
+        let started = Instant::now();
+        let mut others = Others { pending, taken, queued: 0 };
         {
             let mut seat = seat.lock().await;
             let Some(writer) = seat.as_mut() else { return };
@@ -409,20 +420,22 @@ async fn run<E: Executor>(
                     Job::Persist { batch, reply } => group.push((batch, reply)),
                     Job::Import { records, reply, span } => {
                         // Batches queued before the import commit before it.
-                        commit_group(writer, &mut group).await;
+                        commit_group(writer, &mut group, &mut others).await;
                         let records = Arc::from(records);
                         let outcome = writer.executor.execute(Work::Import(&records)).instrument(span).await;
                         writer.watch(&outcome);
                         writer.committed(&outcome);
+                        others.count();
                         let _ = reply.send(outcome.map(drop));
                     }
                 }
             }
-            commit_group(writer, &mut group).await;
+            commit_group(writer, &mut group, &mut others).await;
             // Still seated: a caller cannot commit directly ahead of a job taken here.
             pending.fetch_sub(taken, Ordering::AcqRel);
         }
-        let_answered_callers_queue_up().await;
+        let_answered_callers_queue_up(&mut receiver, &mut jobs, others.queued, taken, started.elapsed())
+            .await;
     }
     let released = seat.lock().await.take();
     if let Some(writer) = released {
@@ -461,14 +474,38 @@ async fn next_jobs(
 
 type Reply = oneshot::Sender<Result<PersistResult>>;
 
-/// Commits the batches in `group` (emptying it) and answers their callers.
-async fn commit_group<E: Executor>(writer: &mut Writer<E>, group: &mut Vec<(Batch, Reply)>) {
+/// The jobs queued behind those the writer took, counted before it answers any caller (an
+/// answered caller may queue again at once, and is not another caller).
+struct Others<'a> {
+    /// Jobs sent to the writer and not finished.
+    pending: &'a AtomicUsize,
+    /// Of those, the jobs the writer took.
+    taken: usize,
+    /// The jobs queued behind them when the writer last answered.
+    queued: usize,
+}
+
+impl Others<'_> {
+    fn count(&mut self) {
+        self.queued = self.pending.load(Ordering::Acquire).saturating_sub(self.taken);
+    }
+}
+
+/// Commits the batches in `group` (emptying it) and answers their callers, counting the
+/// `others` queued meanwhile first.
+async fn commit_group<E: Executor>(
+    writer: &mut Writer<E>,
+    group: &mut Vec<(Batch, Reply)>,
+    others: &mut Others<'_>,
+) {
     if group.is_empty() {
         return;
     }
     let (batches, replies): (Vec<_>, Vec<_>) = group.drain(..).unzip();
     let batches: Arc<[Batch]> = batches.into();
-    match transaction(writer, &batches).await {
+    let outcome = transaction(writer, &batches).await;
+    others.count();
+    match outcome {
         Ok(outcomes) => send_all(replies, outcomes),
         Err(e) if batches.len() == 1 => send_all(replies, vec![Err(e)]),
         Err(_) => {
@@ -504,12 +541,26 @@ fn send_all(replies: Vec<Reply>, outcomes: Vec<Result<PersistResult>>) {
     }
 }
 
-/// Callers just answered usually persist again at once; yielding lets them queue up so the next
-/// group takes them all rather than the first comer alone (microseconds, and nothing for a batch
-/// that arrives while the writer is idle).
-async fn let_answered_callers_queue_up() {
-    for _ in 0..2 {
-        YieldOnce(false).await;
+/// Callers just answered usually persist again at once; letting them queue up means the next
+/// group takes them all rather than those that queued during the commit. On a tokio runtime,
+/// yielding twice lets them run (microseconds). A writer on a thread of its own gathers them
+/// instead ([`own_thread`]) when the store is contended (more than one caller `answered`, or
+/// `queued` other jobs): until the answered callers are back or a budget of a quarter of the
+/// `commit`'s time ends. A lone writer (one answered, nothing queued) never waits.
+async fn let_answered_callers_queue_up(
+    receiver: &mut mpsc::UnboundedReceiver<Job>,
+    jobs: &mut Vec<Job>,
+    queued: usize,
+    answered: usize,
+    commit: Duration,
+) {
+    if !own_thread::on_own_thread() {
+        for _ in 0..2 {
+            YieldOnce(false).await;
+        }
+    } else if answered > 1 || queued > 0 {
+        let target = (queued + answered).min(MAX_GROUP);
+        own_thread::gather(receiver, jobs, target, Instant::now() + own_thread::gather_budget(commit)).await;
     }
 }
 
@@ -529,32 +580,10 @@ impl Future for YieldOnce {
     }
 }
 
-/// Runs a future to completion on the current thread, parking while it waits. For a writer
-/// that runs on a thread of its own (its storage calls block).
-pub fn block_on<F: Future>(future: F) -> F::Output {
-    struct Unpark(Thread);
-    impl Wake for Unpark {
-        fn wake(self: Arc<Self>) {
-            self.0.unpark();
-        }
-        fn wake_by_ref(self: &Arc<Self>) {
-            self.0.unpark();
-        }
-    }
-    let waker = Waker::from(Arc::new(Unpark(std::thread::current())));
-    let mut cx = Context::from_waker(&waker);
-    let mut future = pin!(future);
-    loop {
-        if let Poll::Ready(output) = future.as_mut().poll(&mut cx) {
-            return output;
-        }
-        std::thread::park();
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use std::sync::Mutex;
+    use std::task::Waker;
 
     use super::*;
 
@@ -809,5 +838,54 @@ mod tests {
         assert_eq!(err.kind(), ErrorKind::Fenced);
         queue.close().await.unwrap();
         writer.await.unwrap();
+    }
+
+    /// Blocks its thread for 4 ms per unit of work (as a durable commit does) and notes the
+    /// size of each group.
+    struct Slow(Arc<Mutex<Vec<usize>>>);
+
+    impl Executor for Slow {
+        const PROVIDER: &'static str = "test";
+
+        fn app_key(&self) -> &'static str {
+            "app"
+        }
+
+        async fn execute(&mut self, work: Work<'_>) -> Result<Vec<Result<PersistResult>>> {
+            std::thread::sleep(std::time::Duration::from_millis(4));
+            let Work::Persist(batches) = work else { return Ok(Vec::new()) };
+            self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(batches.len());
+            Ok(batches.iter().map(|_| Ok(PersistResult::default())).collect())
+        }
+
+        async fn release(self) {}
+    }
+
+    #[test]
+    fn a_writer_on_its_own_thread_gathers_the_callers_it_answered_into_one_group() {
+        const CALLERS: usize = 8;
+        const ROUNDS: usize = 20;
+        let groups = Arc::new(Mutex::new(Vec::new()));
+        let (queue, writer) = WriteQueue::new(Slow(Arc::clone(&groups)));
+        let thread = std::thread::spawn(move || block_on(writer));
+        // Each caller on a thread of its own, persisting again as soon as it is answered.
+        std::thread::scope(|callers| {
+            for _ in 0..CALLERS {
+                callers.spawn(|| {
+                    for _ in 0..ROUNDS {
+                        block_on(queue.persist(batch(1))).unwrap();
+                    }
+                });
+            }
+        });
+        block_on(queue.close()).unwrap();
+        thread.join().unwrap();
+        let groups = groups.lock().unwrap().clone();
+        assert_eq!(groups.iter().sum::<usize>(), CALLERS * ROUNDS);
+        // Without gathering, the callers split into cohorts that commit in turn (about half the
+        // groups held them all when measured); gathered, every group after the first holds them
+        // all, but for a caller the machine kept waiting beyond the budget.
+        let whole = groups.iter().filter(|&&n| n == CALLERS).count();
+        assert!(whole >= ROUNDS - 3, "groups of all {CALLERS} callers: {whole} of {groups:?}");
     }
 }
