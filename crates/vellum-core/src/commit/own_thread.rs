@@ -6,9 +6,10 @@
 //! thread of its own a yield gives nobody a turn: the callers wake on other threads, tens of
 //! microseconds later. Without waiting for them, each group takes only the batches queued while
 //! the previous group committed, and the callers split into two cohorts that commit in turn,
-//! each group holding about half of them (measured on redb: 8.4 batches per group with 16
-//! writers, 32-39 with 64). So after a commit that found other batches queued, the writer waits
-//! for the callers it answered, until they are back or a short budget ([`gather_budget`]) ends.
+//! each group holding about half of them (measured on redb: 8.3-8.4 batches per group with
+//! 16 writers, 32-40 with 64). So after a contended commit (more than one caller answered, or
+//! other jobs queued behind it), the writer waits for the callers it answered, until they are
+//! back or a short budget ([`gather_budget`]) ends.
 
 use std::cell::Cell;
 use std::future::Future;
