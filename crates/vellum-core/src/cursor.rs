@@ -247,7 +247,7 @@ impl EventCursor {
         Ok(())
     }
 
-    /// The cursor as a [`Follower`]: it yields the stored events from the cursor's position and
+    /// The cursor as a [`Follower`](crate::Follower): it yields the stored events from the cursor's position and
     /// then waits for new ones instead of ending (docs/events.md#following-the-log).
     #[must_use]
     pub fn follow(self) -> crate::Follower {

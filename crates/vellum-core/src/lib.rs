@@ -39,7 +39,7 @@ pub mod verify;
 
 pub use batch::Batch;
 pub use bulk::{BulkStore, ExportFrom, QueueKey, Record, Section, StoreStats};
-pub use cursor::{DEFAULT_PAGE_SIZE, EventCursor, EventPageSource, EventQuery, PageFuture};
+pub use cursor::{DEFAULT_PAGE_SIZE, EventCursor, EventPageSource, EventQuery, MAX_PAGE_SIZE, PageFuture};
 pub use envelope::{Envelope, Identity};
 pub use error::{Error, ErrorKind, InvalidBatch, Result};
 pub use follow::{DEFAULT_POLL_CAP, Follower, Wakeups};
