@@ -45,18 +45,25 @@ pub fn block_on<F: Future>(future: F) -> F::Output {
     let waker = Waker::from(Arc::new(Unpark(std::thread::current())));
     let mut cx = Context::from_waker(&waker);
     let mut future = pin!(future);
-    let outer = ON_OWN_THREAD.replace(true);
-    let output = loop {
+    let _entered = Entered(ON_OWN_THREAD.replace(true));
+    loop {
         if let Poll::Ready(output) = future.as_mut().poll(&mut cx) {
-            break output;
+            return output;
         }
         match WAKE_AT.take() {
             Some(at) => std::thread::park_timeout(at.saturating_duration_since(Instant::now())),
             None => std::thread::park(),
         }
-    };
-    ON_OWN_THREAD.set(outer);
-    output
+    }
+}
+
+/// Restores the thread's flag when [`block_on`] returns or unwinds (it may be nested).
+struct Entered(bool);
+
+impl Drop for Entered {
+    fn drop(&mut self) {
+        ON_OWN_THREAD.set(self.0);
+    }
 }
 
 /// Whether the caller runs inside [`block_on`] (a writer on a thread of its own).
