@@ -852,7 +852,7 @@ mod tests {
         }
 
         async fn execute(&mut self, work: Work<'_>) -> Result<Vec<Result<PersistResult>>> {
-            std::thread::sleep(std::time::Duration::from_millis(4));
+            std::thread::sleep(Duration::from_millis(4));
             let Work::Persist(batches) = work else { return Ok(Vec::new()) };
             self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(batches.len());
             Ok(batches.iter().map(|_| Ok(PersistResult::default())).collect())
@@ -867,11 +867,19 @@ mod tests {
         const ROUNDS: usize = 20;
         let groups = Arc::new(Mutex::new(Vec::new()));
         let (queue, writer) = WriteQueue::new(Slow(Arc::clone(&groups)));
-        let thread = std::thread::spawn(move || block_on(writer));
-        // Each caller on a thread of its own, persisting again as soon as it is answered.
+        let thread = std::thread::spawn(move || {
+            // A budget no scheduling delay of a busy test machine reaches (the real one is at
+            // most 1 ms): the test checks whom the writer waits for, not how fast callers wake.
+            own_thread::TEST_BUDGET.set(Some(Duration::from_millis(100)));
+            block_on(writer);
+        });
+        // Each caller on a thread of its own, all starting together, persisting again as soon
+        // as it is answered.
+        let start = std::sync::Barrier::new(CALLERS);
         std::thread::scope(|callers| {
             for _ in 0..CALLERS {
                 callers.spawn(|| {
+                    start.wait();
                     for _ in 0..ROUNDS {
                         block_on(queue.persist(batch(1))).unwrap();
                     }
@@ -882,10 +890,10 @@ mod tests {
         thread.join().unwrap();
         let groups = groups.lock().unwrap().clone();
         assert_eq!(groups.iter().sum::<usize>(), CALLERS * ROUNDS);
-        // Without gathering, the callers split into cohorts that commit in turn (3, 6 and 12 of
-        // 26-33 groups held them all in three runs); gathered, every group after the first holds
-        // them all, but for a caller the machine kept waiting beyond the budget.
+        // Gathered: the first arrival commits alone (the writer was idle), every later group
+        // holds all callers. Without gathering the callers split into cohorts that commit in
+        // turn (14 of 22 and 14 of 26 groups held them all in two runs).
         let whole = groups.iter().filter(|&&n| n == CALLERS).count();
-        assert!(whole >= ROUNDS - 3, "groups of all {CALLERS} callers: {whole} of {groups:?}");
+        assert!(whole >= ROUNDS - 1, "groups of all {CALLERS} callers: {whole} of {groups:?}");
     }
 }

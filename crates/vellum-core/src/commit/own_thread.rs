@@ -75,7 +75,18 @@ pub(super) fn on_own_thread() -> bool {
 /// quarter of it, at most [`MAX_GATHER`]. Waiting pays when they come back (one commit for all
 /// of them instead of two); if they do not, it costs at most a fifth of the writer's time.
 pub(super) fn gather_budget(commit: Duration) -> Duration {
+    #[cfg(test)]
+    if let Some(budget) = TEST_BUDGET.get() {
+        return budget;
+    }
     (commit / 4).min(MAX_GATHER)
+}
+
+#[cfg(test)]
+thread_local! {
+    /// A budget a test sets on its writer's thread, so that what it checks does not depend on
+    /// the machine waking callers within a millisecond.
+    pub(super) static TEST_BUDGET: Cell<Option<Duration>> = const { Cell::new(None) };
 }
 
 /// The upper bound of [`gather_budget`], so a long commit does not hold the next group long.
