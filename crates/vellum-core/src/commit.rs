@@ -434,8 +434,7 @@ async fn run<E: Executor>(
             // Still seated: a caller cannot commit directly ahead of a job taken here.
             pending.fetch_sub(taken, Ordering::AcqRel);
         }
-        let_answered_callers_queue_up(&mut receiver, &mut jobs, others.queued, taken, started.elapsed())
-            .await;
+        let_answered_callers_queue_up(&mut receiver, &mut jobs, &others, started.elapsed()).await;
     }
     let released = seat.lock().await.take();
     if let Some(writer) = released {
@@ -488,6 +487,17 @@ struct Others<'a> {
 impl Others<'_> {
     fn count(&mut self) {
         self.queued = self.pending.load(Ordering::Acquire).saturating_sub(self.taken);
+    }
+
+    /// Whether the store is contended: more than one caller answered, or other jobs queued. A
+    /// lone writer (one answered, nothing queued) is not.
+    fn contended(&self) -> bool {
+        self.taken > 1 || self.queued > 0
+    }
+
+    /// How many jobs the next group would hold if every answered caller came back.
+    fn with_answered_back(&self) -> usize {
+        (self.queued + self.taken).min(MAX_GROUP)
     }
 }
 
@@ -544,23 +554,21 @@ fn send_all(replies: Vec<Reply>, outcomes: Vec<Result<PersistResult>>) {
 /// Callers just answered usually persist again at once; letting them queue up means the next
 /// group takes them all rather than those that queued during the commit. On a tokio runtime,
 /// yielding twice lets them run (microseconds). A writer on a thread of its own gathers them
-/// instead ([`own_thread`]) when the store is contended (more than one caller `answered`, or
-/// `queued` other jobs): until the answered callers are back or a budget of a quarter of the
-/// `commit`'s time ends. A lone writer (one answered, nothing queued) never waits.
+/// instead ([`own_thread`]) when the store is contended ([`Others::contended`]): until the
+/// answered callers are back or a budget of a quarter of the `commit`'s time ends.
 async fn let_answered_callers_queue_up(
     receiver: &mut mpsc::UnboundedReceiver<Job>,
     jobs: &mut Vec<Job>,
-    queued: usize,
-    answered: usize,
+    others: &Others<'_>,
     commit: Duration,
 ) {
     if !own_thread::on_own_thread() {
         for _ in 0..2 {
             YieldOnce(false).await;
         }
-    } else if answered > 1 || queued > 0 {
-        let target = (queued + answered).min(MAX_GROUP);
-        own_thread::gather(receiver, jobs, target, Instant::now() + own_thread::gather_budget(commit)).await;
+    } else if others.contended() {
+        let deadline = Instant::now() + own_thread::gather_budget(commit);
+        own_thread::gather(receiver, jobs, others.with_answered_back(), deadline).await;
     }
 }
 
