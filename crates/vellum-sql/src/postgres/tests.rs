@@ -536,6 +536,29 @@ fn a_simple_statement_whose_probe_fails_writes_nothing() {
     });
 }
 
+/// Every shape of a simple group's statement is valid SQL over the real schema: the server
+/// prepares each (the unit tests check only how they number their parameters).
+#[cfg_attr(not(vellum_postgres), ignore = "VELLUM_POSTGRES_URL is not set")]
+#[test]
+fn every_simple_statement_shape_prepares() {
+    use super::simple::Shape;
+    run(|pg| async move {
+        let provider = pg.provider().await;
+        provider.create_schema().await.unwrap();
+        let client = pg.client().await;
+        let mut prepared = 0;
+        for shape in Shape::all() {
+            let text = shape.text(&pg.schema);
+            if let Err(e) = client.prepare(&text).await {
+                panic!("shape {shape:?} does not prepare: {e:?}\n{text}");
+            }
+            prepared += 1;
+        }
+        assert_eq!(prepared, Shape::all().count());
+        assert!(prepared > 256, "one-row and many-row variants: {prepared}");
+    });
+}
+
 /// A server that cannot be reached is `Unavailable`, which a caller may retry (needs no server).
 #[test]
 fn an_unreachable_server_is_unavailable() {
