@@ -10,8 +10,8 @@
 //!
 //! Each run alternates the three modes in short slices (`VELLUM_BENCH_SLICES`, default 6) so
 //! that load changes on a shared machine hit every mode alike. Prints the median batches/s of
-//! several runs per mode and the ratios provider/(a) and
-//! provider/(b). Environment: `VELLUM_POSTGRES_URL` (required), `VELLUM_BENCH_SECS` (seconds
+//! several runs per mode, and the ratios provider/(a) and provider/(b) as the median of each
+//! run's own ratio. Environment: `VELLUM_POSTGRES_URL` (required), `VELLUM_BENCH_SECS` (seconds
 //! per run, default 3), `VELLUM_BENCH_RUNS` (runs per mode, default 5), `VELLUM_BENCH_WRITERS`
 //! (comma-separated writer counts, default `1,16`), `VELLUM_BENCH_RT=current` (a current-thread
 //! runtime instead of the multi-threaded one).
@@ -346,12 +346,17 @@ fn main() {
                 all(&rates[1]),
                 all(&rates[2])
             );
+            // Each run's own ratio, then their median: the modes of one run share its load,
+            // so this is steadier than a ratio of medians taken over different runs.
+            let paired = |raw: &[f64]| {
+                let mut ratios: Vec<f64> = rates[0].iter().zip(raw).map(|(p, r)| p / r).collect();
+                median(&mut ratios)
+            };
+            let (pa, pb) = (paired(&rates[1]), paired(&rates[2]));
             let [p, a, b] = rates.map(|mut r| median(&mut r));
             println!(
                 "writers={writers:>2}  provider {p:>8.0}/s  (a) counter row {a:>8.0}/s  (b) sequence {b:>8.0}/s  \
-                 provider/(a) {:.2}  provider/(b) {:.2}",
-                p / a,
-                p / b
+                 provider/(a) {pa:.2}  provider/(b) {pb:.2}"
             );
         }
         drop_schema(&admin, &schema).await.expect("drop the bench schema");
