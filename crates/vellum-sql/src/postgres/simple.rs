@@ -231,7 +231,8 @@ impl Rows {
         format!(" FROM UNNEST({}) AS u({})", arrays.join(", "), names.join(", "))
     }
 
-    /// How many rows there are.
+    /// How many rows there are: the length of the first column, which in every part that is
+    /// counted (the updates) is a text key.
     fn count(&self) -> String {
         match self.columns.first() {
             Some((first, _)) if !self.one => format!("cardinality(${first}::text[])"),
