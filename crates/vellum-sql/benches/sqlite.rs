@@ -6,9 +6,14 @@
 //! - (a) offsets from a per-app counter row (dense: the naive design);
 //! - (b) offsets from an `INTEGER PRIMARY KEY AUTOINCREMENT` column (not dense), no counter row.
 //!
-//! Prints the median throughput of several runs and the ratios provider/(a), provider/(b).
-//! Environment: `VELLUM_BENCH_MILLIS` (length of one run, default 1500), `VELLUM_BENCH_RUNS`
-//! (runs per configuration, default 5), `VELLUM_BENCH_WRITERS` (comma-separated, default `1,16`),
+//! Each run alternates the three in short slices (`VELLUM_BENCH_SLICES`, default 6), so that
+//! load changes on a shared machine and a disk whose sync time drifts hit every mode alike.
+//! A slice counts the batches committed before it ends and divides by its length, so a raw
+//! writer still asleep in SQLite's busy handler (up to 100 ms) does not stretch it. Stores and
+//! connections stay open for the whole run.
+//! Prints the median throughput of several runs, and the ratios provider/(a), provider/(b) as
+//! the median of each run's own ratio. Environment: `VELLUM_BENCH_MILLIS` (length of one run per
+//! mode, default 1500), `VELLUM_BENCH_RUNS` (runs per configuration, default 5), `VELLUM_BENCH_WRITERS` (comma-separated, default `1,16`),
 //! `VELLUM_BENCH_VERBOSE` (set: also print every run), `VELLUM_BENCH_DIR` (where the databases go,
 //! default the system temporary directory; a tmpfs such as `/dev/shm` takes `fsync` out of the
 //! picture and shows the provider's CPU overhead alone).
@@ -65,36 +70,55 @@ fn batch(w: usize, i: u64) -> Batch {
     ])
 }
 
-/// Batches per second through the provider with `writers` concurrent tasks.
-fn provider_run(dir: &Path, run: usize, writers: usize, length: Duration) -> f64 {
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
-    rt.block_on(async {
-        let provider = SqliteProvider::new(dir.join("provider.db")).unwrap();
-        let store = Arc::new(provider.open(APP).await.unwrap());
-        let done = Arc::new(AtomicU64::new(0));
-        let start = Instant::now();
-        let deadline = start + length;
-        let tasks: Vec<_> = (0..writers)
-            .map(|w| {
-                let store = Arc::clone(&store);
-                let done = Arc::clone(&done);
-                tokio::spawn(async move {
-                    let mut i = 0;
-                    while Instant::now() < deadline {
-                        store.persist(batch(w + run * 1000, i)).await.unwrap();
-                        i += 1;
-                        done.fetch_add(1, Ordering::Relaxed);
-                    }
+/// The provider's side of a run: a runtime and a store kept open across slices.
+struct ProviderLoop {
+    rt: tokio::runtime::Runtime,
+    store: Arc<vellum_sql::sqlite::SqliteStore>,
+}
+
+impl ProviderLoop {
+    fn open(dir: &Path) -> Self {
+        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+        let store = rt.block_on(async {
+            let provider = SqliteProvider::new(dir.join("provider.db")).unwrap();
+            Arc::new(provider.open(APP).await.unwrap())
+        });
+        Self { rt, store }
+    }
+
+    /// Batches committed by `writers` concurrent tasks in `length`, and the seconds taken;
+    /// `tag` keeps the batches' IDs apart from earlier slices'.
+    fn slice(&self, tag: usize, writers: usize, length: Duration) -> (u64, f64) {
+        self.rt.block_on(async {
+            let done = Arc::new(AtomicU64::new(0));
+            let start = Instant::now();
+            let deadline = start + length;
+            let tasks: Vec<_> = (0..writers)
+                .map(|w| {
+                    let store = Arc::clone(&self.store);
+                    let done = Arc::clone(&done);
+                    tokio::spawn(async move {
+                        let mut i = 0;
+                        while Instant::now() < deadline {
+                            store.persist(batch(w + tag * 1000, i)).await.unwrap();
+                            i += 1;
+                            if Instant::now() <= deadline {
+                                done.fetch_add(1, Ordering::Relaxed);
+                            }
+                        }
+                    })
                 })
-            })
-            .collect();
-        for t in tasks {
-            t.await.unwrap();
-        }
-        let elapsed = start.elapsed();
-        store.close().await.unwrap();
-        done.load(Ordering::Relaxed) as f64 / elapsed.as_secs_f64()
-    })
+                .collect();
+            for t in tasks {
+                t.await.unwrap();
+            }
+            (done.load(Ordering::Relaxed), length.as_secs_f64())
+        })
+    }
+
+    fn close(self) {
+        self.rt.block_on(self.store.close()).unwrap();
+    }
 }
 
 fn raw_connection(path: &Path) -> Connection {
@@ -197,28 +221,54 @@ fn raw_batch(conn: &mut Connection, kind: Raw, id: &str) {
     tx.commit().unwrap();
 }
 
-/// Batches per second of the raw loop with `writers` threads, each with its own connection.
-fn raw_run(dir: &Path, kind: Raw, run: usize, writers: usize, length: Duration) -> f64 {
-    let path = dir.join(if kind == Raw::Counter { "raw-a.db" } else { "raw-b.db" });
-    raw_setup(&path);
-    let start = Instant::now();
-    let deadline = start + length;
-    let threads: Vec<_> = (0..writers)
-        .map(|w| {
-            let path = path.clone();
-            std::thread::spawn(move || {
-                let mut conn = raw_connection(&path);
-                let mut i = 0u64;
-                while Instant::now() < deadline {
-                    raw_batch(&mut conn, kind, &format!("w{}-{i}", w + run * 1000));
-                    i += 1;
-                }
-                i
-            })
-        })
-        .collect();
-    let done: u64 = threads.into_iter().map(|t| t.join().unwrap()).sum();
-    done as f64 / start.elapsed().as_secs_f64()
+fn raw_path(dir: &Path, kind: Raw) -> std::path::PathBuf {
+    dir.join(if kind == Raw::Counter { "raw-a.db" } else { "raw-b.db" })
+}
+
+/// A raw loop's connections, one per writer, kept open across slices: closing the last
+/// connection of a WAL database checkpoints it, which the provider's open store never does
+/// mid-run either.
+struct RawLoop {
+    kind: Raw,
+    conns: Vec<Connection>,
+}
+
+impl RawLoop {
+    fn open(dir: &Path, kind: Raw, writers: usize) -> Self {
+        let path = raw_path(dir, kind);
+        raw_setup(&path);
+        Self { kind, conns: (0..writers).map(|_| raw_connection(&path)).collect() }
+    }
+
+    /// Batches committed by one thread per connection in `length`, and the seconds taken.
+    fn slice(&mut self, tag: usize, length: Duration) -> (u64, f64) {
+        let kind = self.kind;
+        let start = Instant::now();
+        let deadline = start + length;
+        let done: u64 = std::thread::scope(|scope| {
+            let threads: Vec<_> = self
+                .conns
+                .iter_mut()
+                .enumerate()
+                .map(|(w, conn)| {
+                    scope.spawn(move || {
+                        let mut i = 0u64;
+                        let mut committed = 0;
+                        while Instant::now() < deadline {
+                            raw_batch(conn, kind, &format!("w{}-{i}", w + tag * 1000));
+                            i += 1;
+                            if Instant::now() <= deadline {
+                                committed += 1;
+                            }
+                        }
+                        committed
+                    })
+                })
+                .collect();
+            threads.into_iter().map(|t| t.join().unwrap()).sum()
+        });
+        (done, length.as_secs_f64())
+    }
 }
 
 /// Why reads run inline: the mean cost of a point read through the provider versus the mean
@@ -258,13 +308,16 @@ fn main() {
     // `cargo bench` passes `--bench`; other arguments (filters) are ignored.
     let length = Duration::from_millis(env_or("VELLUM_BENCH_MILLIS", 1500));
     let runs: usize = env_or("VELLUM_BENCH_RUNS", 5);
+    let slices: usize = env_or("VELLUM_BENCH_SLICES", 6usize).max(1);
+    let slices_u32 = u32::try_from(slices).unwrap();
     let writer_counts: Vec<usize> = std::env::var("VELLUM_BENCH_WRITERS")
         .unwrap_or_else(|_| "1,16".into())
         .split(',')
         .filter_map(|s| s.trim().parse().ok())
         .collect();
     println!(
-        "sqlite {}: one-event engine batches, {runs} runs of {length:?}, medians in batches/s",
+        "sqlite {}: one-event engine batches, {runs} runs of {length:?} per mode (in {slices} alternating \
+         slices), medians in batches/s",
         rusqlite::version()
     );
     let base = std::env::var_os("VELLUM_BENCH_DIR").map_or_else(std::env::temp_dir, std::path::PathBuf::from);
@@ -276,28 +329,44 @@ fn main() {
     );
     for writers in writer_counts {
         let dir = tempdir();
+        let mut raw_a = RawLoop::open(dir.path(), Raw::Counter, writers);
+        let mut raw_b = RawLoop::open(dir.path(), Raw::AutoIncrement, writers);
+        let provider = ProviderLoop::open(dir.path());
         let (mut p, mut a, mut b) = (Vec::new(), Vec::new(), Vec::new());
-        // Interleave the three, rotating their order, so drifting machine load and the
-        // after-effects of one loop (checkpoints, write-back) hit all of them alike.
         for run in 0..runs {
-            for k in 0..3 {
-                match (run + k) % 3 {
-                    0 => p.push(provider_run(dir.path(), run, writers, length)),
-                    1 => a.push(raw_run(dir.path(), Raw::Counter, run, writers, length)),
-                    _ => b.push(raw_run(dir.path(), Raw::AutoIncrement, run, writers, length)),
+            // The three alternate in short slices, rotating their order, so drifting machine
+            // load and the after-effects of one loop (checkpoints, write-back) hit all alike.
+            let mut sums = [(0, 0.0); 3];
+            for slice in 0..slices {
+                let tag = run * slices + slice;
+                for k in 0..3 {
+                    let mode = (tag + k) % 3;
+                    let (n, secs) = match mode {
+                        0 => provider.slice(tag, writers, length / slices_u32),
+                        1 => raw_a.slice(tag, length / slices_u32),
+                        _ => raw_b.slice(tag, length / slices_u32),
+                    };
+                    sums[mode].0 += n;
+                    sums[mode].1 += secs;
                 }
             }
+            let [sp, sa, sb] = sums.map(|(n, secs)| n as f64 / secs);
+            p.push(sp);
+            a.push(sa);
+            b.push(sb);
         }
+        provider.close();
         if std::env::var_os("VELLUM_BENCH_VERBOSE").is_some() {
             let show = |v: &[f64]| v.iter().map(|x| format!("{x:.0}")).collect::<Vec<_>>().join(" ");
             println!("  runs: provider [{}]  raw(a) [{}]  raw(b) [{}]", show(&p), show(&a), show(&b));
         }
+        // Each run's own ratio, then their median: the modes of one run share its load.
+        let paired = |raw: &[f64]| median(p.iter().zip(raw).map(|(p, r)| p / r).collect());
+        let (pa, pb) = (paired(&a), paired(&b));
         let (p, a, b) = (median(p), median(a), median(b));
         println!(
             "writers={writers:>2}  provider {p:>9.0}  raw(a) counter row {a:>9.0}  raw(b) autoincrement {b:>9.0}  \
-             provider/(a) {:.2}  provider/(b) {:.2}",
-            p / a,
-            p / b
+             provider/(a) {pa:.2}  provider/(b) {pb:.2}"
         );
     }
 }
