@@ -11,12 +11,14 @@
 //! A slice counts the batches committed before it ends and divides by its length, so a raw
 //! writer still asleep in SQLite's busy handler (up to 100 ms) does not stretch it. Stores and
 //! connections stay open for the whole run.
+//!
 //! Prints the median throughput of several runs, and the ratios provider/(a), provider/(b) as
 //! the median of each run's own ratio. Environment: `VELLUM_BENCH_MILLIS` (length of one run per
-//! mode, default 1500), `VELLUM_BENCH_RUNS` (runs per configuration, default 5), `VELLUM_BENCH_WRITERS` (comma-separated, default `1,16`),
-//! `VELLUM_BENCH_VERBOSE` (set: also print every run), `VELLUM_BENCH_DIR` (where the databases go,
-//! default the system temporary directory; a tmpfs such as `/dev/shm` takes `fsync` out of the
-//! picture and shows the provider's CPU overhead alone).
+//! mode, default 1500), `VELLUM_BENCH_RUNS` (runs per configuration, default 5),
+//! `VELLUM_BENCH_WRITERS` (comma-separated, default `1,16`), `VELLUM_BENCH_VERBOSE` (set: also
+//! print every run), `VELLUM_BENCH_DIR` (where the databases go, default the system temporary
+//! directory; a tmpfs such as `/dev/shm` takes `fsync` out of the picture and shows the
+//! provider's CPU overhead alone).
 //!
 //! Run: `cargo bench -p vellum-sql --bench sqlite`.
 #![allow(clippy::unwrap_used, clippy::cast_precision_loss, missing_docs)]
@@ -86,8 +88,8 @@ impl ProviderLoop {
         Self { rt, store }
     }
 
-    /// Batches committed by `writers` concurrent tasks in `length`, and the seconds taken;
-    /// `tag` keeps the batches' IDs apart from earlier slices'.
+    /// Batches `writers` concurrent tasks committed within `length`, and its seconds; `tag`
+    /// keeps the batches' IDs apart from earlier slices'.
     fn slice(&self, tag: usize, writers: usize, length: Duration) -> (u64, f64) {
         self.rt.block_on(async {
             let done = Arc::new(AtomicU64::new(0));
@@ -240,7 +242,7 @@ impl RawLoop {
         Self { kind, conns: (0..writers).map(|_| raw_connection(&path)).collect() }
     }
 
-    /// Batches committed by one thread per connection in `length`, and the seconds taken.
+    /// Batches one thread per connection committed within `length`, and its seconds.
     fn slice(&mut self, tag: usize, length: Duration) -> (u64, f64) {
         let kind = self.kind;
         let start = Instant::now();
